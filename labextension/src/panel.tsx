@@ -1,0 +1,190 @@
+/**
+ * The JupyterLab side of the panel: the ReactWidget, the request and revoke dialogs,
+ * notifications, and inserting + running the load cell in a notebook.
+ */
+import { JupyterFrontEnd } from '@jupyterlab/application';
+import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
+import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
+import { ReactWidget } from '@jupyterlab/ui-components';
+import { Widget } from '@lumino/widgets';
+import * as React from 'react';
+
+import { api } from './api';
+import { dataAccessIcon } from './icon';
+import { IAccessRequest, IDataset, IGrant, loadCode } from './model';
+import { DataAccessApp, IPanelActions } from './views';
+
+export const PANEL_ID = 'jupyterhub-dataaccess-panel';
+const DEFAULT_DAYS = 30;
+
+interface IRequestFormValue {
+  justification: string;
+  days: number;
+}
+
+/** The body of the "Request access" dialog: a required justification and a number of days. */
+class RequestForm extends Widget {
+  constructor(dataset: IDataset, problem: string, previous?: IRequestFormValue) {
+    super();
+    this.addClass('jp-DataAccess-requestForm');
+
+    const intro = document.createElement('p');
+    intro.textContent = `Why do you need "${dataset.title || dataset.id}" (${dataset.classification})?`;
+
+    const justificationLabel = document.createElement('label');
+    justificationLabel.textContent = 'Justification (required)';
+    this._justification = document.createElement('textarea');
+    this._justification.required = true;
+    this._justification.rows = 4;
+    this._justification.className = 'jp-mod-styled';
+    this._justification.value = previous?.justification ?? '';
+    justificationLabel.appendChild(this._justification);
+
+    const daysLabel = document.createElement('label');
+    daysLabel.textContent = 'Days';
+    this._days = document.createElement('input');
+    this._days.type = 'number';
+    this._days.min = '0.01';
+    this._days.step = 'any';
+    this._days.required = true;
+    this._days.className = 'jp-mod-styled';
+    this._days.value = String(previous?.days ?? DEFAULT_DAYS);
+    daysLabel.appendChild(this._days);
+
+    this.node.append(intro, justificationLabel, daysLabel);
+    if (problem) {
+      const error = document.createElement('div');
+      error.className = 'jp-DataAccess-error';
+      error.setAttribute('role', 'alert');
+      error.textContent = problem;
+      this.node.appendChild(error);
+    }
+    this._justification.addEventListener('input', () => this._syncAccept());
+  }
+
+  getValue(): IRequestFormValue {
+    return { justification: this._justification.value.trim(), days: Number(this._days.value) };
+  }
+
+  protected onAfterAttach(): void {
+    this._syncAccept();
+    this._justification.focus();
+  }
+
+  private _syncAccept(): void {
+    const dialog = this.node.closest('.jp-Dialog-content');
+    const accept = dialog?.querySelector<HTMLButtonElement>('.jp-Dialog-footer .jp-mod-accept');
+    if (accept) {
+      accept.disabled = this._justification.value.trim() === '';
+    }
+  }
+
+  private _justification: HTMLTextAreaElement;
+  private _days: HTMLInputElement;
+}
+
+function problemWith(value: IRequestFormValue): string {
+  if (!value.justification) {
+    return 'Please say why you need this dataset.';
+  }
+  if (!Number.isFinite(value.days) || value.days <= 0) {
+    return 'Days must be a positive number.';
+  }
+  return '';
+}
+
+/** Show the request dialog until it is cancelled or valid, then send the request. */
+export async function askForAccess(dataset: IDataset): Promise<IAccessRequest | null> {
+  let problem = '';
+  let previous: IRequestFormValue | undefined;
+  for (;;) {
+    const result = await showDialog<IRequestFormValue>({
+      title: 'Request access',
+      body: new RequestForm(dataset, problem, previous),
+      buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Request' })],
+      focusNodeSelector: 'textarea'
+    });
+    if (!result.button.accept || !result.value) {
+      return null;
+    }
+    previous = result.value;
+    problem = problemWith(result.value);
+    if (!problem) {
+      break;
+    }
+  }
+  return api.createRequest(dataset.id, previous.justification, previous.days);
+}
+
+export async function confirmRevoke(grant: IGrant): Promise<boolean> {
+  const result = await showDialog({
+    title: 'Revoke access?',
+    body: `${grant.user} loses access to ${grant.dataset} on their next read.`,
+    buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Revoke' })]
+  });
+  return result.button.accept;
+}
+
+/** Insert `df = da.load("<id>")` into the current notebook (or a new one) and run it. */
+export async function loadIntoNotebook(
+  app: JupyterFrontEnd,
+  tracker: INotebookTracker,
+  datasetId: string
+): Promise<void> {
+  let panel: NotebookPanel | null = tracker.currentWidget;
+  if (!panel) {
+    panel = (await app.commands.execute('notebook:create-new', {})) as NotebookPanel | null;
+  }
+  if (!panel) {
+    throw new Error('no notebook could be opened');
+  }
+  app.shell.activateById(panel.id);
+  await panel.context.ready;
+  await panel.sessionContext.ready;
+
+  const notebook = panel.content;
+  const active = notebook.activeCell;
+  const reusable =
+    active !== null && active.model.type === 'code' && active.model.sharedModel.getSource().trim() === '';
+  if (!reusable) {
+    NotebookActions.insertBelow(notebook);
+  }
+  const cell = notebook.activeCell;
+  if (!cell) {
+    throw new Error('the notebook has no cell to write to');
+  }
+  if (cell.model.type !== 'code') {
+    NotebookActions.changeCellType(notebook, 'code');
+  }
+  notebook.activeCell?.model.sharedModel.setSource(loadCode(datasetId));
+  await NotebookActions.run(notebook, panel.sessionContext);
+}
+
+function notify(kind: 'success' | 'warning' | 'error' | 'info', message: string): void {
+  Notification[kind](message, { autoClose: 10_000 });
+}
+
+/** The left-sidebar widget. */
+export class DataAccessPanel extends ReactWidget {
+  constructor(app: JupyterFrontEnd, tracker: INotebookTracker) {
+    super();
+    this.id = PANEL_ID;
+    this.addClass('jp-DataAccess-panel');
+    this.title.icon = dataAccessIcon;
+    this.title.label = 'Data';
+    this.title.caption = 'Data';
+    this._actions = {
+      askForAccess,
+      confirmRevoke,
+      loadIntoNotebook: datasetId => loadIntoNotebook(app, tracker, datasetId),
+      notify,
+      isVisible: () => this.isVisible
+    };
+  }
+
+  protected render(): JSX.Element {
+    return <DataAccessApp api={api} actions={this._actions} />;
+  }
+
+  private _actions: IPanelActions;
+}

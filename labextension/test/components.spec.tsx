@@ -1,0 +1,159 @@
+/**
+ * Rendering: user-supplied strings (titles, descriptions, justifications, comments, preview cells)
+ * appear as text, never as HTML; buttons carry the names the product contract promises.
+ */
+import * as React from 'react';
+import { act } from 'react';
+import { createRoot, Root } from 'react-dom/client';
+
+import { DatasetDetailsView, DatasetRow, PreviewTable, RequestCard } from '../src/components';
+import { IAccessRequest, IDataset, loadCode } from '../src/model';
+
+(globalThis as { IS_REACT_ACT_ENVIRONMENT?: boolean }).IS_REACT_ACT_ENVIRONMENT = true;
+
+const HOSTILE = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>';
+
+let container: HTMLDivElement;
+let root: Root;
+
+beforeEach(() => {
+  container = document.createElement('div');
+  document.body.appendChild(container);
+  root = createRoot(container);
+});
+
+afterEach(() => {
+  act(() => root.unmount());
+  container.remove();
+});
+
+function render(element: React.ReactElement): void {
+  act(() => root.render(element));
+}
+
+function dataset(status: IDataset['access']['status'], extra: Partial<IDataset> = {}): IDataset {
+  return {
+    id: 'penguins',
+    title: HOSTILE,
+    description: HOSTILE,
+    classification: 'confidential',
+    tags: ['biology'],
+    owner: 'bob',
+    stewards: { users: ['bob'], groups: ['stewards'] },
+    access: { status, expires_at: status === 'granted' ? '2030-01-02T00:00:00Z' : null },
+    ...extra
+  };
+}
+
+function buttonNames(): string[] {
+  return Array.from(container.querySelectorAll('button')).map(button => button.textContent ?? '');
+}
+
+function expectNoMarkup(): void {
+  expect(container.querySelector('img')).toBeNull();
+  expect(container.querySelector('script')).toBeNull();
+  expect((window as { __pwned?: number }).__pwned).toBeUndefined();
+}
+
+describe('DatasetRow', () => {
+  it('shows a hostile title as text', () => {
+    render(<DatasetRow dataset={dataset('none')} onOpen={jest.fn()} onRequest={jest.fn()} onLoad={jest.fn()} />);
+    expect(container.querySelector('.jp-DataAccess-title')?.textContent).toBe(HOSTILE);
+    expectNoMarkup();
+  });
+
+  it('offers "Request access" for none, denied and expired, and sends the dataset', () => {
+    for (const status of ['none', 'denied', 'expired'] as const) {
+      const onRequest = jest.fn();
+      render(<DatasetRow dataset={dataset(status)} onOpen={jest.fn()} onRequest={onRequest} onLoad={jest.fn()} />);
+      expect(buttonNames()).toEqual(['Request access']);
+      act(() => container.querySelector('button')!.click());
+      expect(onRequest).toHaveBeenCalledWith(expect.objectContaining({ id: 'penguins' }));
+    }
+  });
+
+  it('offers "Load into notebook" when granted and shows the expiry', () => {
+    const onLoad = jest.fn();
+    const onOpen = jest.fn();
+    render(<DatasetRow dataset={dataset('granted')} onOpen={onOpen} onRequest={jest.fn()} onLoad={onLoad} />);
+    expect(buttonNames()).toEqual(['Load into notebook']);
+    expect(container.textContent).toContain('granted until');
+    act(() => container.querySelector('button')!.click());
+    expect(onLoad).toHaveBeenCalled();
+    expect(onOpen).not.toHaveBeenCalled();
+  });
+
+  it('offers nothing while pending', () => {
+    render(<DatasetRow dataset={dataset('pending')} onOpen={jest.fn()} onRequest={jest.fn()} onLoad={jest.fn()} />);
+    expect(buttonNames()).toEqual([]);
+    expect(container.textContent).toContain('pending');
+  });
+});
+
+describe('DatasetDetailsView', () => {
+  it('shows description, owner, stewards, schema and row count as text', () => {
+    render(
+      <DatasetDetailsView
+        details={{
+          ...dataset('granted'),
+          row_count: 344,
+          columns: [
+            { name: 'species', type: 'string' },
+            { name: HOSTILE, type: 'int64', mask: 'redact' }
+          ]
+        }}
+        preview={{ columns: ['species', 'mass'], rows: [[HOSTILE, 3750]] }}
+        previewError={null}
+        onRequest={jest.fn()}
+        onLoad={jest.fn()}
+      />
+    );
+    expect(container.querySelector('.jp-DataAccess-description')?.textContent).toBe(HOSTILE);
+    expect(container.textContent).toContain('bob, group stewards');
+    expect(container.textContent).toContain('344');
+    expect(container.textContent).toContain('int64 (masked: redact)');
+    expect(container.querySelector('.jp-DataAccess-preview tbody td')?.textContent).toBe(HOSTILE);
+    expectNoMarkup();
+  });
+});
+
+describe('PreviewTable', () => {
+  it('accepts rows as objects keyed by column', () => {
+    render(<PreviewTable preview={{ columns: ['a', 'b'], rows: [{ a: 1, b: null }] }} />);
+    const cells = Array.from(container.querySelectorAll('tbody td')).map(td => td.textContent);
+    expect(cells).toEqual(['1', '']);
+  });
+});
+
+describe('RequestCard', () => {
+  it('shows justification, requester and decision comments as text', () => {
+    const request: IAccessRequest = {
+      id: 5,
+      dataset: 'penguins',
+      user: HOSTILE,
+      justification: `${HOSTILE}\u202E\u200B`,
+      days: 7.5,
+      status: 'denied',
+      reason: HOSTILE,
+      created_at: '2025-01-01T10:00:00Z',
+      decisions: [{ by: 'bob', decision: 'deny', comment: HOSTILE, at: '2025-01-02T10:00:00Z' }]
+    };
+    render(
+      <ul>
+        <RequestCard request={request} showUser />
+      </ul>
+    );
+    expect(container.querySelector('.jp-DataAccess-justification')?.textContent).toBe(
+      `${HOSTILE}\u202E\u200B`
+    );
+    expect(container.querySelector('.jp-DataAccess-comment')?.textContent).toBe(`: ${HOSTILE}`);
+    expect(container.textContent).toContain('7.5');
+    expectNoMarkup();
+  });
+});
+
+describe('loadCode', () => {
+  it('is the documented three-line cell', () => {
+    expect(loadCode('penguins')).toBe('import jupyterhub_dataaccess as da\ndf = da.load("penguins")\ndf');
+  });
+});
