@@ -1,0 +1,297 @@
+"""The catalogue: the Dataset model, loading and validating the catalogue YAML file.
+
+A bad file raises CatalogError naming the file, the line, the dataset and the field, so the service
+can refuse to start (or keep its old configuration on reload) with a message an operator can act on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .sources.filters import FilterError, RowFilter, parse_filter
+
+DATASET_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+CLASSIFICATIONS = ("public", "internal", "confidential", "restricted")
+MASKS = ("redact", "hash", "null")
+SOURCE_KINDS = ("file", "sql", "s3")
+FILE_FORMATS = ("csv", "parquet", "jsonl")
+
+
+class CatalogError(ValueError):
+    """A catalogue or policy file that cannot be used, with where and why."""
+
+
+@dataclass(frozen=True)
+class Stewards:
+    users: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+
+    def includes(self, user: str, groups: frozenset[str] | set[str]) -> bool:
+        return user in self.users or bool(set(self.groups) & set(groups))
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str
+    uri: str = ""
+    format: str = ""
+    url: str = ""  # sql: SQLAlchemy URL, may reference ${ENV_VARS}
+    table: str = ""
+    query: str = ""
+    options: dict[str, Any] = field(default_factory=dict)  # s3/fsspec storage options (env refs)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    id: str
+    title: str
+    description: str = ""
+    owner: str = ""
+    stewards: Stewards = Stewards()
+    classification: str = "internal"
+    tags: tuple[str, ...] = ()
+    source: Source = Source(kind="file")
+    masks: dict[str, str] = field(default_factory=dict)  # column -> redact|hash|null
+    row_filter: RowFilter | None = None
+    mount_path: str = ""  # where the data lives on the host or volume
+    mount_claim: str = ""  # Kubernetes: PersistentVolumeClaim holding mount_path (as subPath)
+
+    def public_dict(self) -> dict[str, Any]:
+        """What any user allowed to browse may see: never the source location or credentials."""
+        return {
+            "id": self.id,
+            "title": self.title,
+            "description": self.description,
+            "owner": self.owner,
+            "stewards": {"users": list(self.stewards.users), "groups": list(self.stewards.groups)},
+            "classification": self.classification,
+            "tags": list(self.tags),
+            "masked_columns": sorted(self.masks),
+            "row_filter": self.row_filter.text if self.row_filter else None,
+            "mountable": bool(self.mount_path),
+        }
+
+
+@dataclass(frozen=True)
+class Catalog:
+    datasets: dict[str, Dataset]
+    path: str = ""
+
+    def get(self, dataset_id: str) -> Dataset | None:
+        return self.datasets.get(dataset_id)
+
+    def stewarded_by(self, user: str, groups: frozenset[str] | set[str]) -> list[str]:
+        return [d.id for d in self.datasets.values() if d.stewards.includes(user, groups)]
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A SafeLoader that remembers the line of every mapping, for error messages."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict:
+    mapping = _LineDict(loader.construct_mapping(node, deep=True))
+    mapping.line = node.start_mark.line + 1
+    mapping.key_lines = {
+        loader.construct_object(k, deep=True): k.start_mark.line + 1 for k, _ in node.value
+    }
+    return mapping
+
+
+class _LineDict(dict):
+    line = 0
+    key_lines: dict
+
+    def line_of(self, key: str) -> int:
+        return getattr(self, "key_lines", {}).get(key, self.line)
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml(path: str) -> Any:
+    """Parse a YAML file with line numbers kept, or raise CatalogError naming the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.load(f, Loader=_LineLoader)  # noqa: S506 (a SafeLoader subclass)
+    except OSError as e:
+        raise CatalogError(f"{path}: cannot read: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise CatalogError(f"{path}:{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+
+
+class _Where:
+    """Builds 'file line N: dataset X: field F: problem' messages."""
+
+    def __init__(self, path: str, mapping: Any, dataset: str = ""):
+        self.path, self.mapping, self.dataset = path, mapping, dataset
+
+    def error(self, fieldname: str, problem: str) -> CatalogError:
+        line = self.mapping.line_of(fieldname) if isinstance(self.mapping, _LineDict) else 0
+        where = f"{self.path} line {line}" if line else self.path
+        who = f" dataset {self.dataset!r}:" if self.dataset else ""
+        return CatalogError(f"{where}:{who} field {fieldname!r}: {problem}")
+
+
+def _str_list(where: _Where, name: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise where.error(name, "must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _expand_env(value: str) -> str:
+    """Replace ${NAME} with the service's environment variable NAME (source credentials)."""
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda m: os.environ.get(m.group(1), ""), value)
+
+
+def _parse_source(where: _Where, raw: Any) -> Source:
+    if not isinstance(raw, dict):
+        raise where.error("source", "must be a mapping with 'kind'")
+    sw = _Where(where.path, raw, where.dataset)
+    kind = raw.get("kind")
+    if kind not in SOURCE_KINDS:
+        raise sw.error("kind", f"must be one of {', '.join(SOURCE_KINDS)}")
+    if kind in ("file", "s3"):
+        uri = raw.get("uri")
+        if not isinstance(uri, str) or not uri:
+            raise sw.error("uri", "is required for a file or s3 source")
+        fmt = raw.get("format") or _format_from_uri(uri)
+        if fmt not in FILE_FORMATS:
+            raise sw.error("format", f"must be one of {', '.join(FILE_FORMATS)}")
+        options = raw.get("options") or {}
+        if not isinstance(options, dict):
+            raise sw.error("options", "must be a mapping")
+        return Source(kind=kind, uri=uri, format=fmt, options=dict(options))
+    url, table, query = raw.get("url"), raw.get("table", ""), raw.get("query", "")
+    if not isinstance(url, str) or not url:
+        raise sw.error("url", "is required for a sql source (a SQLAlchemy URL)")
+    if bool(table) == bool(query):
+        raise sw.error("table", "give exactly one of 'table' or 'query'")
+    if table and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?", table):
+        raise sw.error("table", "must be a plain (optionally schema-qualified) table name")
+    return Source(kind="sql", url=url, table=table or "", query=query or "")
+
+
+def _format_from_uri(uri: str) -> str:
+    lower = uri.lower()
+    for suffix, fmt in ((".parquet", "parquet"), (".pq", "parquet"), (".csv", "csv"),
+                        (".jsonl", "jsonl"), (".ndjson", "jsonl")):
+        if lower.endswith(suffix):
+            return fmt
+    return ""
+
+
+def _parse_dataset(path: str, raw: Any, index: int) -> Dataset:
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{path}: datasets[{index}]: must be a mapping")
+    ds_id = raw.get("id")
+    where = _Where(path, raw, ds_id if isinstance(ds_id, str) else f"#{index + 1}")
+    if not isinstance(ds_id, str) or not DATASET_ID.match(ds_id):
+        raise where.error("id", "must match ^[a-z0-9][a-z0-9._-]{0,63}$")
+    if ".." in ds_id:
+        raise where.error("id", "must not contain '..'")
+    title = raw.get("title") or ds_id
+    if not isinstance(title, str):
+        raise where.error("title", "must be a string")
+    description = raw.get("description") or ""
+    if not isinstance(description, str):
+        raise where.error("description", "must be a string")
+    owner = raw.get("owner") or ""
+    if not isinstance(owner, str):
+        raise where.error("owner", "must be a hub user name")
+    stewards_raw = raw.get("stewards") or {}
+    if not isinstance(stewards_raw, dict):
+        raise where.error("stewards", "must be a mapping {users: [...], groups: [...]}")
+    swhere = _Where(path, stewards_raw, where.dataset)
+    stewards = Stewards(
+        users=_str_list(swhere, "users", stewards_raw.get("users")),
+        groups=_str_list(swhere, "groups", stewards_raw.get("groups")),
+    )
+    classification = raw.get("classification", "internal")
+    if classification not in CLASSIFICATIONS:
+        raise where.error("classification", f"must be one of {', '.join(CLASSIFICATIONS)}")
+    tags = _str_list(where, "tags", raw.get("tags"))
+    if "source" not in raw:
+        raise where.error("source", "is required")
+    source = _parse_source(where, raw["source"])
+    masks: dict[str, str] = {}
+    columns = raw.get("columns") or {}
+    if not isinstance(columns, dict):
+        raise where.error("columns", "must be a mapping of column name to {mask: ...}")
+    for col, rule in columns.items():
+        cwhere = _Where(path, columns, where.dataset)
+        if not isinstance(col, str) or not col:
+            raise cwhere.error(str(col), "column names must be strings")
+        if not isinstance(rule, dict) or rule.get("mask") not in MASKS:
+            raise cwhere.error(col, f"needs mask: one of {', '.join(MASKS)}")
+        masks[col] = rule["mask"]
+    row_filter = None
+    if raw.get("row_filter") not in (None, ""):
+        text = raw["row_filter"]
+        if not isinstance(text, str):
+            raise where.error("row_filter", "must be a string expression")
+        try:
+            row_filter = parse_filter(text)
+        except FilterError as e:
+            raise where.error("row_filter", str(e)) from None
+    mount_path = mount_claim = ""
+    mount = raw.get("mount")
+    if mount is not None:
+        if not isinstance(mount, dict) or not isinstance(mount.get("path"), str):
+            raise where.error("mount", "must be {path: /absolute/path}")
+        mount_path = mount["path"]
+        if not os.path.isabs(mount_path) or ".." in mount_path.split("/") or "\\" in mount_path:
+            raise where.error("mount", "path must be absolute and contain no '..'")
+        mount_claim = mount.get("claim") or ""
+        if not isinstance(mount_claim, str) or (
+                mount_claim and not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", mount_claim)):
+            raise where.error("mount", "claim must be a Kubernetes PersistentVolumeClaim name")
+        unknown_mount = sorted(set(mount) - {"path", "claim"})
+        if unknown_mount:
+            raise where.error("mount", f"unknown field {unknown_mount[0]!r}")
+    known = {"id", "title", "description", "owner", "stewards", "classification", "tags",
+             "source", "columns", "row_filter", "mount"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise where.error(str(unknown[0]), "is not a known field")
+    return Dataset(
+        id=ds_id, title=title, description=description, owner=owner, stewards=stewards,
+        classification=classification, tags=tags, source=source, masks=masks,
+        row_filter=row_filter, mount_path=mount_path, mount_claim=mount_claim,
+    )
+
+
+def load_catalog(path: str) -> Catalog:
+    """Load and validate a catalogue file; raise CatalogError naming where it is wrong."""
+    raw = read_yaml(path)
+    if not isinstance(raw, dict) or not isinstance(raw.get("datasets"), list):
+        raise CatalogError(f"{path}: must be a mapping with a 'datasets' list")
+    datasets: dict[str, Dataset] = {}
+    for i, item in enumerate(raw["datasets"]):
+        ds = _parse_dataset(path, item, i)
+        if ds.id in datasets:
+            raise _Where(path, item, ds.id).error("id", "is used by two datasets")
+        datasets[ds.id] = ds
+    return Catalog(datasets=datasets, path=path)
+
+
+def resolve_env(value: str) -> str:
+    """Expand ${ENV} references in a source setting, inside the service only."""
+    return _expand_env(value)
+
+
+def load_policy(path: str):  # -> policy.Policy
+    """Load and validate a policy file (the engine itself, policy.py, does no I/O)."""
+    from .policy import parse_policy
+
+    return parse_policy(read_yaml(path), path)

@@ -1,0 +1,206 @@
+"""The `jupyterhub-dataaccess` command: demo, service, catalog validate, db, audit, grants, requests.
+
+Subcommands that touch the database take --db-url (default: $DATAACCESS_DB_URL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from typing import Any
+
+
+def _db(args: argparse.Namespace) -> Any:
+    from .store import Database
+
+    if not args.db_url:
+        raise SystemExit("error: give --db-url or set DATAACCESS_DB_URL")
+    return Database(args.db_url)
+
+
+def _operator() -> Any:
+    """The person at the terminal, as an admin principal named cli:<unix user>."""
+    from .governance import Principal
+
+    return Principal(name=f"cli:{getpass.getuser()}",
+                     capabilities=frozenset({"browse", "review", "admin"}))
+
+
+def _governance(db: Any) -> Any:
+    from .catalog import Catalog
+    from .governance import Config, Governance
+    from .policy import Policy
+
+    return Governance(db=db, config=lambda: Config(Catalog({}), Policy()))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.state_dir, ip=args.ip, port=args.port)
+
+
+def cmd_service(args: argparse.Namespace, rest: list[str]) -> int:
+    from .service.app import main
+
+    return main(rest)
+
+
+def cmd_catalog_validate(args: argparse.Namespace) -> int:
+    from .catalog import CatalogError, load_catalog, load_policy
+
+    try:
+        catalog = load_catalog(args.file)
+        print(f"{args.file}: OK, {len(catalog.datasets)} datasets")
+        if args.policy:
+            policy = load_policy(args.policy)
+            print(f"{args.policy}: OK, {len(policy.rules)} rules")
+    except CatalogError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from .store import current_revision
+
+    db = _db(args)
+    db.upgrade()
+    print(f"database at revision {current_revision(db.engine)}")
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from . import audit
+
+    db = _db(args)
+    with db.read() as s:
+        result = audit.verify(s)
+    if result.ok:
+        print(f"audit log OK: {result.records} records, chain intact")
+        return 0
+    for problem in result.problems:
+        print(f"TAMPERED: {problem}", file=sys.stderr)
+    print(f"audit log FAILED verification: {len(result.problems)} problem(s) in "
+          f"{result.records} records", file=sys.stderr)
+    return 1
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from . import audit
+
+    db = _db(args)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        with db.read() as s:
+            for line in audit.export(s):
+                out.write(line + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+def _print_rows(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
+    if as_json:
+        for r in rows:
+            print(json.dumps(r))
+        return
+    widths = {c: max([len(c)] + [len(str(r.get(c) or "")) for r in rows]) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for r in rows:
+        print("  ".join(str(r.get(c) or "").ljust(widths[c]) for c in columns))
+
+
+def cmd_grants_list(args: argparse.Namespace) -> int:
+    gov = _governance(_db(args))
+    page = gov.list_grants(_operator(), user=args.user or "", dataset=args.dataset or "",
+                           active="true" if args.active else None, limit=200)
+    _print_rows(page["items"], ["id", "dataset", "user", "status", "expires_at", "revoked_by"],
+                args.json)
+    return 0
+
+
+def cmd_grants_revoke(args: argparse.Namespace) -> int:
+    from .governance import GovernanceError
+
+    gov = _governance(_db(args))
+    try:
+        grant = gov.revoke(_operator(), args.id)
+    except GovernanceError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return 1
+    print(f"revoked grant {grant['id']} of {grant['user']} on {grant['dataset']}")
+    return 0
+
+
+def cmd_requests_list(args: argparse.Namespace) -> int:
+    gov = _governance(_db(args))
+    page = gov.list_requests(_operator(), scope="review", status=args.status or "", limit=200)
+    _print_rows(page["items"], ["id", "dataset", "user", "status", "days", "created_at"],
+                args.json)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jupyterhub-dataaccess", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_db(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--db-url", default=os.environ.get("DATAACCESS_DB_URL", ""),
+                        help="SQLAlchemy URL (default: $DATAACCESS_DB_URL)")
+        return sp
+
+    d = sub.add_parser("demo", help="run a demo JupyterHub on 127.0.0.1 with real public data")
+    d.add_argument("--state-dir", default=os.path.abspath(".dataaccess-demo"))
+    d.add_argument("--ip", default="127.0.0.1")
+    d.add_argument("--port", type=int, default=8000)
+    d.set_defaults(func=cmd_demo)
+
+    sub.add_parser("service", help="run the service (JupyterHub starts it)", add_help=False)
+
+    cat = sub.add_parser("catalog", help="catalogue files").add_subparsers(dest="sub", required=True)
+    v = cat.add_parser("validate", help="check a catalogue (and optionally a policy) file")
+    v.add_argument("file")
+    v.add_argument("--policy", help="also check this policy file")
+    v.set_defaults(func=cmd_catalog_validate)
+
+    db = sub.add_parser("db", help="the database").add_subparsers(dest="sub", required=True)
+    with_db(db.add_parser("upgrade", help="create or migrate the schema")).set_defaults(
+        func=cmd_db_upgrade)
+
+    au = sub.add_parser("audit", help="the audit log").add_subparsers(dest="sub", required=True)
+    with_db(au.add_parser("verify", help="check the hash chain; exit 1 if tampered")).set_defaults(
+        func=cmd_audit_verify)
+    ex = with_db(au.add_parser("export", help="write the audit log as JSON lines"))
+    ex.add_argument("--output", "-o", help="file to write (default: standard output)")
+    ex.set_defaults(func=cmd_audit_export)
+
+    gr = sub.add_parser("grants", help="grants").add_subparsers(dest="sub", required=True)
+    gl = with_db(gr.add_parser("list", help="list grants"))
+    gl.add_argument("--user")
+    gl.add_argument("--dataset")
+    gl.add_argument("--active", action="store_true", help="only active grants")
+    gl.add_argument("--json", action="store_true")
+    gl.set_defaults(func=cmd_grants_list)
+    gv = with_db(gr.add_parser("revoke", help="revoke a grant (effective on the next read)"))
+    gv.add_argument("id")
+    gv.set_defaults(func=cmd_grants_revoke)
+
+    rq = sub.add_parser("requests", help="requests").add_subparsers(dest="sub", required=True)
+    rl = with_db(rq.add_parser("list", help="list requests"))
+    rl.add_argument("--status", choices=["pending", "approved", "denied", "withdrawn"])
+    rl.add_argument("--json", action="store_true")
+    rl.set_defaults(func=cmd_requests_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["service"]:
+        return cmd_service(argparse.Namespace(), argv[1:])
+    args = parser().parse_args(argv)
+    return args.func(args)

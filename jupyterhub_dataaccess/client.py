@@ -1,0 +1,237 @@
+"""The notebook client: `import jupyterhub_dataaccess as da`.
+
+It finds the service from the environment the hub's spawn hook set (`DATAACCESS_URL`) and speaks
+as the user's server (`JUPYTERHUB_API_TOKEN`). It decides nothing: the service checks the grant,
+applies masks and filters, and audits, on every read.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import time
+from typing import Any
+
+__all__ = ["AccessDenied", "DataAccessError", "datasets", "grants", "info", "load", "open",
+           "request", "requests"]
+
+_FORMATS = ("arrow", "parquet", "csv")
+
+
+class DataAccessError(RuntimeError):
+    """The service refused or failed a call; `status` is the HTTP status."""
+
+    def __init__(self, message: str, status: int = 0, body: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.body = body or {}
+
+
+class AccessDenied(DataAccessError, PermissionError):
+    """No active grant for this dataset; the message says how to request it."""
+
+
+def _endpoint() -> tuple[str, str]:
+    url = os.environ.get("DATAACCESS_URL", "")
+    token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+    if not url or not token:
+        missing = " and ".join(n for n, v in (("DATAACCESS_URL", url),
+                                              ("JUPYTERHUB_API_TOKEN", token)) if not v)
+        raise DataAccessError(
+            f"Not inside a JupyterHub server with data access: {missing} is not set. "
+            "Start your server from a JupyterHub configured with "
+            "jupyterhub_dataaccess.hub.configure_hub, or set DATAACCESS_URL (the service URL, "
+            "e.g. https://hub.example.org/services/dataaccess/) and JUPYTERHUB_API_TOKEN.")
+    return url if url.endswith("/") else url + "/", token
+
+
+_session = None
+
+
+def _http() -> Any:
+    global _session
+    if _session is None:
+        import requests as _requests
+
+        _session = _requests.Session()
+        _session.trust_env = False  # never send the hub token through a proxy from the env
+    return _session
+
+
+def _call(method: str, path: str, *, params: dict[str, Any] | None = None,
+          json: dict[str, Any] | None = None, stream: bool = False) -> Any:
+    import requests as _requests
+
+    url, token = _endpoint()
+    try:
+        resp = _http().request(method, url + "api/v1/" + path, params=params, json=json,
+                               stream=stream, timeout=(10, 300),
+                               headers={"Authorization": f"token {token}"})
+    except _requests.ConnectionError:
+        raise DataAccessError(f"The data access service at {url} did not answer; "
+                              "try again, or ask your JupyterHub operator.") from None
+    if resp.status_code >= 400:
+        try:
+            body = resp.json()
+            message = body.get("message") or resp.reason
+        except ValueError:
+            body, message = {}, resp.reason
+        cls = AccessDenied if resp.status_code == 403 else DataAccessError
+        raise cls(message, resp.status_code, body)
+    return resp
+
+
+def datasets(q: str = "", *, classification: str = "", tag: str = "", status: str = "") -> Any:
+    """The datasets I can see, with my access status, as a pandas DataFrame."""
+    import pandas as pd
+
+    rows, offset = [], 0
+    while True:
+        page = _call("GET", "datasets", params={
+            "q": q, "classification": classification, "tag": tag, "status": status,
+            "limit": 200, "offset": offset}).json()
+        for d in page["items"]:
+            rows.append({"id": d["id"], "title": d["title"], "classification": d["classification"],
+                         "status": d["access"]["status"], "expires_at": d["access"]["expires_at"],
+                         "tags": d["tags"], "description": d["description"]})
+        offset += len(page["items"])
+        if not page["items"] or offset >= page["total"]:
+            break
+    return pd.DataFrame(rows, columns=["id", "title", "classification", "status", "expires_at",
+                                       "tags", "description"])
+
+
+def info(dataset: str) -> dict[str, Any]:
+    """A dataset's metadata: description, stewards, schema (masks shown), row count, my access."""
+    return _call("GET", f"datasets/{_quote(dataset)}").json()
+
+
+def request(dataset: str, justification: str, days: float | None = None, *, wait: bool = False,
+            timeout: float | None = None, poll: float = 2.0) -> dict[str, Any]:
+    """Ask for access. Returns the request; `status` is 'approved' at once where policy allows.
+
+    With wait=True, returns when the request is decided (or raises TimeoutError after timeout s).
+    Asking again while a request is pending or a grant is active returns that one.
+    """
+    body: dict[str, Any] = {"dataset": dataset, "justification": justification}
+    if days is not None:
+        body["days"] = days
+    try:
+        req = _call("POST", "requests", json=body).json()
+    except DataAccessError as e:
+        if e.status != 409 or "request" not in e.body:
+            raise
+        req = e.body["request"]
+    if wait:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while req["status"] == "pending":
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"request {req['id']} for {dataset!r} is still pending")
+            time.sleep(poll)
+            req = _call("GET", f"requests/{req['id']}").json()
+    return req
+
+
+def requests(status: str = "") -> list[dict[str, Any]]:
+    """My requests, newest first."""
+    return _call("GET", "requests", params={"scope": "mine", "status": status,
+                                            "limit": 200}).json()["items"]
+
+
+def grants(active: bool = True) -> list[dict[str, Any]]:
+    """My grants (active ones by default)."""
+    return _call("GET", "grants", params={"active": "true" if active else "false",
+                                          "limit": 200}).json()["items"]
+
+
+def _quote(dataset: str) -> str:
+    from urllib.parse import quote
+
+    if not isinstance(dataset, str) or not dataset:
+        raise ValueError("dataset must be a dataset id such as 'penguins'")
+    return quote(dataset, safe="")
+
+
+class _Progress(io.RawIOBase):
+    """Counts bytes read from the response; shows progress on stderr for reads over a second."""
+
+    def __init__(self, raw: Any, label: str, total: int | None):
+        self.raw, self.label, self.total = raw, label, total
+        self.read_bytes, self.start, self.shown = 0, time.monotonic(), 0.0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = self.raw.readinto(b)
+        self.read_bytes += n or 0
+        now = time.monotonic()
+        if now - self.start > 1.0 and now - self.shown > 0.25:
+            self.shown = now
+            done = self.read_bytes / 1e6
+            total = f" of {self.total / 1e6:.1f}" if self.total else ""
+            rate = done / (now - self.start)
+            sys.stderr.write(f"\r{self.label}: {done:.1f}{total} MB ({rate:.0f} MB/s)")
+            sys.stderr.flush()
+        return n or 0
+
+    def finish(self) -> None:
+        if self.shown:
+            sys.stderr.write(f"\r{self.label}: {self.read_bytes / 1e6:.1f} MB done"
+                             f"{' ' * 20}\n")
+
+
+def _stream(dataset: str, fmt: str, columns: list[str] | None) -> Any:
+    params: dict[str, Any] = {"format": fmt}
+    if columns:
+        params["columns"] = ",".join(columns)
+    resp = _call("GET", f"datasets/{_quote(dataset)}/data", params=params, stream=True)
+    resp.raw.decode_content = True
+    length = resp.headers.get("Content-Length")
+    return resp, _Progress(resp.raw, dataset, int(length) if length else None)
+
+
+def load(dataset: str, columns: list[str] | None = None, as_: str = "pandas") -> Any:
+    """Read a granted dataset, masks and row filters applied: pandas, arrow or polars.
+
+    Raises AccessDenied (with the exact `da.request(...)` to make) without an active grant.
+    """
+    if as_ not in ("pandas", "arrow", "polars"):
+        raise ValueError("as_ must be 'pandas', 'arrow' or 'polars'")
+    import pyarrow as pa
+
+    resp, progress = _stream(dataset, "arrow", columns)
+    try:
+        with pa.ipc.open_stream(io.BufferedReader(progress, buffer_size=1 << 20)) as reader:
+            table = reader.read_all()
+    except pa.ArrowInvalid as e:
+        raise DataAccessError(f"The read of {dataset!r} was cut short; try again ({e})") from None
+    finally:
+        progress.finish()
+        resp.close()
+    if as_ == "arrow":
+        return table
+    if as_ == "polars":
+        import polars as pl
+
+        return pl.from_arrow(table)
+    return table.to_pandas()
+
+
+def open(dataset: str, format: str = "parquet", columns: list[str] | None = None) -> Any:  # noqa: A001
+    """A binary file-like object streaming the governed dataset in `format` (arrow, parquet, csv).
+
+    Parquet needs the whole file to be read (its footer is at the end): it is buffered in memory.
+    """
+    if format not in _FORMATS:
+        raise ValueError(f"format must be one of {', '.join(_FORMATS)}")
+    resp, progress = _stream(dataset, format, columns)
+    if format == "parquet":
+        try:
+            data = progress.raw.read()
+        finally:
+            progress.finish()
+            resp.close()
+        return io.BytesIO(data)
+    return io.BufferedReader(progress, buffer_size=1 << 20)

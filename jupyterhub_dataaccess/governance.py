@@ -1,0 +1,564 @@
+"""Use cases: request, approve, deny, withdraw, revoke, expire, check access, search, audit.
+
+Everything here works on a `Principal` (who is asking, as the Hub told the service) and the
+database; nothing here knows HTTP. Every state change and its audit record commit together.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from . import audit
+from .catalog import Catalog, Dataset
+from .policy import Policy, approvals_met, decide, may_decide
+from .store import AuditRecord, Database, Decision, Grant, Request
+
+MAX_PAGE = 200
+MAX_JUSTIFICATION = 4000
+MAX_COMMENT = 4000
+SCOPE_PREFIX = "custom:dataaccess:"
+CAPABILITIES = ("browse", "request", "review", "admin")
+
+
+class GovernanceError(Exception):
+    status = 400
+
+    def __init__(self, message: str, **extra: Any):
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+
+class BadRequest(GovernanceError):
+    status = 400
+
+
+class Forbidden(GovernanceError):
+    status = 403
+
+
+class NotFound(GovernanceError):
+    status = 404
+
+
+class Conflict(GovernanceError):
+    status = 409
+
+
+@dataclass(frozen=True)
+class Principal:
+    """A hub user as the Hub described them to the service."""
+
+    name: str
+    groups: frozenset[str] = frozenset()
+    capabilities: frozenset[str] = frozenset()
+
+    def can(self, capability: str) -> bool:
+        return capability in self.capabilities
+
+    @classmethod
+    def from_scopes(cls, name: str, groups: list[str], scopes: list[str]) -> Principal:
+        caps = {s[len(SCOPE_PREFIX):] for s in scopes if s.startswith(SCOPE_PREFIX)}
+        caps = {c.split("!", 1)[0] for c in caps} & set(CAPABILITIES)
+        if "admin" in caps:
+            caps |= {"browse", "review"}
+        return cls(name=name, groups=frozenset(groups), capabilities=frozenset(caps))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "groups": sorted(self.groups),
+                "capabilities": [c for c in CAPABILITIES if self.can(c)],
+                "admin": self.can("admin")}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(at: datetime | None) -> str | None:
+    if at is None:
+        return None
+    return at.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def grant_status(g: Grant, now: datetime) -> str:
+    if g.revoked_at is not None:
+        return "revoked"
+    return "expired" if g.expires_at <= now else "active"
+
+
+def request_dict(r: Request) -> dict[str, Any]:
+    return {
+        "id": r.id, "dataset": r.dataset, "user": r.user, "justification": r.justification,
+        "days": r.days, "status": r.status, "reason": r.reason,
+        "approvals_required": r.approvals_required,
+        "created_at": iso(r.created_at), "updated_at": iso(r.updated_at),
+        "decisions": [{"by": d.by, "decision": d.decision, "comment": d.comment, "at": iso(d.at)}
+                      for d in r.decisions],
+    }
+
+
+def grant_dict(g: Grant, now: datetime) -> dict[str, Any]:
+    return {
+        "id": g.id, "dataset": g.dataset, "user": g.user, "request_id": g.request_id,
+        "created_at": iso(g.created_at), "expires_at": iso(g.expires_at),
+        "revoked_at": iso(g.revoked_at), "revoked_by": g.revoked_by,
+        "status": grant_status(g, now),
+    }
+
+
+def page(limit: Any, offset: Any, default: int = 50) -> tuple[int, int]:
+    """Validated (limit, offset): limit capped at MAX_PAGE; bad numbers are a 400."""
+    try:
+        lim = default if limit in (None, "") else int(limit)
+        off = 0 if offset in (None, "") else int(offset)
+    except (TypeError, ValueError):
+        raise BadRequest("limit and offset must be whole numbers") from None
+    if lim < 0 or off < 0:
+        raise BadRequest("limit and offset must not be negative")
+    return min(lim, MAX_PAGE), off
+
+
+def clean_text(value: Any, name: str, max_len: int, required: bool) -> str:
+    """Text from a user: a string, normalised (NFC), NUL-free, within bounds."""
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string")
+    value = unicodedata.normalize("NFC", value).replace("\x00", "").strip()
+    if required and not value:
+        raise BadRequest(f"{name} is required: say in a sentence why you need this data")
+    if len(value) > max_len:
+        raise BadRequest(f"{name} is longer than {max_len} characters")
+    return value
+
+
+@dataclass
+class Config:
+    """The catalogue and policy in force; replaced whole on reload."""
+
+    catalog: Catalog
+    policy: Policy
+
+
+@dataclass
+class Governance:
+    db: Database
+    config: Callable[[], Config]
+    clock: Callable[[], datetime] = utcnow
+
+    # -- catalogue -------------------------------------------------------------------------
+
+    def _dataset(self, dataset_id: Any) -> Dataset:
+        ds = None
+        if isinstance(dataset_id, str):
+            ds = self.config().catalog.get(dataset_id)
+        if ds is None:
+            raise NotFound("No such dataset")
+        return ds
+
+    def _require(self, who: Principal, capability: str) -> None:
+        if not who.can(capability):
+            raise Forbidden(f"You lack the dataaccess {capability!r} permission")
+
+    def access_map(self, s: Session, user: str) -> dict[str, dict[str, Any]]:
+        """The user's access status for every dataset they have asked for."""
+        now = self.clock()
+        out: dict[str, dict[str, Any]] = {}
+        latest: dict[str, tuple[datetime, str, str | None]] = {}
+        for g in s.execute(select(Grant).where(Grant.user == user)).scalars():
+            st = grant_status(g, now)
+            if st == "active":
+                cur = out.get(g.dataset)
+                if not cur or cur["expires_at"] < iso(g.expires_at):
+                    out[g.dataset] = {"status": "granted", "expires_at": iso(g.expires_at),
+                                      "grant_id": g.id}
+            else:
+                at = g.revoked_at or g.expires_at
+                if g.dataset not in latest or latest[g.dataset][0] < at:
+                    latest[g.dataset] = (at, st, iso(g.expires_at))
+        for r in s.execute(
+            select(Request).where(Request.user == user, Request.status.in_(("pending", "denied")))
+        ).scalars():
+            if r.dataset in out:
+                continue
+            if r.status == "pending":
+                out[r.dataset] = {"status": "pending", "expires_at": None, "request_id": r.id}
+            elif r.dataset not in latest or latest[r.dataset][0] < r.updated_at:
+                latest[r.dataset] = (r.updated_at, "denied", None)
+        for ds, (_, st, exp) in latest.items():
+            if ds not in out:
+                out[ds] = {"status": st, "expires_at": exp if st == "expired" else None}
+        return out
+
+    def list_datasets(self, who: Principal, q: str = "", tag: str = "", classification: str = "",
+                      status: str = "", limit: Any = None, offset: Any = None) -> dict[str, Any]:
+        self._require(who, "browse")
+        lim, off = page(limit, offset)
+        needle = unicodedata.normalize("NFC", q or "").casefold().strip()
+        if len(needle) > 200:
+            raise BadRequest("q is longer than 200 characters")
+        with self.db.read() as s:
+            access = self.access_map(s, who.name)
+        none = {"status": "none", "expires_at": None}
+        items = []
+        for ds in self.config().catalog.datasets.values():
+            if classification and ds.classification != classification:
+                continue
+            if tag and tag not in ds.tags:
+                continue
+            acc = access.get(ds.id, none)
+            if status and acc["status"] != status:
+                continue
+            if needle and needle not in _haystack(ds):
+                continue
+            items.append((ds, acc))
+        total = len(items)
+        return {"items": [dict(ds.public_dict(), access=acc) for ds, acc in items[off:off + lim]],
+                "total": total}
+
+    def dataset_for(self, who: Principal, dataset_id: Any) -> tuple[Dataset, dict[str, Any]]:
+        self._require(who, "browse")
+        ds = self._dataset(dataset_id)
+        with self.db.read() as s:
+            acc = self.access_map(s, who.name).get(ds.id, {"status": "none", "expires_at": None})
+        return ds, acc
+
+    # -- requests --------------------------------------------------------------------------
+
+    def create_request(self, who: Principal, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """A new request, decided at once by policy where it says auto or deny.
+
+        Returns (request, created). A pending request or an active grant for the same dataset
+        raises Conflict carrying the existing one.
+        """
+        self._require(who, "request")
+        unknown = sorted(set(body) - {"dataset", "justification", "days"})
+        if unknown:
+            raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
+        ds = self._dataset(body.get("dataset"))
+        justification = clean_text(body.get("justification"), "justification",
+                                   MAX_JUSTIFICATION, required=True)
+        days = body.get("days")
+        if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float))
+                                 or not days > 0 or days != days or days == float("inf")):
+            raise BadRequest("days must be a positive number")
+        groups = who.groups
+        decision = decide(self.config().policy, ds, who.name, groups, days)
+        now = self.clock()
+        with self.db.write() as s:
+            self._refuse_duplicate(s, who.name, ds.id, now)
+            req = Request(dataset=ds.id, user=who.name, justification=justification,
+                          days=decision.days, status="pending", reason=decision.reason,
+                          approvals_required=decision.approvals, created_at=now, updated_at=now)
+            s.add(req)
+            s.flush()
+            audit.append(s, who.name, "request.create", dataset=ds.id, request_id=req.id,
+                         detail={"days": req.days, "policy": decision.outcome,
+                                 "justification": justification}, at=now)
+            if decision.outcome == "auto":
+                req.status = "approved"
+                self._grant(s, req, who.name, now, auto=True)
+            elif decision.outcome == "deny":
+                req.status = "denied"
+                audit.append(s, "policy", "request.deny", dataset=ds.id, request_id=req.id,
+                             detail={"reason": decision.reason}, at=now)
+            s.flush()
+            return request_dict(req), True
+
+    def _refuse_duplicate(self, s: Session, user: str, dataset: str, now: datetime) -> None:
+        pending = s.execute(
+            select(Request).where(Request.user == user, Request.dataset == dataset,
+                                  Request.status == "pending")
+        ).scalars().first()
+        if pending is not None:
+            raise Conflict("You already have a pending request for this dataset",
+                           request=request_dict(pending))
+        active = s.execute(
+            select(Grant).where(Grant.user == user, Grant.dataset == dataset,
+                                Grant.revoked_at.is_(None), Grant.expires_at > now)
+        ).scalars().first()
+        if active is not None:
+            req = s.get(Request, active.request_id)
+            raise Conflict(f"You already have access until {iso(active.expires_at)}",
+                           request=request_dict(req), grant=grant_dict(active, now))
+
+    def _grant(self, s: Session, req: Request, actor: str, now: datetime, auto: bool) -> Grant:
+        g = Grant(dataset=req.dataset, user=req.user, request_id=req.id, created_at=now,
+                  expires_at=now + timedelta(days=req.days), expiry_recorded=0)
+        s.add(g)
+        s.flush()
+        audit.append(s, actor, "grant.create", dataset=req.dataset, request_id=req.id,
+                     grant_id=g.id, detail={"expires_at": iso(g.expires_at), "auto": auto}, at=now)
+        return g
+
+    def _visible_request(self, s: Session, who: Principal, request_id: Any,
+                         for_update: bool = False) -> Request:
+        try:
+            rid = int(request_id)
+        except (TypeError, ValueError):
+            raise NotFound("No such request") from None
+        stmt = select(Request).where(Request.id == rid)
+        if for_update:
+            stmt = stmt.with_for_update()
+        req = s.execute(stmt).scalar()
+        if req is None or not self._may_see_request(who, req):
+            raise NotFound("No such request")
+        return req
+
+    def _is_steward(self, who: Principal, dataset_id: str) -> bool:
+        ds = self.config().catalog.get(dataset_id)
+        return bool(ds and who.can("review")
+                    and ds.stewards.includes(who.name, who.groups))
+
+    def _may_see_request(self, who: Principal, req: Request) -> bool:
+        return req.user == who.name or who.can("admin") or self._is_steward(who, req.dataset)
+
+    def get_request(self, who: Principal, request_id: Any) -> dict[str, Any]:
+        with self.db.read() as s:
+            return request_dict(self._visible_request(s, who, request_id))
+
+    def list_requests(self, who: Principal, scope: str = "mine", status: str = "",
+                      dataset: str = "", limit: Any = None, offset: Any = None) -> dict[str, Any]:
+        lim, off = page(limit, offset)
+        if status and status not in ("pending", "approved", "denied", "withdrawn"):
+            raise BadRequest("status must be one of pending, approved, denied, withdrawn")
+        stmt = select(Request)
+        if scope == "mine":
+            stmt = stmt.where(Request.user == who.name)
+        elif scope == "review":
+            self._require(who, "review")
+            if not who.can("admin"):
+                mine = self.config().catalog.stewarded_by(
+                    who.name, who.groups)
+                stmt = stmt.where(Request.dataset.in_(mine), Request.user != who.name)
+        else:
+            raise BadRequest("scope must be 'mine' or 'review'")
+        if status:
+            stmt = stmt.where(Request.status == status)
+        if dataset:
+            stmt = stmt.where(Request.dataset == dataset)
+        with self.db.read() as s:
+            total = s.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+            rows = s.execute(stmt.order_by(Request.id.desc()).limit(lim).offset(off)).scalars()
+            return {"items": [request_dict(r) for r in rows], "total": total}
+
+    def decide(self, who: Principal, request_id: Any, verdict: str, body: dict[str, Any]
+               ) -> dict[str, Any]:
+        """A steward approves or denies; the requester never decides their own request."""
+        unknown = sorted(set(body) - {"comment"})
+        if unknown:
+            raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
+        comment = clean_text(body.get("comment"), "comment", MAX_COMMENT, required=False)
+        now = self.clock()
+        try:
+            with self.db.write() as s:
+                req = self._visible_request(s, who, request_id, for_update=True)
+                ds = self._dataset(req.dataset)
+                groups = who.groups
+                if not (who.can("review") and may_decide(ds, who.name, groups, req.user)):
+                    if req.user == who.name:
+                        raise Forbidden("You cannot decide your own request")
+                    raise Forbidden("Only a steward of this dataset may decide this request")
+                if req.status != "pending":
+                    raise Conflict(f"This request is already {req.status}",
+                                   request=request_dict(req))
+                if any(d.by == who.name for d in req.decisions):
+                    raise Conflict("You have already approved this request",
+                                   request=request_dict(req))
+                s.add(Decision(request_id=req.id, by=who.name, decision=verdict, comment=comment,
+                               at=now))
+                req.updated_at = now
+                s.flush()
+                if verdict == "deny":
+                    req.status = "denied"
+                    audit.append(s, who.name, "request.deny", dataset=req.dataset,
+                                 request_id=req.id, detail={"comment": comment}, at=now)
+                else:
+                    audit.append(s, who.name, "request.approve", dataset=req.dataset,
+                                 request_id=req.id, detail={"comment": comment}, at=now)
+                    s.refresh(req)
+                    approvers = [d.by for d in req.decisions if d.decision == "approve"]
+                    if approvals_met(approvers, req.user, req.approvals_required):
+                        req.status = "approved"
+                        self._grant(s, req, who.name, now, auto=False)
+                s.flush()
+                s.refresh(req)
+                return request_dict(req)
+        except IntegrityError:
+            # a concurrent decision by the same steward won the unique constraint
+            raise Conflict("This request was decided at the same moment; reload it") from None
+
+    def withdraw(self, who: Principal, request_id: Any) -> dict[str, Any]:
+        now = self.clock()
+        with self.db.write() as s:
+            req = self._visible_request(s, who, request_id, for_update=True)
+            if req.user != who.name:
+                raise Forbidden("Only the requester may withdraw a request")
+            if req.status != "pending":
+                raise Conflict(f"This request is already {req.status}", request=request_dict(req))
+            req.status, req.updated_at = "withdrawn", now
+            audit.append(s, who.name, "request.withdraw", dataset=req.dataset, request_id=req.id,
+                         at=now)
+            s.flush()
+            return request_dict(req)
+
+    # -- grants ----------------------------------------------------------------------------
+
+    def list_grants(self, who: Principal, user: str = "", dataset: str = "", active: Any = None,
+                    limit: Any = None, offset: Any = None) -> dict[str, Any]:
+        lim, off = page(limit, offset)
+        now = self.clock()
+        stmt = select(Grant)
+        if not who.can("admin"):
+            stewarded = (self.config().catalog.stewarded_by(
+                who.name, who.groups) if who.can("review") else [])
+            stmt = stmt.where(or_(Grant.user == who.name, Grant.dataset.in_(stewarded)))
+        if user:
+            stmt = stmt.where(Grant.user == user)
+        if dataset:
+            stmt = stmt.where(Grant.dataset == dataset)
+        if active in ("true", "1", True):
+            stmt = stmt.where(Grant.revoked_at.is_(None), Grant.expires_at > now)
+        elif active in ("false", "0", False):
+            stmt = stmt.where(or_(Grant.revoked_at.is_not(None), Grant.expires_at <= now))
+        elif active not in (None, ""):
+            raise BadRequest("active must be true or false")
+        with self.db.read() as s:
+            total = s.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+            rows = s.execute(stmt.order_by(Grant.id.desc()).limit(lim).offset(off)).scalars()
+            return {"items": [grant_dict(g, now) for g in rows], "total": total}
+
+    def spawn_plan(self, who: Principal) -> dict[str, Any]:
+        """Active grants and mounts for the server the Hub is about to start; audited."""
+        self._require(who, "browse")
+        now = self.clock()
+        catalog = self.config().catalog
+        with self.db.write() as s:
+            rows = s.execute(select(Grant).where(
+                Grant.user == who.name, Grant.revoked_at.is_(None), Grant.expires_at > now
+            ).order_by(Grant.id)).scalars().all()
+            grants = [grant_dict(g, now) for g in rows if g.dataset in catalog.datasets]
+            mounts = []
+            for g in grants:
+                ds = catalog.datasets[g["dataset"]]
+                if ds.mount_path:
+                    mounts.append({"dataset": ds.id, "path": ds.mount_path,
+                                   "claim": ds.mount_claim, "grant_id": g["id"],
+                                   "expires_at": g["expires_at"]})
+            audit.append(s, who.name, "spawn.mounts", at=now, detail={
+                "grants": [g["id"] for g in grants], "mounts": [m["dataset"] for m in mounts]})
+        return {"user": who.name, "grants": grants, "mounts": mounts}
+
+    def revoke(self, who: Principal, grant_id: Any) -> dict[str, Any]:
+        now = self.clock()
+        try:
+            gid = int(grant_id)
+        except (TypeError, ValueError):
+            raise NotFound("No such grant") from None
+        with self.db.write() as s:
+            g = s.execute(select(Grant).where(Grant.id == gid).with_for_update()).scalar()
+            if g is None or not (g.user == who.name or who.can("admin")
+                                 or self._is_steward(who, g.dataset)):
+                raise NotFound("No such grant")
+            if not (who.can("admin") or self._is_steward(who, g.dataset)):
+                raise Forbidden("Only a steward of this dataset or an admin may revoke")
+            if g.revoked_at is not None:
+                raise Conflict("This grant is already revoked", grant=grant_dict(g, now))
+            g.revoked_at, g.revoked_by = now, who.name
+            audit.append(s, who.name, "grant.revoke", dataset=g.dataset, request_id=g.request_id,
+                         grant_id=g.id, detail={"user": g.user}, at=now)
+            s.flush()
+            return grant_dict(g, now)
+
+    def expire_sweep(self) -> int:
+        """Record `grant.expire` once for every grant past its expiry. Returns how many."""
+        now = self.clock()
+        with self.db.write() as s:
+            rows = s.execute(select(Grant).where(
+                Grant.expiry_recorded == 0, Grant.revoked_at.is_(None), Grant.expires_at <= now
+            ).limit(1000)).scalars().all()
+            for g in rows:
+                g.expiry_recorded = 1
+                audit.append(s, "system", "grant.expire", dataset=g.dataset,
+                             request_id=g.request_id, grant_id=g.id,
+                             detail={"user": g.user, "expires_at": iso(g.expires_at)}, at=now)
+            return len(rows)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def authorize_read(self, who: Principal, dataset_id: Any, action: str,
+                       detail: dict[str, Any] | None = None) -> tuple[Dataset, Grant]:
+        """Check the grant and write the audit record in one transaction, before any data flows.
+
+        No active grant: an `access.denied` record and Forbidden, whose message says how to ask.
+        """
+        self._require(who, "browse")
+        ds = self._dataset(dataset_id)
+        now = self.clock()
+        with self.db.write() as s:
+            g = s.execute(select(Grant).where(
+                Grant.user == who.name, Grant.dataset == ds.id, Grant.revoked_at.is_(None),
+                Grant.expires_at > now).order_by(Grant.expires_at.desc())).scalars().first()
+            if g is None:
+                audit.append(s, who.name, "access.denied", dataset=ds.id,
+                             detail=dict(detail or {}, attempted=action), at=now)
+            else:
+                audit.append(s, who.name, action, dataset=ds.id, request_id=g.request_id,
+                             grant_id=g.id, detail=detail or {}, at=now)
+        if g is None:
+            raise Forbidden(
+                f"You have no active grant for {ds.id!r}. Ask for it with "
+                f"da.request({ds.id!r}, justification=\"why you need it\") "
+                f"or with 'Request access' in the Data panel.", dataset=ds.id)
+        return ds, g
+
+    # -- audit -----------------------------------------------------------------------------
+
+    def audit_records(self, who: Principal, user: str = "", dataset: str = "", action: str = "",
+                      since: str = "", limit: Any = None, offset: Any = None) -> dict[str, Any]:
+        lim, off = page(limit, offset, default=100)
+        stmt = select(AuditRecord)
+        if not who.can("admin"):
+            self._require(who, "review")
+            stewarded = self.config().catalog.stewarded_by(
+                who.name, who.groups)
+            stmt = stmt.where(AuditRecord.dataset.in_(stewarded))
+        if user:
+            stmt = stmt.where(AuditRecord.actor == user)
+        if dataset:
+            stmt = stmt.where(AuditRecord.dataset == dataset)
+        if action:
+            if action not in audit.ACTIONS:
+                raise BadRequest(f"action must be one of {', '.join(audit.ACTIONS)}")
+            stmt = stmt.where(AuditRecord.action == action)
+        if since:
+            try:
+                when = datetime.fromisoformat(since.replace("Z", "+00:00"))
+            except ValueError:
+                raise BadRequest("since must be an ISO 8601 time") from None
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=timezone.utc)
+            stmt = stmt.where(AuditRecord.at >= when)
+        with self.db.read() as s:
+            total = s.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+            rows = s.execute(stmt.order_by(AuditRecord.seq.desc()).limit(lim).offset(off)).scalars()
+            return {"items": [audit.to_dict(r) for r in rows], "total": total}
+
+
+def _haystack(ds: Dataset) -> str:
+    text = " ".join((ds.id, ds.title, ds.description, " ".join(ds.tags), ds.classification))
+    return unicodedata.normalize("NFC", text).casefold()
+
+
+__all__ = [
+    "BadRequest", "Config", "Conflict", "Forbidden", "Governance", "GovernanceError", "NotFound",
+    "Principal", "grant_dict", "iso", "request_dict",
+]

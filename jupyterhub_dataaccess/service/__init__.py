@@ -1,0 +1,1 @@
+"""The hub-managed dataaccess service."""

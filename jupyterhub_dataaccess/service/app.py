@@ -1,0 +1,287 @@
+"""The dataaccess service: a hub-managed JupyterHub service, the only place that decides access.
+
+A small traitlets Application wires configuration, the database, the Hub's authentication and the
+tornado routes; the decisions themselves are in governance.py and policy.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from jupyterhub.services.auth import HubOAuth
+from sqlalchemy.exc import IntegrityError
+from tornado import httpclient, ioloop, web
+from tornado.httpserver import HTTPServer
+from traitlets import Float, Integer, Unicode, default
+from traitlets.config import Application
+
+from .. import __version__
+from ..catalog import CatalogError, load_catalog, load_policy
+from ..governance import Config, Governance, iso, utcnow
+from ..store import Database, Setting
+from .handlers import routes
+
+
+@dataclass
+class ConfigState:
+    config: Config
+    error: str | None = None
+    loaded_at: str | None = None
+    mtimes: tuple = ()
+
+
+class HubDirectory:
+    """Users' hub groups, asked of the Hub with the service's own token, cached briefly."""
+
+    def __init__(self, api_url: str, token: str, max_age: float, log: Any):
+        self.api_url, self.token, self.max_age, self.log = api_url.rstrip("/"), token, max_age, log
+        self._cache: dict[str, tuple[float, list[str]]] = {}
+
+    async def groups(self, name: str) -> list[str]:
+        hit = self._cache.get(name)
+        now = time.monotonic()
+        if hit and now - hit[0] < self.max_age:
+            return hit[1]
+        client = httpclient.AsyncHTTPClient()
+        from urllib.parse import quote
+
+        try:
+            resp = await client.fetch(
+                f"{self.api_url}/users/{quote(name, safe='')}",
+                headers={"Authorization": f"token {self.token}"}, request_timeout=10,
+            )
+            groups = sorted(json.loads(resp.body).get("groups") or [])
+        except httpclient.HTTPClientError as e:
+            if e.code == 404:
+                groups = []
+            else:
+                self.log.warning("Hub did not answer a group look-up for %s: %s", name, e.code)
+                raise web.HTTPError(503, "The Hub did not answer; try again shortly") from None
+        except OSError:
+            raise web.HTTPError(503, "The Hub did not answer; try again shortly") from None
+        if len(self._cache) > 50_000:
+            self._cache.clear()
+        self._cache[name] = (now, groups)
+        return groups
+
+
+class RateLimiter:
+    """Per-user token bucket: `rate` requests a second, bursts up to `burst`; 429 past it."""
+
+    def __init__(self, rate: float, burst: int):
+        self.rate, self.burst = rate, burst
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    async def check(self, handler: Any, user: str) -> None:
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        tokens, last = self._buckets.get(user, (float(self.burst), now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens < 1:
+            handler.set_header("Retry-After", str(max(1, int((1 - tokens) / self.rate))))
+            raise web.HTTPError(429, "Too many requests; slow down and retry shortly")
+        if len(self._buckets) > 100_000:
+            self._buckets.clear()
+        self._buckets[user] = (tokens - 1, now)
+
+
+class DataAccessService(Application):
+    name = "jupyterhub-dataaccess-service"
+    description = "The jupyterhub-dataaccess service: catalogue, policy, grants, audit, data."
+    version = __version__
+
+    catalog = Unicode(
+        os.environ.get("DATAACCESS_CATALOG", ""), help="Path of the catalogue YAML file."
+    ).tag(config=True)
+    policy = Unicode(
+        os.environ.get("DATAACCESS_POLICY", ""), help="Path of the policy YAML file."
+    ).tag(config=True)
+    db_url = Unicode(
+        os.environ.get("DATAACCESS_DB_URL", "sqlite:///dataaccess.sqlite"),
+        help="SQLAlchemy URL of the service's database (SQLite or PostgreSQL).",
+    ).tag(config=True)
+    service_url = Unicode(
+        os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"),
+        help="URL the service listens on (set by JupyterHub for managed services).",
+    ).tag(config=True)
+    service_prefix = Unicode(
+        os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/dataaccess/"),
+        help="URL prefix of the service (set by JupyterHub).",
+    ).tag(config=True)
+    group_cache_seconds = Float(
+        30.0, help="How long a user's hub groups are trusted before asking the Hub again."
+    ).tag(config=True)
+    reload_interval = Float(
+        2.0, help="Seconds between checks of the catalogue and policy files for changes."
+    ).tag(config=True)
+    expire_interval = Float(
+        30.0, help="Seconds between sweeps that record grant.expire for expired grants."
+    ).tag(config=True)
+    threads = Integer(8, help="Worker threads for database and data work.").tag(config=True)
+    rate_limit = Float(
+        50.0, help="Requests per second allowed per user (0 disables the limit)."
+    ).tag(config=True)
+    rate_burst = Integer(200, help="Burst of requests allowed per user.").tag(config=True)
+    webhook_url = Unicode(
+        os.environ.get("DATAACCESS_WEBHOOK_URL", ""),
+        help="If set, a JSON POST is sent here for each request and decision.",
+    ).tag(config=True)
+
+    aliases = {
+        "catalog": "DataAccessService.catalog",
+        "policy": "DataAccessService.policy",
+        "db-url": "DataAccessService.db_url",
+        "webhook-url": "DataAccessService.webhook_url",
+    }
+
+    @default("log_level")
+    def _log_level(self) -> int:
+        return 20
+
+    def initialize(self, argv: list[str] | None = None) -> None:
+        super().initialize(argv)
+        self.config_state = self._read_config()  # raises CatalogError on a bad file
+        self.db = Database(self.db_url)
+        self.db.upgrade()
+        self.mask_key = self._mask_key()
+        self.governance = Governance(db=self.db, config=lambda: self.config_state.config)
+        self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix="dataaccess")
+        hub_api = os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api")
+        token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+        self.hub_auth = HubOAuth(api_url=hub_api, api_token=token, cache_max_age=30,
+                                 allow_token_in_url=False)
+        self.directory = HubDirectory(hub_api, token, self.group_cache_seconds, self.log)
+        self.limiter = RateLimiter(self.rate_limit, self.rate_burst)
+        prefix = self.service_prefix if self.service_prefix.endswith("/") else self.service_prefix + "/"
+        self.web_app = web.Application(
+            routes(prefix), dataaccess=self, hub_auth=self.hub_auth,
+            cookie_secret=os.urandom(32), xsrf_cookies=False, log_function=self._log_request,
+        )
+
+    def _log_request(self, handler: web.RequestHandler) -> None:
+        # path only: never the query string (it may hold a token) nor any header
+        status = handler.get_status()
+        ms = 1000.0 * handler.request.request_time()
+        log = self.log.warning if status >= 400 else self.log.debug
+        if status >= 500:
+            log = self.log.error
+        log("%s %s %s %.1fms", status, handler.request.method, handler.request.path, ms)
+
+    def _read_config(self) -> ConfigState:
+        if not self.catalog or not self.policy:
+            raise CatalogError("the service needs --catalog=FILE and --policy=FILE")
+        catalog = load_catalog(self.catalog)
+        policy = load_policy(self.policy)
+        return ConfigState(Config(catalog, policy), None, iso(utcnow()), self._mtimes())
+
+    def _mtimes(self) -> tuple:
+        out = []
+        for path in (self.catalog, self.policy):
+            try:
+                st = os.stat(path)
+                out.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
+    def reload(self, force: bool = False) -> None:
+        """Load changed files; a bad new file keeps the old configuration and is reported."""
+        mtimes = self._mtimes()
+        if not force and mtimes == self.config_state.mtimes:
+            return
+        try:
+            state = self._read_config()
+        except CatalogError as e:
+            self.log.error("Keeping the previous configuration: %s", e)
+            self.config_state.error, self.config_state.mtimes = str(e), mtimes
+            return
+        self.config_state = state
+        self.log.info("Loaded %d datasets and %d policy rules", len(state.config.catalog.datasets),
+                      len(state.config.policy.rules))
+
+    def _mask_key(self) -> bytes:
+        """The key of the `hash` mask, the same for every replica, kept in the database."""
+        env = os.environ.get("DATAACCESS_MASK_KEY")
+        if env:
+            return env.encode()
+        with self.db.read() as s:
+            row = s.get(Setting, "mask_key")
+            if row:
+                return bytes.fromhex(row.value)
+        try:
+            with self.db.write() as s:
+                s.add(Setting(name="mask_key", value=secrets.token_hex(32)))
+        except IntegrityError:
+            pass  # another replica made it first
+        with self.db.read() as s:
+            return bytes.fromhex(s.get(Setting, "mask_key").value)
+
+    async def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, lambda: fn(*args, **kwargs))
+
+    def notify(self, event: str, payload: dict[str, Any]) -> None:
+        """Send the webhook, if configured, without ever delaying or failing the decision."""
+        if not self.webhook_url:
+            return
+        body = json.dumps({"event": event, "object": payload, "at": iso(utcnow())})
+
+        async def send() -> None:
+            try:
+                await httpclient.AsyncHTTPClient().fetch(
+                    self.webhook_url, method="POST", body=body, request_timeout=5,
+                    headers={"Content-Type": "application/json"})
+            except Exception as e:  # a webhook failing must never block a decision
+                self.log.warning("Webhook failed for %s: %s", event, type(e).__name__)
+
+        ioloop.IOLoop.current().spawn_callback(send)
+
+    async def _expire(self) -> None:
+        try:
+            n = await self.run(self.governance.expire_sweep)
+            if n:
+                self.log.info("Recorded expiry of %d grants", n)
+        except Exception as e:
+            self.log.warning("Expiry sweep failed, will retry: %s", type(e).__name__)
+
+    def start(self) -> None:
+        url = urlparse(self.service_url)
+        server = HTTPServer(self.web_app, xheaders=True, max_body_size=16 * 1024 * 1024)
+        server.listen(url.port or 80, url.hostname or "127.0.0.1")
+        self.log.info("dataaccess service on %s%s with %d datasets", self.service_url,
+                      self.service_prefix, len(self.config_state.config.catalog.datasets))
+        loop = ioloop.IOLoop.current()
+        ioloop.PeriodicCallback(self.reload, self.reload_interval * 1000).start()
+        ioloop.PeriodicCallback(self._expire, self.expire_interval * 1000).start()
+        loop.add_callback(self._expire)
+        try:
+            signal.signal(signal.SIGHUP, lambda *_: loop.add_callback_from_signal(
+                lambda: self.reload(force=True)))
+            signal.signal(signal.SIGTERM, lambda *_: loop.add_callback_from_signal(loop.stop))
+        except ValueError:
+            pass  # not the main thread (tests)
+        loop.start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    app = DataAccessService()
+    try:
+        app.initialize(argv)
+    except CatalogError as e:
+        app.log.critical("Refusing to start: %s", e)
+        return 2
+    try:
+        app.start()
+    except KeyboardInterrupt:
+        pass
+    return 0

@@ -1,0 +1,391 @@
+"""Tornado handlers of the service: thin, authenticated, JSON errors; the work is in governance."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from ..governance import BadRequest, GovernanceError, Principal
+from ..sources.readers import ColumnError, SourceError, dataset_info, governed_batches
+from ..sources.stream import FORMATS, encode
+
+MAX_JSON_BODY = 64 * 1024
+PREVIEW_MAX = 100
+
+
+class BaseHandler(HubOAuthenticated, web.RequestHandler):
+    """Every route: Hub authentication (token or OAuth cookie), JSON in and out, no tracebacks."""
+
+    public = False  # only /health says True
+
+    @property
+    def service(self) -> Any:
+        return self.settings["dataaccess"]
+
+    @property
+    def hub_auth(self) -> Any:
+        return self.settings["hub_auth"]
+
+    @property
+    def log(self) -> Any:
+        return self.service.log
+
+    def set_default_headers(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+
+    async def prepare(self) -> None:
+        if self.request.method not in ("GET", "POST", "DELETE", "HEAD", "OPTIONS"):
+            raise web.HTTPError(405)
+        if "token" in self.request.query_arguments:
+            raise web.HTTPError(400, "Tokens in URLs are refused; send an Authorization header")
+        if self.public:
+            return
+        model = await self.hub_auth.get_user(self, sync=False)
+        if model:
+            try:
+                model = self.check_hub_user(model)
+            except UserNotAllowed:
+                raise web.HTTPError(403, "Not allowed to use the data access service") from None
+        if not model:
+            if self._is_browser_navigation():
+                self.redirect(self.get_login_url())
+                return
+            raise web.HTTPError(401, "Authentication required: log in to JupyterHub")
+        if model.get("kind", "user") != "user":
+            raise web.HTTPError(403, "Only hub users may use the data access service")
+        self.current_user = model
+        length = int(self.request.headers.get("Content-Length") or 0)
+        if length > MAX_JSON_BODY:
+            raise web.HTTPError(413, f"Request body larger than {MAX_JSON_BODY} bytes")
+        await self.service.limiter.check(self, model["name"])
+
+    def _is_browser_navigation(self) -> bool:
+        return (self.request.method == "GET"
+                and self.request.headers.get("Sec-Fetch-Mode") == "navigate"
+                and bool(self.hub_auth.login_url))
+
+    async def principal(self) -> Principal:
+        model = self.current_user
+        groups = await self.service.directory.groups(model["name"])
+        return Principal.from_scopes(model["name"], groups, list(model.get("scopes", [])))
+
+    def json_body(self) -> dict[str, Any]:
+        if len(self.request.body) > MAX_JSON_BODY:
+            raise web.HTTPError(413, f"Request body larger than {MAX_JSON_BODY} bytes")
+        if not self.request.body.strip():
+            return {}
+        try:
+            body = json.loads(self.request.body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise BadRequest("The request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise BadRequest("The request body must be a JSON object")
+        return body
+
+    def arg(self, name: str, default: str = "") -> str:
+        value = self.get_query_argument(name, default)
+        if len(value) > 1000:
+            raise BadRequest(f"{name} is too long")
+        return value
+
+    async def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return await self.service.run(fn, *args, **kwargs)
+
+    def send(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps(data))
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, GovernanceError):
+            if self._finished:
+                return
+            self.set_status(e.status)
+            self.set_header("Content-Type", "application/json; charset=utf-8")
+            self.finish(json.dumps(dict(e.extra, status=e.status, message=e.message)))
+            return
+        super()._handle_request_exception(e)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = self._reason
+        if isinstance(exc, web.HTTPError) and exc.log_message:
+            message = exc.log_message % exc.args if exc.args else exc.log_message
+        elif status_code >= 500:
+            message = "Internal error in the data access service; the details are in its log"
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps({"status": status_code, "message": message}))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, (web.HTTPError, GovernanceError)):
+            return
+        self.log.error("Uncaught error on %s %s", self.request.method, self.request.path,
+                       exc_info=(typ, value, tb))
+
+
+class HealthHandler(BaseHandler):
+    public = True
+
+    def get(self) -> None:
+        cfg = self.service.config_state
+        self.send({"status": "ok" if not cfg.error else "degraded",
+                   "datasets": len(cfg.config.catalog.datasets), "config_error": cfg.error,
+                   "config_loaded_at": cfg.loaded_at})
+
+
+class MeHandler(BaseHandler):
+    async def get(self) -> None:
+        self.send((await self.principal()).as_dict())
+
+
+class DatasetsHandler(BaseHandler):
+    async def get(self) -> None:
+        who = await self.principal()
+        self.send(await self.run(
+            self.service.governance.list_datasets, who, q=self.arg("q"), tag=self.arg("tag"),
+            classification=self.arg("classification"), status=self.arg("status"),
+            limit=self.arg("limit"), offset=self.arg("offset")))
+
+
+class DatasetHandler(BaseHandler):
+    async def get(self, dataset_id: str) -> None:
+        who = await self.principal()
+        ds, access = await self.run(self.service.governance.dataset_for, who, dataset_id)
+        out = dict(ds.public_dict(), access=access)
+        try:
+            info = await self.run(dataset_info, ds)
+            out.update(columns=info.columns, rows=info.rows, updated_at=info.updated_at)
+        except SourceError as e:
+            self.log.warning("Cannot read schema of %s: %s", ds.id, e)
+            out.update(columns=[], rows=None, updated_at=None,
+                       source_error="The source cannot be read right now")
+        self.send(out)
+
+
+def _columns_arg(value: str) -> list[str] | None:
+    if not value:
+        return None
+    cols = [c.strip() for c in value.split(",") if c.strip()]
+    if len(cols) > 2000:
+        raise BadRequest("too many columns")
+    return cols
+
+
+class PreviewHandler(BaseHandler):
+    async def get(self, dataset_id: str) -> None:
+        who = await self.principal()
+        try:
+            limit = int(self.arg("limit", "20"))
+        except ValueError:
+            raise BadRequest("limit must be a whole number") from None
+        if limit < 0:
+            raise BadRequest("limit must not be negative")
+        limit = min(limit, PREVIEW_MAX)
+        columns = _columns_arg(self.arg("columns"))
+        gov = self.service.governance
+        ds, _ = await self.run(gov.dataset_for, who, dataset_id)
+        await self.run(gov.authorize_read, who, ds.id, "data.preview",
+                       {"limit": limit, "columns": columns})
+        rows = await self.run(self._preview, ds, columns, limit)
+        self.send(rows)
+
+    def _preview(self, ds: Any, columns: list[str] | None, limit: int) -> dict[str, Any]:
+        import pyarrow as pa
+
+        try:
+            schema, batches = governed_batches(ds, self.service.mask_key, columns, limit=limit)
+            table = pa.Table.from_batches(list(batches), schema=schema)
+        except ColumnError as e:
+            raise BadRequest(str(e)) from None
+        except SourceError as e:
+            self.log.warning("Cannot read %s for preview: %s", ds.id, e)
+            raise _SourceUnavailable() from None
+        return {
+            "columns": [{"name": f.name, "type": str(f.type), "mask": ds.masks.get(f.name)}
+                        for f in schema],
+            "rows": json.loads(json.dumps([list(r.values()) for r in table.to_pylist()],
+                                          default=str)),
+        }
+
+
+class _SourceUnavailable(GovernanceError):
+    status = 502
+
+    def __init__(self) -> None:
+        super().__init__("The data source cannot be read right now; the service log has details")
+
+
+class DataHandler(BaseHandler):
+    async def get(self, dataset_id: str) -> None:
+        who = await self.principal()
+        fmt = self.arg("format", "arrow")
+        if fmt not in FORMATS:
+            raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
+        columns = _columns_arg(self.arg("columns"))
+        gov = self.service.governance
+        ds, _ = await self.run(gov.dataset_for, who, dataset_id)
+        try:
+            schema, batches = await self.run(governed_batches, ds, self.service.mask_key, columns)
+        except ColumnError as e:
+            raise BadRequest(str(e)) from None
+        except SourceError as e:
+            self.log.warning("Cannot open %s: %s", ds.id, e)
+            raise _SourceUnavailable() from None
+        # the grant is checked and the read audited before the first byte leaves
+        await self.run(gov.authorize_read, who, ds.id, "data.read",
+                       {"format": fmt, "columns": columns})
+        chunks = encode(schema, batches, fmt)
+        first = await self.run(self._next, chunks)
+        self.set_header("Content-Type", FORMATS[fmt])
+        ext = {"arrow": "arrows", "parquet": "parquet", "csv": "csv"}[fmt]
+        self.set_header("Content-Disposition", f'attachment; filename="{ds.id}.{ext}"')
+        try:
+            while first is not None:
+                self.write(first)
+                await self.flush()
+                first = await self.run(self._next, chunks)
+        except StreamClosedError:
+            return
+        except SourceError as e:
+            self.log.warning("Read of %s failed mid-stream: %s", ds.id, e)
+            self.request.connection.close()  # a truncated stream must not look complete
+            return
+        self.finish()
+
+    def _next(self, chunks: Any) -> bytes | None:
+        try:
+            return next(chunks)
+        except StopIteration:
+            return None
+        except (SourceError, OSError) as e:
+            if isinstance(e, SourceError):
+                raise
+            raise SourceError(str(e)) from e
+
+
+class RequestsHandler(BaseHandler):
+    async def get(self) -> None:
+        who = await self.principal()
+        self.send(await self.run(
+            self.service.governance.list_requests, who, scope=self.arg("scope", "mine"),
+            status=self.arg("status"), dataset=self.arg("dataset"),
+            limit=self.arg("limit"), offset=self.arg("offset")))
+
+    async def post(self) -> None:
+        who = await self.principal()
+        body = self.json_body()
+        req, _ = await self.run(self.service.governance.create_request, who, body)
+        self.service.notify("request.create", req)
+        self.send(req, 201)
+
+
+class RequestHandler(BaseHandler):
+    async def get(self, request_id: str) -> None:
+        who = await self.principal()
+        self.send(await self.run(self.service.governance.get_request, who, request_id))
+
+
+class RequestActionHandler(BaseHandler):
+    async def post(self, request_id: str, action: str) -> None:
+        who = await self.principal()
+        body = self.json_body()
+        gov = self.service.governance
+        if action == "withdraw":
+            if body:
+                raise BadRequest("withdraw takes no body")
+            req = await self.run(gov.withdraw, who, request_id)
+        else:
+            req = await self.run(gov.decide, who, request_id,
+                                 "approve" if action == "approve" else "deny", body)
+        self.service.notify(f"request.{action}", req)
+        self.send(req)
+
+
+class GrantsHandler(BaseHandler):
+    async def get(self) -> None:
+        who = await self.principal()
+        self.send(await self.run(
+            self.service.governance.list_grants, who, user=self.arg("user"),
+            dataset=self.arg("dataset"), active=self.arg("active") or None,
+            limit=self.arg("limit"), offset=self.arg("offset")))
+
+
+class GrantHandler(BaseHandler):
+    async def delete(self, grant_id: str) -> None:
+        who = await self.principal()
+        grant = await self.run(self.service.governance.revoke, who, grant_id)
+        self.service.notify("grant.revoke", grant)
+        self.send(grant)
+
+
+class AuditHandler(BaseHandler):
+    async def get(self) -> None:
+        who = await self.principal()
+        self.send(await self.run(
+            self.service.governance.audit_records, who, user=self.arg("user"),
+            dataset=self.arg("dataset"), action=self.arg("action"), since=self.arg("since"),
+            limit=self.arg("limit"), offset=self.arg("offset")))
+
+
+class PoliciesHandler(BaseHandler):
+    async def get(self) -> None:
+        who = await self.principal()
+        if not who.can("browse"):
+            raise web.HTTPError(403, "You lack the dataaccess 'browse' permission")
+        self.send(self.service.config_state.config.policy.as_dict())
+
+
+class SpawnHandler(BaseHandler):
+    """What the caller's server gets at spawn: their active grants and read-only mounts.
+
+    The hub's pre_spawn_hook calls this with the token of the server it is about to start, so
+    the answer is about that server's user and no one else.
+    """
+
+    async def get(self) -> None:
+        who = await self.principal()
+        self.send(await self.run(self.service.governance.spawn_plan, who))
+
+
+class NotFoundHandler(BaseHandler):
+    async def prepare(self) -> None:
+        await super().prepare()
+        raise web.HTTPError(404, "Not found")
+
+
+class OAuthCallbackHandler(HubOAuthCallbackHandler):
+    @property
+    def hub_auth(self) -> Any:
+        return self.settings["hub_auth"]
+
+
+ID = r"([^/]{1,200})"
+
+
+def routes(prefix: str) -> list[tuple]:
+    api = prefix + "api/v1"
+    return [
+        (api + r"/health", HealthHandler),
+        (api + r"/me", MeHandler),
+        (api + r"/datasets", DatasetsHandler),
+        (api + rf"/datasets/{ID}", DatasetHandler),
+        (api + rf"/datasets/{ID}/preview", PreviewHandler),
+        (api + rf"/datasets/{ID}/data", DataHandler),
+        (api + r"/requests", RequestsHandler),
+        (api + rf"/requests/{ID}", RequestHandler),
+        (api + rf"/requests/{ID}/(approve|deny|withdraw)", RequestActionHandler),
+        (api + r"/grants", GrantsHandler),
+        (api + rf"/grants/{ID}", GrantHandler),
+        (api + r"/audit", AuditHandler),
+        (api + r"/policies", PoliciesHandler),
+        (api + r"/spawn", SpawnHandler),
+        (prefix + r"oauth_callback", OAuthCallbackHandler),
+        (re.escape(prefix) + r".*", NotFoundHandler),
+    ]

@@ -1,0 +1,269 @@
+"""Row filters: a small, safe expression language, parsed here and compiled to pyarrow compute.
+
+Grammar (never `eval`):
+    expr    := and ("or" and)*
+    and     := not ("and" not)*
+    not     := "not" not | "(" expr ")" | compare
+    compare := operand (("==" | "!=" | "<" | "<=" | ">" | ">=") operand
+                        | ["not"] "in" "(" literal ("," literal)* ")"
+                        | "is" ["not"] "null")
+    operand := column | literal
+    column  := name | "double quoted name"
+    literal := 'single quoted string' | number | true | false | null
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+_TOKEN = re.compile(
+    r"""\s*(?:
+        (?P<num>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)
+      | (?P<str>'(?:[^'\\]|\\.|'')*')
+      | (?P<qname>"(?:[^"\\]|\\.)+")
+      | (?P<op>==|!=|<=|>=|<|>|\(|\)|,)
+      | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
+    )""",
+    re.VERBOSE,
+)
+_KEYWORDS = {"and", "or", "not", "in", "is", "true", "false", "null"}
+MAX_FILTER_LENGTH = 4096
+
+
+class FilterError(ValueError):
+    """A row filter that does not parse."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+
+
+@dataclass(frozen=True)
+class Literal:
+    value: Any
+
+
+@dataclass(frozen=True)
+class Compare:
+    op: str
+    left: Column | Literal
+    right: Column | Literal
+
+
+@dataclass(frozen=True)
+class InList:
+    column: Column
+    values: tuple[Any, ...]
+    negate: bool
+
+
+@dataclass(frozen=True)
+class IsNull:
+    column: Column
+    negate: bool
+
+
+@dataclass(frozen=True)
+class BoolOp:
+    op: str  # and | or
+    parts: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Not:
+    part: Any
+
+
+@dataclass(frozen=True)
+class RowFilter:
+    text: str
+    tree: Any
+
+    @property
+    def columns(self) -> set[str]:
+        return _columns(self.tree)
+
+    def to_arrow(self) -> Any:
+        """The filter as a pyarrow.compute Expression."""
+        return _to_arrow(self.tree)
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    out, pos = [], 0
+    text = text.rstrip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise FilterError(f"unexpected character at position {pos + 1}: {text[pos:pos + 10]!r}")
+        kind = m.lastgroup
+        value = m.group(kind)
+        if kind == "name" and value.lower() in _KEYWORDS:
+            kind, value = "kw", value.lower()
+        out.append((kind, value))
+        pos = m.end()
+    return out
+
+
+class _Parser:
+    def __init__(self, text: str):
+        self.toks = _tokens(text)
+        self.i = 0
+
+    def peek(self, kind: str | None = None, value: str | None = None) -> bool:
+        if self.i >= len(self.toks):
+            return False
+        k, v = self.toks[self.i]
+        return (kind is None or k == kind) and (value is None or v == value)
+
+    def take(self, kind: str | None = None, value: str | None = None) -> str:
+        if not self.peek(kind, value):
+            got = self.toks[self.i][1] if self.i < len(self.toks) else "end of filter"
+            raise FilterError(f"expected {value or kind}, got {got!r}")
+        self.i += 1
+        return self.toks[self.i - 1][1]
+
+    def parse(self) -> Any:
+        tree = self.expr()
+        if self.i != len(self.toks):
+            raise FilterError(f"unexpected {self.toks[self.i][1]!r}")
+        return tree
+
+    def expr(self) -> Any:
+        parts = [self.conj()]
+        while self.peek("kw", "or"):
+            self.take()
+            parts.append(self.conj())
+        return parts[0] if len(parts) == 1 else BoolOp("or", tuple(parts))
+
+    def conj(self) -> Any:
+        parts = [self.neg()]
+        while self.peek("kw", "and"):
+            self.take()
+            parts.append(self.neg())
+        return parts[0] if len(parts) == 1 else BoolOp("and", tuple(parts))
+
+    def neg(self) -> Any:
+        if self.peek("kw", "not"):
+            self.take()
+            return Not(self.neg())
+        if self.peek("op", "("):
+            self.take()
+            tree = self.expr()
+            self.take("op", ")")
+            return tree
+        return self.compare()
+
+    def operand(self) -> Column | Literal:
+        if self.peek("name"):
+            return Column(self.take())
+        if self.peek("qname"):
+            return Column(self.take()[1:-1].replace('\\"', '"'))
+        return Literal(self.literal())
+
+    def literal(self) -> Any:
+        if self.peek("num"):
+            text = self.take()
+            return float(text) if any(c in text for c in ".eE") else int(text)
+        if self.peek("str"):
+            raw = self.take()[1:-1]
+            return raw.replace("''", "'").replace("\\'", "'").replace("\\\\", "\\")
+        if self.peek("kw", "true") or self.peek("kw", "false"):
+            return self.take() == "true"
+        if self.peek("kw", "null"):
+            self.take()
+            return None
+        got = self.toks[self.i][1] if self.i < len(self.toks) else "end of filter"
+        raise FilterError(f"expected a value, got {got!r}")
+
+    def compare(self) -> Any:
+        left = self.operand()
+        if self.peek("kw", "is"):
+            self.take()
+            negate = bool(self.peek("kw", "not") and self.take())
+            self.take("kw", "null")
+            return IsNull(self._column(left), negate)
+        negate = False
+        if self.peek("kw", "not"):
+            self.take()
+            negate = True
+            if not self.peek("kw", "in"):
+                raise FilterError("expected 'in' after 'not'")
+        if self.peek("kw", "in"):
+            self.take()
+            self.take("op", "(")
+            values = [self.literal()]
+            while self.peek("op", ","):
+                self.take()
+                values.append(self.literal())
+            self.take("op", ")")
+            return InList(self._column(left), tuple(values), negate)
+        if not self.peek("op") or self.toks[self.i][1] in "(),":
+            raise FilterError("expected a comparison (== != < <= > >=), 'in' or 'is null'")
+        op = self.take("op")
+        right = self.operand()
+        if isinstance(left, Literal) and isinstance(right, Literal):
+            raise FilterError("a comparison needs at least one column")
+        return Compare(op, left, right)
+
+    @staticmethod
+    def _column(operand: Column | Literal) -> Column:
+        if not isinstance(operand, Column):
+            raise FilterError("'in' and 'is null' need a column on the left")
+        return operand
+
+
+def parse_filter(text: str) -> RowFilter:
+    """Parse a row filter expression; raise FilterError saying what is wrong."""
+    if not isinstance(text, str) or not text.strip():
+        raise FilterError("empty filter")
+    if len(text) > MAX_FILTER_LENGTH:
+        raise FilterError(f"longer than {MAX_FILTER_LENGTH} characters")
+    return RowFilter(text=text, tree=_Parser(text).parse())
+
+
+def _columns(tree: Any) -> set[str]:
+    if isinstance(tree, Column):
+        return {tree.name}
+    if isinstance(tree, Literal):
+        return set()
+    if isinstance(tree, Compare):
+        return _columns(tree.left) | _columns(tree.right)
+    if isinstance(tree, (InList, IsNull)):
+        return {tree.column.name}
+    if isinstance(tree, Not):
+        return _columns(tree.part)
+    return set().union(*(_columns(p) for p in tree.parts))
+
+
+def _to_arrow(tree: Any) -> Any:
+    import pyarrow.compute as pc
+
+    if isinstance(tree, Column):
+        return pc.field(tree.name)
+    if isinstance(tree, Literal):
+        return pc.scalar(tree.value)
+    if isinstance(tree, Compare):
+        left, right = _to_arrow(tree.left), _to_arrow(tree.right)
+        return {
+            "==": left == right, "!=": left != right, "<": left < right,
+            "<=": left <= right, ">": left > right, ">=": left >= right,
+        }[tree.op]
+    if isinstance(tree, InList):
+        values = [v for v in tree.values if v is not None]
+        expr = pc.field(tree.column.name).isin(values)
+        if None in tree.values:
+            expr = expr | pc.field(tree.column.name).is_null()
+        return ~expr if tree.negate else expr
+    if isinstance(tree, IsNull):
+        expr = pc.field(tree.column.name).is_null()
+        return ~expr if tree.negate else expr
+    if isinstance(tree, Not):
+        return ~_to_arrow(tree.part)
+    parts = [_to_arrow(p) for p in tree.parts]
+    out = parts[0]
+    for p in parts[1:]:
+        out = (out & p) if tree.op == "and" else (out | p)
+    return out

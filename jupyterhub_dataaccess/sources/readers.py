@@ -1,0 +1,285 @@
+"""Readers for the sources of the catalogue, with governance applied to every batch.
+
+Every path out of here goes through `governed_batches`: the row filter first, then the requested
+projection, then the column masks. Masks are applied to whatever columns leave, so no choice of
+columns, filter or format can unmask a column.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from ..catalog import Dataset, resolve_env
+
+BATCH_ROWS = 128 * 1024
+REDACTED = "REDACTED"
+
+
+class SourceError(Exception):
+    """The source could not be read: a message for the user; details go to the service log."""
+
+
+class ColumnError(ValueError):
+    """Columns asked for that the dataset does not have."""
+
+
+@dataclass(frozen=True)
+class Info:
+    columns: list[dict[str, Any]]
+    rows: int | None
+    updated_at: str | None
+
+
+def _file_format(fmt: str) -> Any:
+    if fmt == "csv":
+        return pads.CsvFileFormat()
+    if fmt == "jsonl":
+        return pads.JsonFileFormat()
+    return pads.ParquetFileFormat()
+
+
+def _filesystem(ds: Dataset) -> tuple[Any, str]:
+    """(filesystem, path) for a file or s3 source; credentials come from the service's env."""
+    uri = resolve_env(ds.source.uri)
+    if ds.source.kind == "s3" or "://" in uri and not uri.startswith("file://"):
+        import fsspec
+        from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+        options = {k: resolve_env(v) if isinstance(v, str) else v
+                   for k, v in ds.source.options.items()}
+        if ds.source.kind == "s3" and "endpoint_url" in options:
+            options.setdefault("client_kwargs", {})["endpoint_url"] = options.pop("endpoint_url")
+        fs, path = fsspec.core.url_to_fs(uri, **options)
+        return PyFileSystem(FSSpecHandler(fs)), path
+    return None, uri.removeprefix("file://")
+
+
+class Reader:
+    """Reads one dataset; build with `reader_for(ds)`."""
+
+    def __init__(self, ds: Dataset):
+        self.ds = ds
+
+    def raw_schema(self) -> pa.Schema:
+        raise NotImplementedError
+
+    def raw_batches(self, columns: list[str], filter_expr: Any) -> Iterator[pa.RecordBatch]:
+        raise NotImplementedError
+
+    def count(self, filter_expr: Any) -> int | None:
+        return None
+
+    def updated_at(self) -> str | None:
+        return None
+
+
+class FileReader(Reader):
+    def _dataset(self) -> pads.Dataset:
+        fs, path = _filesystem(self.ds)
+        try:
+            return pads.dataset(path, format=_file_format(self.ds.source.format), filesystem=fs)
+        except (OSError, pa.ArrowInvalid, FileNotFoundError) as e:
+            raise SourceError(str(e)) from e
+
+    def raw_schema(self) -> pa.Schema:
+        return self._dataset().schema
+
+    def raw_batches(self, columns: list[str], filter_expr: Any) -> Iterator[pa.RecordBatch]:
+        scanner = self._dataset().scanner(columns=columns, filter=filter_expr,
+                                          batch_size=BATCH_ROWS, use_threads=True)
+        yield from scanner.to_batches()
+
+    def count(self, filter_expr: Any) -> int | None:
+        return self._dataset().count_rows(filter=filter_expr)
+
+    def updated_at(self) -> str | None:
+        fs, path = _filesystem(self.ds)
+        if fs is not None:
+            return None
+        try:
+            mtime = os.stat(path).st_mtime
+        except OSError:
+            return None
+        return datetime.fromtimestamp(mtime, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class SQLReader(Reader):
+    _engines: dict[str, Any] = {}
+    _lock = threading.Lock()
+
+    def _engine(self) -> Any:
+        from sqlalchemy import create_engine
+
+        url = resolve_env(self.ds.source.url)
+        with self._lock:
+            if url not in self._engines:
+                self._engines[url] = create_engine(url, pool_pre_ping=True)
+            return self._engines[url]
+
+    def _arrow_batches(self) -> Iterator[pa.RecordBatch]:
+        """Rows in batches, in a transaction that is never committed (read-only intent)."""
+        from sqlalchemy import MetaData, Table, text
+
+        try:
+            with self._engine().connect() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+                if self.ds.source.table:
+                    schema, _, name = self.ds.source.table.rpartition(".")
+                    stmt = Table(name, MetaData(), schema=schema or None,
+                                 autoload_with=conn).select()
+                else:
+                    stmt = text(self.ds.source.query)
+                result = conn.execution_options(stream_results=True).execute(stmt)
+                names = list(result.keys())
+                while True:
+                    rows = result.fetchmany(BATCH_ROWS // 4)
+                    if not rows:
+                        break
+                    yield pa.RecordBatch.from_pydict(
+                        {n: [r[i] for r in rows] for i, n in enumerate(names)})
+                conn.rollback()
+        except Exception as e:  # any driver error: the user gets a clean 502
+            raise SourceError(str(e)) from e
+
+    def raw_schema(self) -> pa.Schema:
+        for batch in self._arrow_batches():
+            return batch.schema
+        return pa.schema([])
+
+    def raw_batches(self, columns: list[str], filter_expr: Any) -> Iterator[pa.RecordBatch]:
+        for batch in self._arrow_batches():
+            table = pa.Table.from_batches([batch])
+            if filter_expr is not None:
+                table = table.filter(filter_expr)
+            yield from table.select(columns).to_batches()
+
+
+def reader_for(ds: Dataset) -> Reader:
+    return SQLReader(ds) if ds.source.kind == "sql" else FileReader(ds)
+
+
+def mask_key(service_key: bytes, dataset_id: str) -> bytes:
+    """The hashing key of one dataset: stable within it, different across datasets."""
+    return hmac.new(service_key, dataset_id.encode(), hashlib.sha256).digest()
+
+
+def _hash_array(arr: pa.Array, key: bytes) -> pa.Array:
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    enc = arr.dictionary_encode()
+    hashed = [
+        None if v is None else hmac.new(key, str(v).encode(), hashlib.sha256).hexdigest()[:32]
+        for v in enc.dictionary.to_pylist()
+    ]
+    return pc.take(pa.array(hashed, pa.string()), enc.indices)
+
+
+def _mask_array(arr: pa.Array, how: str, key: bytes) -> pa.Array:
+    if how == "null":
+        return pa.nulls(len(arr), arr.type)
+    if how == "hash":
+        return _hash_array(arr, key)
+    return pa.array([REDACTED] * len(arr), pa.string())
+
+
+def masked_type(t: pa.DataType, how: str) -> pa.DataType:
+    return t if how == "null" else pa.string()
+
+
+def governed_schema(ds: Dataset, raw: pa.Schema, columns: list[str] | None = None) -> pa.Schema:
+    names = columns or raw.names
+    return pa.schema([
+        pa.field(n, masked_type(raw.field(n).type, ds.masks[n]) if n in ds.masks
+                 else raw.field(n).type) for n in names
+    ])
+
+
+def check_columns(raw: pa.Schema, columns: list[str] | None) -> list[str]:
+    if not columns:
+        return list(raw.names)
+    unknown = [c for c in columns if c not in raw.names]
+    if unknown:
+        raise ColumnError("unknown column(s): " + ", ".join(unknown))
+    return list(dict.fromkeys(columns))
+
+
+def governed_batches(ds: Dataset, key: bytes, columns: list[str] | None = None,
+                     limit: int | None = None) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """(schema, batches) of the dataset with row filter, projection and masks applied."""
+    reader = reader_for(ds)
+    try:
+        raw = reader.raw_schema()
+    except SourceError:
+        raise
+    except Exception as e:
+        raise SourceError(str(e)) from e
+    names = check_columns(raw, columns)
+    schema = governed_schema(ds, raw, names)
+    filter_expr = ds.row_filter.to_arrow() if ds.row_filter else None
+    dkey = mask_key(key, ds.id)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        left = limit
+        try:
+            for batch in reader.raw_batches(names, filter_expr):
+                if left is not None:
+                    if left <= 0:
+                        return
+                    batch = batch.slice(0, left)
+                    left -= batch.num_rows
+                if batch.num_rows == 0:
+                    continue
+                arrays = [
+                    _mask_array(batch.column(i), ds.masks[n], dkey) if n in ds.masks
+                    else batch.column(i) for i, n in enumerate(names)
+                ]
+                yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+        except SourceError:
+            raise
+        except (OSError, pa.ArrowException) as e:
+            raise SourceError(str(e)) from e
+
+    return schema, batches()
+
+
+_info_cache: dict[tuple, Info] = {}
+
+
+def dataset_info(ds: Dataset) -> Info:
+    """Governed schema, row count (after the row filter) and update time; cached per file mtime."""
+    reader = reader_for(ds)
+    updated = reader.updated_at()
+    cache_key = (ds.id, repr(ds.source), ds.row_filter.text if ds.row_filter else "",
+                 tuple(sorted(ds.masks.items())), updated)
+    if updated is not None and cache_key in _info_cache:
+        return _info_cache[cache_key]
+    try:
+        raw = reader.raw_schema()
+        rows = reader.count(ds.row_filter.to_arrow() if ds.row_filter else None)
+    except SourceError:
+        raise
+    except Exception as e:
+        raise SourceError(str(e)) from e
+    schema = governed_schema(ds, raw)
+    info = Info(
+        columns=[{"name": f.name, "type": str(f.type), "mask": ds.masks.get(f.name)}
+                 for f in schema],
+        rows=rows, updated_at=updated,
+    )
+    if updated is not None:
+        if len(_info_cache) > 10_000:
+            _info_cache.clear()
+        _info_cache[cache_key] = info
+    return info

@@ -1,0 +1,160 @@
+"""Shared fixtures: test data, catalogue and policy files, and one real JupyterHub per session."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from hubutil import REPO, Hub, Kernel  # noqa: E402
+
+sys.path.insert(0, REPO)
+
+CATALOG = """
+datasets:
+  - id: penguins
+    title: Palmer penguins
+    description: Size measurements of three penguin species, Palmer Station, Antarctica.
+    owner: steward
+    stewards: {{users: [steward], groups: [stewards]}}
+    classification: public
+    tags: [biology, teaching]
+    source: {{kind: file, uri: {data}/penguins.csv, format: csv}}
+  - id: penguins-masked
+    title: Penguins with governance
+    description: Masks and a row filter on real data.
+    owner: steward
+    stewards: {{groups: [stewards]}}
+    classification: confidential
+    tags: [biology]
+    source: {{kind: file, uri: {data}/penguins.parquet, format: parquet}}
+    columns:
+      body_mass_g: {{mask: hash}}
+      sex: {{mask: redact}}
+      year: {{mask: "null"}}
+    row_filter: "island != 'Torgersen' and species in ('Adelie', 'Gentoo')"
+  - id: sales
+    title: Internal sales
+    description: Generated internal figures.
+    owner: steward
+    stewards: {{users: [steward]}}
+    classification: internal
+    tags: [finance]
+    source: {{kind: file, uri: {data}/sales.parquet}}
+  - id: salaries
+    title: Salaries
+    description: Restricted; two approvals.
+    owner: steward
+    stewards: {{groups: [stewards]}}
+    classification: restricted
+    tags: [hr]
+    source: {{kind: file, uri: {data}/salaries.csv}}
+    mount: {{path: {data}/mounts/salaries}}
+  - id: other-team
+    title: Another team's data
+    description: Stewarded by another group.
+    owner: otherstew
+    stewards: {{groups: [otherstewards]}}
+    classification: confidential
+    tags: [other]
+    source: {{kind: file, uri: {data}/sales.parquet}}
+  - id: forbidden
+    title: Never shared
+    description: The policy denies it.
+    owner: admin
+    stewards: {{users: [admin]}}
+    classification: restricted
+    tags: [denied]
+    source: {{kind: file, uri: {data}/sales.parquet}}
+  - id: broken
+    title: A source that cannot be read
+    owner: steward
+    stewards: {{users: [steward]}}
+    classification: public
+    source: {{kind: file, uri: {data}/does-not-exist.parquet}}
+"""
+
+POLICY = """
+rules:
+  - match: {datasets: [forbidden]}
+    decision: deny
+  - match: {classification: public}
+    decision: auto
+    max_days: 365
+  - match: {classification: internal, groups: [analysts]}
+    decision: auto
+    max_days: 90
+  - match: {classification: confidential}
+    decision: review
+    approvals: 1
+    max_days: 30
+  - match: {classification: restricted}
+    decision: review
+    approvals: 2
+    max_days: 7
+"""
+
+
+def make_data(data: str) -> None:
+    import numpy as np
+    import pandas as pd
+    import palmerpenguins
+
+    os.makedirs(os.path.join(data, "mounts", "salaries"), exist_ok=True)
+    penguins = palmerpenguins.load_penguins()
+    penguins.to_csv(os.path.join(data, "penguins.csv"), index=False)
+    penguins.to_parquet(os.path.join(data, "penguins.parquet"), index=False)
+    rng = np.random.default_rng(7)
+    pd.DataFrame({
+        "region": rng.choice(["north", "south", "east", "west"], 5000),
+        "amount": rng.integers(1, 10_000, 5000),
+        "day": pd.date_range("2024-01-01", periods=5000, freq="h"),
+    }).to_parquet(os.path.join(data, "sales.parquet"), index=False)
+    pd.DataFrame({"name": [f"person{i}" for i in range(50)],
+                  "salary": rng.integers(30_000, 200_000, 50)}).to_csv(
+        os.path.join(data, "salaries.csv"), index=False)
+    with open(os.path.join(data, "mounts", "salaries", "README.txt"), "w") as f:
+        f.write("mounted salaries\n")
+
+
+@pytest.fixture(scope="session")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("dataaccess"))
+
+
+@pytest.fixture(scope="session")
+def config_files(state_dir: str) -> dict[str, str]:
+    data = os.path.join(state_dir, "data")
+    make_data(data)
+    catalog = os.path.join(state_dir, "catalog.yaml")
+    policy = os.path.join(state_dir, "policy.yaml")
+    with open(catalog, "w") as f:
+        f.write(CATALOG.format(data=data))
+    with open(policy, "w") as f:
+        f.write(POLICY)
+    return {"catalog": catalog, "policy": policy, "data": data}
+
+
+def db_url_for(state_dir: str) -> str:
+    return os.environ.get("DATAACCESS_TEST_DB_URL") or f"sqlite:///{state_dir}/dataaccess.sqlite"
+
+
+@pytest.fixture(scope="session")
+def hub(state_dir: str, config_files: dict[str, str]):
+    h = Hub(state=os.path.join(state_dir, "hub"), catalog=config_files["catalog"],
+            policy=config_files["policy"], db_url=db_url_for(state_dir))
+    os.makedirs(h.state, exist_ok=True)
+    h.start()
+    yield h
+    h.stop()
+
+
+@pytest.fixture(scope="session")
+def analyst_kernel(hub: Hub):
+    hub.start_server("analyst")
+    k = Kernel(hub, "analyst")
+    yield k
+    k.shutdown()

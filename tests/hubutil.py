@@ -1,0 +1,299 @@
+"""A real JupyterHub for tests: configurable-http-proxy, the dataaccess service, local servers.
+
+`Hub` writes a jupyterhub_config.py that calls configure_hub (as an operator would), starts
+`python -m jupyterhub` in a temporary directory and talks to it over HTTP through the proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ADMIN_TOKEN = "test-admin-" + uuid.uuid4().hex
+
+USERS = {
+    "analyst": ["analysts"],
+    "steward": ["stewards"],
+    "steward2": ["stewards"],
+    "otherstew": ["otherstewards"],
+    "admin": ["admins"],
+    "nobody": [],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def find_chp() -> str:
+    """The configurable-http-proxy the project installed (never a global guess)."""
+    candidates = [os.path.join(os.path.dirname(sys.executable), "configurable-http-proxy"),
+                  shutil.which("configurable-http-proxy") or ""]
+    for c in candidates:
+        if c and os.access(c, os.X_OK):
+            return c
+    raise RuntimeError("configurable-http-proxy not found: run `make setup` (it installs it "
+                       "from npm into .venv)")
+
+
+CONFIG = """
+import sys
+from jupyterhub_dataaccess.hub import configure_hub
+
+c = get_config()  # noqa
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = {port}
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = {hub_port}
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
+c.ConfigurableHTTPProxy.command = [{chp!r}]
+c.ConfigurableHTTPProxy.should_start = True
+c.JupyterHub.db_url = "sqlite:///{state}/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = "{state}/jupyterhub_cookie_secret"
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = {password!r}
+c.Authenticator.allowed_users = set({users!r})
+c.Authenticator.admin_users = {{"admin"}}
+c.JupyterHub.load_groups = {groups!r}
+c.JupyterHub.spawner_class = "simple"
+c.SimpleLocalProcessSpawner.home_dir_template = "{state}/home/{{username}}"
+c.Spawner.args = ["--allow-root"] if __import__("os").getuid() == 0 else []
+c.Spawner.default_url = "/lab"
+c.Spawner.start_timeout = 120
+c.Spawner.http_timeout = 120
+c.Spawner.environment = {{"PYTHONPATH": {repo!r}}}
+c.JupyterHub.cleanup_servers = True
+c.JupyterHub.log_level = "DEBUG"
+c.JupyterHub.services = [{{"name": "test-admin", "api_token": {admin_token!r}}}]
+c.JupyterHub.load_roles = [{{"name": "test-admin", "services": ["test-admin"],
+                            "scopes": ["admin:users", "admin:servers", "tokens", "admin:groups",
+                                       "read:users", "access:servers"]}}]
+configure_hub(c, catalog={catalog!r}, policy={policy!r}, db_url={db_url!r},
+              service_port={service_port}, reviewer_groups=["stewards", "otherstewards"],
+              admin_groups=["admins"], fail_open={fail_open!r},
+              environment={{"PYTHONPATH": {repo!r}}}{extra})
+"""
+
+
+@dataclass
+class Hub:
+    state: str
+    catalog: str
+    policy: str
+    db_url: str
+    fail_open: bool = False
+    extra: str = ""
+    port: int = field(default_factory=free_port)
+    hub_port: int = field(default_factory=free_port)
+    proxy_api_port: int = field(default_factory=free_port)
+    service_port: int = field(default_factory=free_port)
+    password: str = field(default_factory=lambda: uuid.uuid4().hex)
+    proc: subprocess.Popen | None = None
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api(self) -> str:
+        return f"{self.url}/services/dataaccess/api/v1"
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.state, "jupyterhub.log")
+
+    def write_config(self) -> str:
+        os.makedirs(os.path.join(self.state, "home"), exist_ok=True)
+        path = os.path.join(self.state, "jupyterhub_config.py")
+        with open(path, "w") as f:
+            f.write(textwrap.dedent(CONFIG).format(
+                port=self.port, hub_port=self.hub_port, proxy_api_port=self.proxy_api_port,
+                chp=find_chp(), state=self.state, password=self.password, users=sorted(USERS),
+                groups={g: [u for u, gs in USERS.items() if g in gs]
+                        for g in sorted({g for gs in USERS.values() for g in gs})},
+                repo=REPO, admin_token=ADMIN_TOKEN, catalog=self.catalog, policy=self.policy,
+                db_url=self.db_url, service_port=self.service_port, fail_open=self.fail_open,
+                extra=self.extra,
+            ))
+        return path
+
+    def start(self, timeout: float = 90) -> None:
+        config = self.write_config()
+        bindir = os.path.dirname(sys.executable)
+        env = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1",
+                   PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
+        env.pop("JUPYTERHUB_API_TOKEN", None)
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", config], cwd=self.state, env=env,
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"JupyterHub exited: see {self.log_path}\n" + self.log_tail())
+            try:
+                r = requests.get(f"{self.url}/hub/api/", timeout=2)
+                s = requests.get(f"{self.api}/health", timeout=2)
+                if r.status_code == 200 and s.status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError("JupyterHub did not come up:\n" + self.log_tail())
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    # -- the Hub's own API, as the test-admin service --------------------------------------
+
+    def hub_api(self, method: str, path: str, **kw: Any) -> requests.Response:
+        return requests.request(method, f"{self.url}/hub/api{path}",
+                                headers={"Authorization": f"token {ADMIN_TOKEN}"}, timeout=60,
+                                **kw)
+
+    def token(self, user: str, scopes: list[str] | None = None, expires_in: int | None = None
+              ) -> str:
+        """A new API token of `user` (all the user's permissions unless scopes are given)."""
+        key = f"{user}:{scopes}:{expires_in}"
+        if key in self.tokens and expires_in is None:
+            return self.tokens[key]
+        body: dict[str, Any] = {"note": "test"}
+        if scopes is not None:
+            body["scopes"] = scopes
+        if expires_in is not None:
+            body["expires_in"] = expires_in
+        r = self.hub_api("POST", f"/users/{user}/tokens", json=body)
+        assert r.status_code == 201, r.text
+        self.tokens[key] = r.json()["token"]
+        return self.tokens[key]
+
+    def call(self, user: str | None, method: str, path: str, token: str | None = None,
+             **kw: Any) -> requests.Response:
+        """A request to the dataaccess service through the proxy, as `user` (None: anonymous)."""
+        headers = dict(kw.pop("headers", {}))
+        if token is None and user is not None:
+            token = self.token(user)
+        if token is not None:
+            headers["Authorization"] = f"token {token}"
+        return requests.request(method, self.api + path, headers=headers, timeout=60, **kw)
+
+    def start_server(self, user: str, name: str = "", timeout: float = 120) -> dict[str, Any]:
+        path = f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
+        r = self.hub_api("POST", path)
+        assert r.status_code in (201, 202, 400), r.text  # 400: already running
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            model = self.hub_api("GET", f"/users/{user}").json()
+            server = model.get("servers", {}).get(name, {})
+            if server.get("ready"):
+                return server
+            if not server.get("pending") and not server.get("ready") and r.status_code != 400:
+                if time.monotonic() > deadline - timeout + 5:
+                    break
+            time.sleep(0.5)
+        raise RuntimeError(f"server of {user} did not start:\n" + self.log_tail())
+
+    def stop_server(self, user: str, name: str = "") -> None:
+        path = f"/users/{user}/servers/{name}" if name else f"/users/{user}/server"
+        self.hub_api("DELETE", path)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            model = self.hub_api("GET", f"/users/{user}").json()
+            if name not in model.get("servers", {}):
+                return
+            time.sleep(0.3)
+
+
+class Kernel:
+    """A real kernel in a user's server, driven over the Jupyter websocket protocol."""
+
+    def __init__(self, hub: Hub, user: str, server_name: str = ""):
+        self.hub, self.user = hub, user
+        self.base = f"{hub.url}/user/{user}/{server_name + '/' if server_name else ''}"
+        self.token = hub.token(user)
+        r = requests.post(self.base + "api/kernels", json={"name": "python3"},
+                          headers=self._headers(), timeout=60)
+        assert r.status_code == 201, r.text
+        self.id = r.json()["id"]
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.token}"}
+
+    def run(self, code: str, timeout: float = 120) -> dict[str, Any]:
+        """Execute code; return {'stdout', 'stderr', 'error': (ename, evalue) | None, 'result'}."""
+        return asyncio.run(self._run(code, timeout))
+
+    async def _run(self, code: str, timeout: float) -> dict[str, Any]:
+        from tornado.httpclient import HTTPRequest
+        from tornado.websocket import websocket_connect
+
+        url = self.base.replace("http://", "ws://") + f"api/kernels/{self.id}/channels"
+        ws = await websocket_connect(HTTPRequest(url, headers=self._headers()))
+        msg_id = uuid.uuid4().hex
+        ws.write_message(json.dumps({
+            "header": {"msg_id": msg_id, "username": self.user, "session": uuid.uuid4().hex,
+                       "msg_type": "execute_request", "version": "5.3"},
+            "parent_header": {}, "metadata": {}, "channel": "shell",
+            "content": {"code": code, "silent": False, "store_history": False,
+                        "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
+        }))
+        out: dict[str, Any] = {"stdout": "", "stderr": "", "error": None, "result": None}
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"kernel did not finish in {timeout}s: {out}")
+                raw = await asyncio.wait_for(ws.read_message(), left)
+                if raw is None:
+                    raise RuntimeError("kernel websocket closed")
+                msg = json.loads(raw)
+                if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                kind, content = msg["msg_type"], msg["content"]
+                if kind == "stream":
+                    out[content["name"]] += content["text"]
+                elif kind == "error":
+                    out["error"] = (content["ename"], content["evalue"])
+                elif kind == "execute_result":
+                    out["result"] = content["data"].get("text/plain")
+                elif kind == "status" and content["execution_state"] == "idle":
+                    return out
+        finally:
+            ws.close()
+
+    def shutdown(self) -> None:
+        requests.delete(self.base + f"api/kernels/{self.id}", headers=self._headers(), timeout=30)
