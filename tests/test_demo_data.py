@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -129,3 +131,21 @@ def test_when_the_hub_loads_the_demo_config_then_it_wires_users_groups_and_the_s
     assert c.JupyterHub.db_url.startswith(f"sqlite:///{demo_state}")
     services = {s["name"]: s for s in c.JupyterHub.services}
     assert "dataaccess" in services
+
+
+def test_when_validated_by_the_command_then_the_demo_catalog_is_accepted(demo_state):
+    pytest.importorskip("jupyterhub_dataaccess.cli", reason="the command is not written yet")
+    validate = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from jupyterhub_dataaccess.cli import main; main()",
+            "catalog",
+            "validate",
+            str(demo_state / "catalog.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert validate.returncode == 0, validate.stdout + validate.stderr

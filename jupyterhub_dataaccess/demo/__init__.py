@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +61,19 @@ def _login_box(url: str, passwords: dict[str, str], state: Path) -> str:
     return "\n".join([rule, *(f"| {line:<{width}} |" for line in lines), rule])
 
 
+def _stop_leftover_proxy(state: Path) -> None:
+    """Stop the proxy a hub that died left behind (a clean shutdown stops it and removes the file)."""
+    pid_file = state / "jupyterhub-proxy.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return
+    if b"configurable-http-proxy" in cmdline:
+        os.kill(pid, signal.SIGTERM)
+    pid_file.unlink(missing_ok=True)
+
+
 def run_demo(state_dir: str, ip: str = "127.0.0.1", port: int = 8000) -> int:
     """Prepare ``state_dir`` and run the demo JupyterHub in the foreground; return its exit code."""
     state = Path(state_dir).resolve()
@@ -83,6 +97,13 @@ def run_demo(state_dir: str, ip: str = "127.0.0.1", port: int = 8000) -> int:
     hub = subprocess.Popen(
         [sys.executable, "-m", "jupyterhub", "-f", str(CONFIG_FILE)], cwd=state, env=env
     )
+    try:
+        return _wait_for(hub)
+    finally:
+        _stop_leftover_proxy(state)
+
+
+def _wait_for(hub: subprocess.Popen) -> int:
     try:
         return hub.wait()
     except KeyboardInterrupt:
