@@ -199,6 +199,9 @@ class _Parser:
                 self.take()
                 values.append(self.literal())
             self.take("op", ")")
+            kinds = {_kind(v) for v in values if v is not None}
+            if len(kinds) > 1:
+                raise FilterError("the values of an 'in' list must all be of one type")
             return InList(self._column(left), tuple(values), negate)
         if not self.peek("op") or self.toks[self.i][1] in "(),":
             raise FilterError("expected a comparison (== != < <= > >=), 'in' or 'is null'")
@@ -213,6 +216,12 @@ class _Parser:
         if not isinstance(operand, Column):
             raise FilterError("'in' and 'is null' need a column on the left")
         return operand
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    return "number" if isinstance(value, (int, float)) else "string"
 
 
 def parse_filter(text: str) -> RowFilter:
@@ -239,6 +248,7 @@ def _columns(tree: Any) -> set[str]:
 
 
 def _to_arrow(tree: Any) -> Any:
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     if isinstance(tree, Column):
@@ -252,10 +262,12 @@ def _to_arrow(tree: Any) -> Any:
             "<=": left <= right, ">": left > right, ">=": left >= right,
         }[tree.op]
     if isinstance(tree, InList):
+        col = pc.field(tree.column.name)
         values = [v for v in tree.values if v is not None]
-        expr = pc.field(tree.column.name).isin(values)
         if None in tree.values:
-            expr = expr | pc.field(tree.column.name).is_null()
+            expr = col.isin(values) | col.is_null()
+        else:  # null in, null out (as in SQL), so `not in` and `not (.. in ..)` drop null rows
+            expr = pc.if_else(col.is_valid(), col.isin(values), pa.scalar(None, pa.bool_()))
         return ~expr if tree.negate else expr
     if isinstance(tree, IsNull):
         expr = pc.field(tree.column.name).is_null()
