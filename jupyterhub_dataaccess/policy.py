@@ -116,7 +116,7 @@ def cap_days(days: float | None, max_days: float) -> float:
     """Requested days capped at the rule's maximum; none requested means the maximum."""
     if days is None:
         return max_days
-    return max(MIN_DAYS, min(float(days), max_days))
+    return min(max(MIN_DAYS, float(days)), max_days)  # the cap wins over the floor
 
 
 def may_decide(dataset: Dataset, decider: str, decider_groups: Iterable[str], requester: str) -> bool:
@@ -133,8 +133,12 @@ def parse_policy(raw: Any, path: str = "policy") -> Policy:
     """Validate parsed policy YAML; raise CatalogError naming the file, line and field."""
     if raw is None:
         raw = {"rules": []}
-    if not isinstance(raw, dict) or not isinstance(raw.get("rules", []), list):
+    if not isinstance(raw, dict) or not isinstance(raw.get("rules") or [], list):
         raise CatalogError(f"{path}: must be a mapping with a 'rules' list")
+    top = _Where(path, raw, "")
+    unknown = sorted(set(raw) - {"rules", "default_max_days"}, key=str)
+    if unknown:
+        raise top.error(str(unknown[0]), "is not a known field (rules, default_max_days)")
     rules = []
     for i, item in enumerate(raw.get("rules") or []):
         if not isinstance(item, dict):
@@ -148,12 +152,8 @@ def parse_policy(raw: Any, path: str = "policy") -> Policy:
         unknown = sorted(set(match_raw) - {"classification", "tags", "groups", "datasets"})
         if unknown:
             raise mwhere.error(unknown[0], f"{where_label}: is not a known match field")
-        match = Match(
-            classifications=_names(mwhere, "classification", match_raw.get("classification")),
-            tags=_names(mwhere, "tags", match_raw.get("tags")),
-            groups=_names(mwhere, "groups", match_raw.get("groups")),
-            datasets=_names(mwhere, "datasets", match_raw.get("datasets")),
-        )
+        match = Match(*(_names(mwhere, name, match_raw.get(name), where_label)
+                        for name in ("classification", "tags", "groups", "datasets")))
         for c in match.classifications:
             if c not in CLASSIFICATIONS:
                 raise mwhere.error("classification", f"{where_label}: {c!r} is not one of "
@@ -165,9 +165,7 @@ def parse_policy(raw: Any, path: str = "policy") -> Policy:
         if not isinstance(approvals, int) or isinstance(approvals, bool) or not 1 <= approvals <= 10:
             raise where.error("approvals", f"{where_label}: must be a whole number from 1 to 10")
         max_days = item.get("max_days", DEFAULT_MAX_DAYS)
-        if isinstance(max_days, bool) or not isinstance(max_days, (int, float)) or not (
-            0 < max_days <= 3650
-        ):
+        if not _is_days(max_days):
             raise where.error("max_days", f"{where_label}: must be a number of days from 0 to 3650")
         unknown = sorted(set(item) - {"match", "decision", "approvals", "max_days"})
         if unknown:
@@ -175,14 +173,21 @@ def parse_policy(raw: Any, path: str = "policy") -> Policy:
         line = item.line if isinstance(item, _LineDict) else 0
         rules.append(Rule(match, decision, approvals, float(max_days), line))
     default_max = raw.get("default_max_days", DEFAULT_MAX_DAYS)
+    if not _is_days(default_max):
+        raise top.error("default_max_days", "must be a number of days from 0 to 3650")
     return Policy(rules=tuple(rules), default_max_days=float(default_max), path=path)
 
 
-def _names(where: _Where, name: str, value: Any) -> tuple[str, ...]:
+def _is_days(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and 0 < value <= 3650)
+
+
+def _names(where: _Where, name: str, value: Any, label: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
         return (value,)
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise where.error(name, "must be a string or a list of strings")
+        raise where.error(name, f"{label}: must be a string or a list of strings")
     return tuple(value)
