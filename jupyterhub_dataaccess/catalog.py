@@ -130,6 +130,8 @@ class _Where:
     """Builds 'file line N: dataset X: field F: problem' messages."""
 
     def __init__(self, path: str, mapping: Any, dataset: str = ""):
+        if len(dataset) > 80:  # a bad id may be huge: name it, do not echo it
+            dataset = dataset[:80] + "..."
         self.path, self.mapping, self.dataset = path, mapping, dataset
 
     def error(self, fieldname: str, problem: str) -> CatalogError:
@@ -172,9 +174,12 @@ def _parse_source(where: _Where, raw: Any) -> Source:
         if not isinstance(options, dict):
             raise sw.error("options", "must be a mapping")
         return Source(kind=kind, uri=uri, format=fmt, options=dict(options))
-    url, table, query = raw.get("url"), raw.get("table", ""), raw.get("query", "")
+    url, table, query = raw.get("url"), raw.get("table") or "", raw.get("query") or ""
     if not isinstance(url, str) or not url:
         raise sw.error("url", "is required for a sql source (a SQLAlchemy URL)")
+    for name, value in (("table", table), ("query", query)):
+        if not isinstance(value, str):
+            raise sw.error(name, "must be a string")
     if bool(table) == bool(query):
         raise sw.error("table", "give exactly one of 'table' or 'query'")
     if table and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?", table):
@@ -195,8 +200,8 @@ def _parse_dataset(path: str, raw: Any, index: int) -> Dataset:
     if not isinstance(raw, dict):
         raise CatalogError(f"{path}: datasets[{index}]: must be a mapping")
     ds_id = raw.get("id")
-    where = _Where(path, raw, ds_id if isinstance(ds_id, str) else f"#{index + 1}")
-    if not isinstance(ds_id, str) or not DATASET_ID.match(ds_id):
+    where = _Where(path, raw, ds_id if isinstance(ds_id, str) and ds_id else f"#{index + 1}")
+    if not isinstance(ds_id, str) or not DATASET_ID.fullmatch(ds_id):
         raise where.error("id", "must match ^[a-z0-9][a-z0-9._-]{0,63}$")
     if ".." in ds_id:
         raise where.error("id", "must not contain '..'")
