@@ -15,14 +15,16 @@ CHP := $(VENV)/chp/node_modules/.bin/configurable-http-proxy
 
 # Never let Playwright fetch a browser: the tests drive the system's /usr/bin/chromium.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
+# Extra pytest arguments, e.g. make test PYTEST_ARGS="-k demo -x"
+PYTEST_ARGS ?=
 # Everything run from here finds the venv's tools (jupyterhub, the proxy, jupyterhub-singleuser).
 export PATH := $(BIN):$(PATH)
 
 # The package is reinstalled when any of these change. The built labextension, caches and
 # node_modules are outputs, not inputs.
-INSTALL_INPUTS := $(wildcard setup.py pyproject.toml MANIFEST.in labextension/package.json \
+INSTALL_INPUTS := $(wildcard setup.py pyproject.toml MANIFEST.in install.json labextension/package.json \
 	labextension/package-lock.json labextension/tsconfig.json) \
-	$(shell find jupyterhub_dataaccess labextension/src labextension/style \
+	$(shell find jupyterhub_dataaccess jupyter-config labextension/src labextension/style \
 		\( -path jupyterhub_dataaccess/labextension -o -name __pycache__ -o -name node_modules \) -prune \
 		-o -type f -print 2>/dev/null)
 
@@ -59,7 +61,7 @@ lint: setup ## ruff over the Python sources
 
 frontend-test: setup ## Front-end unit tests, when labextension/package.json has a "test" script
 	@if [ -f labextension/package.json ] && node -e 'process.exit(require("./labextension/package.json").scripts?.test ? 0 : 1)'; then \
-		cd labextension && npm test; \
+		cd labextension && { [ -d node_modules ] || npm ci --no-audit --no-fund; } && npm test; \
 	else \
 		echo "frontend-test: no \"test\" script in labextension/package.json; skipped"; \
 	fi
@@ -67,7 +69,7 @@ frontend-test: setup ## Front-end unit tests, when labextension/package.json has
 test: setup ## Lint, front-end unit tests, then the whole pytest suite (its exit status is make's)
 	$(VENV)/bin/ruff check .
 	$(MAKE) --no-print-directory frontend-test
-	$(VENV)/bin/python -m pytest -ra tests
+	$(VENV)/bin/python -m pytest -ra $(PYTEST_ARGS) tests
 
 clean: ## Remove the venv, build outputs, caches and demo/test state
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache \
