@@ -42,8 +42,10 @@ class Info:
 
 
 def _file_format(fmt: str) -> Any:
-    if fmt == "csv":
-        return pads.CsvFileFormat()
+    if fmt == "csv":  # an empty or NA text field is missing (null), as in Parquet and pandas
+        import pyarrow.csv as pacsv
+
+        return pads.CsvFileFormat(convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
     if fmt == "jsonl":
         return pads.JsonFileFormat()
     return pads.ParquetFileFormat()
