@@ -79,6 +79,7 @@ c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 120
 c.Spawner.environment = {{"PYTHONPATH": {repo!r}}}
 c.JupyterHub.cleanup_servers = True
+c.JupyterHub.allow_named_servers = True
 c.JupyterHub.log_level = "DEBUG"
 c.JupyterHub.services = [{{"name": "test-admin", "api_token": {admin_token!r}}}]
 c.JupyterHub.load_roles = [{{"name": "test-admin", "services": ["test-admin"],
