@@ -84,7 +84,7 @@ def demo_hub(tmp_path_factory):
     finally:
         os.killpg(demo.pid, signal.SIGINT)  # as Ctrl-C in a terminal
         try:
-            demo.wait(timeout=30)
+            demo.wait(timeout=60)  # the hub stops its servers, service and proxy first
         except subprocess.TimeoutExpired:
             os.killpg(demo.pid, signal.SIGKILL)
             demo.wait()
