@@ -33,5 +33,8 @@ for tool in node npm; do
     fi
 done
 
-have_chromium && have_postgres
+if ! have_chromium || ! have_postgres; then
+    echo "setup-system: chromium or postgresql still missing after apt-get install" >&2
+    exit 1
+fi
 echo "setup-system: chromium, postgresql, node and npm present"
