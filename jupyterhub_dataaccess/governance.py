@@ -233,36 +233,56 @@ class Governance:
 
     # -- requests --------------------------------------------------------------------------
 
-    def create_request(self, who: Principal, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    def create_request(self, who: Principal, body: dict[str, Any]) -> dict[str, Any]:
         """A new request, decided at once by policy where it says auto or deny.
 
-        Returns (request, created). A pending request or an active grant for the same dataset
-        raises Conflict carrying the existing one.
+        A pending request or an active grant for the same dataset raises Conflict carrying it.
         """
         self._require(who, "request")
-        unknown = sorted(set(body) - {"dataset", "justification", "days"})
-        if unknown:
-            raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
+        _no_unknown(body, {"dataset", "justification", "days"})
         ds = self._dataset(body.get("dataset"))
-        justification = clean_text(body.get("justification"), "justification",
-                                   MAX_JUSTIFICATION, required=True)
-        days = body.get("days")
+        return self._new_request(who, ds, body.get("justification"), body.get("days"))
+
+    def renew(self, who: Principal, request_id: Any, body: dict[str, Any]) -> dict[str, Any]:
+        """Ask to extend access before (or after) a grant expires: a new request, same dataset.
+
+        Allowed while the old grant is active; policy decides it like any request.
+        """
+        self._require(who, "request")
+        _no_unknown(body, {"justification", "days"})
+        with self.db.read() as s:
+            old = self._visible_request(s, who, request_id)
+            if old.user != who.name:
+                raise Forbidden("Only the requester may renew a request")
+            if old.status != "approved":
+                raise Conflict(f"Only an approved request can be renewed; this one is {old.status}",
+                               request=request_dict(old))
+            justification = body.get("justification") or old.justification
+            days = body.get("days", old.days)
+        ds = self._dataset(old.dataset)
+        return self._new_request(who, ds, justification, days, renews=old.id)
+
+    def _new_request(self, who: Principal, ds: Dataset, justification: Any, days: Any,
+                     renews: int | None = None) -> dict[str, Any]:
+        justification = clean_text(justification, "justification", MAX_JUSTIFICATION,
+                                   required=True)
         if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float))
                                  or not days > 0 or days != days or days == float("inf")):
             raise BadRequest("days must be a positive number")
-        groups = who.groups
-        decision = decide(self.config().policy, ds, who.name, groups, days)
+        decision = decide(self.config().policy, ds, who.name, who.groups, days)
         now = self.clock()
         with self.db.write() as s:
-            self._refuse_duplicate(s, who.name, ds.id, now)
+            self._refuse_duplicate(s, who.name, ds.id, now, allow_active=renews is not None)
             req = Request(dataset=ds.id, user=who.name, justification=justification,
                           days=decision.days, status="pending", reason=decision.reason,
                           approvals_required=decision.approvals, created_at=now, updated_at=now)
             s.add(req)
             s.flush()
+            detail = {"days": req.days, "policy": decision.outcome, "justification": justification}
+            if renews is not None:
+                detail["renews"] = renews
             audit.append(s, who.name, "request.create", dataset=ds.id, request_id=req.id,
-                         detail={"days": req.days, "policy": decision.outcome,
-                                 "justification": justification}, at=now)
+                         detail=detail, at=now)
             if decision.outcome == "auto":
                 req.status = "approved"
                 self._grant(s, req, who.name, now, auto=True)
@@ -271,9 +291,10 @@ class Governance:
                 audit.append(s, "policy", "request.deny", dataset=ds.id, request_id=req.id,
                              detail={"reason": decision.reason}, at=now)
             s.flush()
-            return request_dict(req), True
+            return request_dict(req)
 
-    def _refuse_duplicate(self, s: Session, user: str, dataset: str, now: datetime) -> None:
+    def _refuse_duplicate(self, s: Session, user: str, dataset: str, now: datetime,
+                          allow_active: bool = False) -> None:
         pending = s.execute(
             select(Request).where(Request.user == user, Request.dataset == dataset,
                                   Request.status == "pending")
@@ -281,6 +302,8 @@ class Governance:
         if pending is not None:
             raise Conflict("You already have a pending request for this dataset",
                            request=request_dict(pending))
+        if allow_active:
+            return
         active = s.execute(
             select(Grant).where(Grant.user == user, Grant.dataset == dataset,
                                 Grant.revoked_at.is_(None), Grant.expires_at > now)
@@ -322,11 +345,13 @@ class Governance:
         return req.user == who.name or who.can("admin") or self._is_steward(who, req.dataset)
 
     def get_request(self, who: Principal, request_id: Any) -> dict[str, Any]:
+        self._require(who, "browse")
         with self.db.read() as s:
             return request_dict(self._visible_request(s, who, request_id))
 
     def list_requests(self, who: Principal, scope: str = "mine", status: str = "",
                       dataset: str = "", limit: Any = None, offset: Any = None) -> dict[str, Any]:
+        self._require(who, "browse")
         lim, off = page(limit, offset)
         if status and status not in ("pending", "approved", "denied", "withdrawn"):
             raise BadRequest("status must be one of pending, approved, denied, withdrawn")
@@ -353,9 +378,7 @@ class Governance:
     def decide(self, who: Principal, request_id: Any, verdict: str, body: dict[str, Any]
                ) -> dict[str, Any]:
         """A steward approves or denies; the requester never decides their own request."""
-        unknown = sorted(set(body) - {"comment"})
-        if unknown:
-            raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
+        _no_unknown(body, {"comment"})
         comment = clean_text(body.get("comment"), "comment", MAX_COMMENT, required=False)
         now = self.clock()
         try:
@@ -414,6 +437,7 @@ class Governance:
 
     def list_grants(self, who: Principal, user: str = "", dataset: str = "", active: Any = None,
                     limit: Any = None, offset: Any = None) -> dict[str, Any]:
+        self._require(who, "browse")
         lim, off = page(limit, offset)
         now = self.clock()
         stmt = select(Grant)
@@ -520,6 +544,41 @@ class Governance:
                 f"or with 'Request access' in the Data panel.", dataset=ds.id)
         return ds, g
 
+    # -- notifications ---------------------------------------------------------------------
+
+    def notifications(self, who: Principal, since: Any = None, limit: Any = None
+                      ) -> dict[str, Any]:
+        """What changed for me since audit record `since`: decisions on my requests, changes to
+        my grants, and (for stewards) new requests for datasets I steward."""
+        self._require(who, "browse")
+        lim, _ = page(limit, 0)
+        try:
+            after = int(since or 0)
+        except (TypeError, ValueError):
+            raise BadRequest("since must be an audit sequence number") from None
+        mine = ("request.approve", "request.deny", "grant.create", "grant.revoke", "grant.expire")
+        stewarded = (self.config().catalog.stewarded_by(who.name, who.groups)
+                     if who.can("review") else [])
+        stmt = (select(AuditRecord, Request.user).join(Request,
+                                                       Request.id == AuditRecord.request_id)
+                .where(AuditRecord.seq > after)
+                .where(or_(
+                    (Request.user == who.name) & AuditRecord.action.in_(mine)
+                    & (AuditRecord.actor != who.name),
+                    AuditRecord.dataset.in_(stewarded) & (AuditRecord.action == "request.create")
+                    & (Request.user != who.name)))
+                .order_by(AuditRecord.seq).limit(lim))
+        with self.db.read() as s:
+            rows = s.execute(stmt).all()
+            last = s.execute(select(func.max(AuditRecord.seq))).scalar() or 0
+        items = [{"seq": r.seq, "at": audit.to_dict(r)["at"], "action": r.action,
+                  "dataset": r.dataset, "request_id": r.request_id, "grant_id": r.grant_id,
+                  "actor": r.actor, "user": user, "message": _message(r.action, r.actor, user,
+                                                                      r.dataset)}
+                 for r, user in rows]
+        return {"items": items, "total": len(items),
+                "last_seq": items[-1]["seq"] if len(items) == lim else last}
+
     # -- audit -----------------------------------------------------------------------------
 
     def audit_records(self, who: Principal, user: str = "", dataset: str = "", action: str = "",
@@ -551,6 +610,24 @@ class Governance:
             total = s.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
             rows = s.execute(stmt.order_by(AuditRecord.seq.desc()).limit(lim).offset(off)).scalars()
             return {"items": [audit.to_dict(r) for r in rows], "total": total}
+
+
+def _message(action: str, actor: str, user: str, dataset: str) -> str:
+    return {
+        "request.create": f"{user} asks for access to {dataset}",
+        "request.approve": f"{actor} approved your request for {dataset}",
+        "request.deny": f"{actor} denied your request for {dataset}",
+        "grant.create": f"You now have access to {dataset}",
+        "grant.revoke": f"{actor} revoked your access to {dataset}",
+        "grant.expire": f"Your access to {dataset} expired",
+    }.get(action, action)
+
+
+def _no_unknown(body: dict[str, Any], allowed: set[str]) -> None:
+    """Refuse fields we do not take (mass assignment: status, user, ...)."""
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(map(str, unknown))}")
 
 
 def _haystack(ds: Dataset) -> str:

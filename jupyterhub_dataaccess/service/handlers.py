@@ -281,7 +281,7 @@ class RequestsHandler(BaseHandler):
     async def post(self) -> None:
         who = await self.principal()
         body = self.json_body()
-        req, _ = await self.run(self.service.governance.create_request, who, body)
+        req = await self.run(self.service.governance.create_request, who, body)
         self.service.notify("request.create", req)
         self.send(req, 201)
 
@@ -301,6 +301,11 @@ class RequestActionHandler(BaseHandler):
             if body:
                 raise BadRequest("withdraw takes no body")
             req = await self.run(gov.withdraw, who, request_id)
+        elif action == "renew":
+            req = await self.run(gov.renew, who, request_id, body)
+            self.service.notify("request.create", req)
+            self.send(req, 201)
+            return
         else:
             req = await self.run(gov.decide, who, request_id,
                                  "approve" if action == "approve" else "deny", body)
@@ -323,6 +328,13 @@ class GrantHandler(BaseHandler):
         grant = await self.run(self.service.governance.revoke, who, grant_id)
         self.service.notify("grant.revoke", grant)
         self.send(grant)
+
+
+class NotificationsHandler(BaseHandler):
+    async def get(self) -> None:
+        who = await self.principal()
+        self.send(await self.run(self.service.governance.notifications, who,
+                                 since=self.arg("since"), limit=self.arg("limit")))
 
 
 class AuditHandler(BaseHandler):
@@ -380,10 +392,11 @@ def routes(prefix: str) -> list[tuple]:
         (api + rf"/datasets/{ID}/data", DataHandler),
         (api + r"/requests", RequestsHandler),
         (api + rf"/requests/{ID}", RequestHandler),
-        (api + rf"/requests/{ID}/(approve|deny|withdraw)", RequestActionHandler),
+        (api + rf"/requests/{ID}/(approve|deny|withdraw|renew)", RequestActionHandler),
         (api + r"/grants", GrantsHandler),
         (api + rf"/grants/{ID}", GrantHandler),
         (api + r"/audit", AuditHandler),
+        (api + r"/notifications", NotificationsHandler),
         (api + r"/policies", PoliciesHandler),
         (api + r"/spawn", SpawnHandler),
         (prefix + r"oauth_callback", OAuthCallbackHandler),
