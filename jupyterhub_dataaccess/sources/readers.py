@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any
 
 import pyarrow as pa
@@ -137,20 +137,31 @@ class SQLReader(Reader):
             with self._engine().connect() as conn:
                 if conn.dialect.name == "postgresql":
                     conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+                declared: dict[str, pa.DataType | None] = {}
                 if self.ds.source.table:
                     schema, _, name = self.ds.source.table.rpartition(".")
-                    stmt = Table(name, MetaData(), schema=schema or None,
-                                 autoload_with=conn).select()
+                    table = Table(name, MetaData(), schema=schema or None, autoload_with=conn)
+                    declared = {c.name: _arrow_type(c.type) for c in table.columns}
+                    stmt = table.select()
                 else:
                     stmt = text(self.ds.source.query)
                 result = conn.execution_options(stream_results=True).execute(stmt)
                 names = list(result.keys())
+                fixed: pa.Schema | None = None  # every batch has the types of the first
                 while True:
                     rows = result.fetchmany(BATCH_ROWS // 4)
-                    if not rows:
+                    if not rows and fixed is not None:
                         break
-                    yield pa.RecordBatch.from_pydict(
+                    batch = pa.Table.from_pydict(
                         {n: [r[i] for r in rows] for i, n in enumerate(names)})
+                    if fixed is None:
+                        fixed = pa.schema([
+                            pa.field(n, declared.get(n) or _not_null(batch.schema, n))
+                            for n in names])
+                    yield from (batch.cast(fixed).to_batches()
+                                or [pa.RecordBatch.from_pylist([], schema=fixed)])
+                    if not rows:  # an empty source still has its columns
+                        break
                 conn.rollback()
         except Exception as e:  # any driver error: the user gets a clean 502
             raise SourceError(str(e)) from e
@@ -166,6 +177,24 @@ class SQLReader(Reader):
             if filter_expr is not None:
                 table = table.filter(filter_expr)
             yield from table.select(columns).to_batches()
+
+
+_PYTHON_TYPES = {int: pa.int64(), float: pa.float64(), str: pa.string(), bytes: pa.binary(),
+                 bool: pa.bool_(), datetime: pa.timestamp("us"), date: pa.date32()}
+
+
+def _arrow_type(sql_type: Any) -> pa.DataType | None:
+    """The Arrow type of a reflected SQL column type, None to infer it from the values."""
+    try:
+        return _PYTHON_TYPES.get(sql_type.python_type)
+    except NotImplementedError:
+        return None
+
+
+def _not_null(inferred: pa.Schema, name: str) -> pa.DataType:
+    """The inferred type, or text where the first batch held only nulls (later ones may not)."""
+    t = inferred.field(name).type
+    return pa.string() if pa.types.is_null(t) else t
 
 
 def reader_for(ds: Dataset) -> Reader:
