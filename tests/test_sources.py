@@ -340,3 +340,32 @@ def test_when_the_source_uri_references_an_env_var_then_it_is_expanded_in_the_se
     ds = Dataset(id="p", title="p", source=Source(
         kind="file", uri="${DATAACCESS_TEST_ROOT}/" + name, format="parquet"))
     assert dataset_info(ds).rows == 8
+
+
+def test_when_a_sql_column_is_null_for_the_whole_first_batch_then_later_values_still_arrive(
+        tmp_path):
+    db = tmp_path / "late.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute("create table t (id integer, late real, never text)")
+        conn.executemany("insert into t values (?, ?, null)",
+                         [(i, None if i < 40_000 else i / 2) for i in range(50_000)])
+    for source in ({"table": "t"}, {"query": "select id, late, never from t"}):
+        ds = Dataset(id="late", title="late", masks={"never": "hash"},
+                     source=Source(kind="sql", url=f"sqlite:///{db}", **source))
+        schema, batches = governed_batches(ds, KEY)
+        t = pa.Table.from_batches(list(batches), schema=schema)
+        assert t.num_rows == 50_000, source
+        assert t.column("late").null_count == 40_000, source
+        assert t.column("never").null_count == 50_000, source
+    assert schema.field("id").type == pa.int64()
+
+
+def test_when_a_sql_table_is_empty_then_its_columns_are_still_known(tmp_path):
+    db = tmp_path / "empty.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute("create table t (id integer, name text)")
+    ds = Dataset(id="empty", title="empty", masks={"name": "redact"},
+                 source=Source(kind="sql", url=f"sqlite:///{db}", table="t"))
+    schema, batches = governed_batches(ds, KEY, columns=["name"])
+    assert list(batches) == [] and schema.names == ["name"]
+    assert [c["name"] for c in dataset_info(ds).columns] == ["id", "name"]
