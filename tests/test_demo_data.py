@@ -149,3 +149,9 @@ def test_when_validated_by_the_command_then_the_demo_catalog_is_accepted(demo_st
         timeout=120,
     )
     assert validate.returncode == 0, validate.stdout + validate.stderr
+
+
+def test_when_prepared_then_each_demo_user_has_a_home_without_the_news_prompt(demo_state):
+    for user in DEMO_USERS:
+        settings = next((demo_state / "home" / user).rglob("notification.jupyterlab-settings"))
+        assert json.loads(settings.read_text())["fetchNews"] == "false"

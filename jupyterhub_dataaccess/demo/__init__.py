@@ -6,6 +6,7 @@ demo users' passwords, prints how to log in and runs JupyterHub in the foregroun
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -30,8 +31,23 @@ DEMO_GROUPS = ["analysts", "stewards", "admins"]
 CONFIG_FILE = Path(__file__).resolve().parent / "jupyterhub_config.py"
 
 
+# JupyterLab user setting that keeps the "official Jupyter news?" prompt off the demo screen.
+_LAB_NOTIFICATION_SETTINGS = Path(
+    ".jupyter/lab/user-settings/@jupyterlab/apputils-extension/notification.jupyterlab-settings"
+)
+
+
+def _prepare_homes(state: Path) -> None:
+    """Create each demo user's home with quiet JupyterLab defaults (their own edits are kept)."""
+    for user in DEMO_USERS:
+        settings = state / "home" / user / _LAB_NOTIFICATION_SETTINGS
+        if not settings.exists():
+            settings.parent.mkdir(parents=True, exist_ok=True)
+            settings.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+
+
 def prepare_demo(state_dir: str | Path) -> dict[str, str]:
-    """Create ``state_dir`` with data, ``catalog.yaml``, ``policy.yaml`` and the users' passwords.
+    """Create ``state_dir`` with data, ``catalog.yaml``, ``policy.yaml``, homes and passwords.
 
     Idempotent: data files and passwords already there are kept. Returns the passwords.
     """
@@ -39,6 +55,7 @@ def prepare_demo(state_dir: str | Path) -> dict[str, str]:
     state.mkdir(parents=True, exist_ok=True)
     prepare_data(state)
     write_catalog_and_policy(state)
+    _prepare_homes(state)
     return ensure_passwords(state / "passwords.json", list(DEMO_USERS))
 
 
