@@ -238,3 +238,10 @@ def test_when_the_command_has_no_database_then_it_says_so(db):
     done = cli("verify")
     assert done.returncode != 0
     assert "--db-url" in done.stderr
+
+
+def test_when_the_audit_head_is_deleted_then_verify_fails(db):
+    fill(db, 3)
+    sql(db, "delete from audit_head")
+    result = verify(db)
+    assert not result.ok and result.problems == ["the audit head is missing"]
