@@ -100,8 +100,8 @@ rules:
 
 def make_data(data: str) -> None:
     import numpy as np
-    import pandas as pd
     import palmerpenguins
+    import pandas as pd
 
     os.makedirs(os.path.join(data, "mounts", "salaries"), exist_ok=True)
     penguins = palmerpenguins.load_penguins()
@@ -138,14 +138,36 @@ def config_files(state_dir: str) -> dict[str, str]:
     return {"catalog": catalog, "policy": policy, "data": data}
 
 
-def db_url_for(state_dir: str) -> str:
-    return os.environ.get("DATAACCESS_TEST_DB_URL") or f"sqlite:///{state_dir}/dataaccess.sqlite"
+ON_POSTGRES = os.environ.get("DATAACCESS_TEST_DB", "sqlite") == "postgresql"
 
 
 @pytest.fixture(scope="session")
-def hub(state_dir: str, config_files: dict[str, str]):
+def postgres():
+    """A real PostgreSQL server for this session (started on first use)."""
+    from pgutil import start_postgres
+
+    pg = start_postgres()
+    yield pg
+    pg.stop("immediate")
+
+
+@pytest.fixture(scope="session")
+def db_url(state_dir: str, request: pytest.FixtureRequest) -> str:
+    """The service database of this run: SQLite, or PostgreSQL with DATAACCESS_TEST_DB=postgresql
+    (`make test` runs the integration suite once on each)."""
+    if ON_POSTGRES:
+        return request.getfixturevalue("postgres").url
+    return f"sqlite:///{state_dir}/dataaccess.sqlite"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"dataaccess service database: {'PostgreSQL' if ON_POSTGRES else 'SQLite'}"
+
+
+@pytest.fixture(scope="session")
+def hub(state_dir: str, config_files: dict[str, str], db_url: str):
     h = Hub(state=os.path.join(state_dir, "hub"), catalog=config_files["catalog"],
-            policy=config_files["policy"], db_url=db_url_for(state_dir))
+            policy=config_files["policy"], db_url=db_url)
     os.makedirs(h.state, exist_ok=True)
     h.start()
     yield h
