@@ -94,6 +94,13 @@ class _LineLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {str(key)[:80]!r}", key_node.start_mark)
+        seen.add(key)
     mapping = _LineDict(loader.construct_mapping(node, deep=True))
     mapping.line = node.start_mark.line + 1
     mapping.key_lines = {
@@ -163,6 +170,10 @@ def _parse_source(where: _Where, raw: Any) -> Source:
     kind = raw.get("kind")
     if kind not in SOURCE_KINDS:
         raise sw.error("kind", f"must be one of {', '.join(SOURCE_KINDS)}")
+    allowed = {"kind", "uri", "format", "options"} if kind != "sql" else {"kind", "url", "table",
+                                                                          "query"}
+    for key in sorted(set(raw) - allowed, key=str):
+        raise sw.error(str(key)[:80], f"is not a known field of a {kind} source")
     if kind in ("file", "s3"):
         uri = raw.get("uri")
         if not isinstance(uri, str) or not uri:
@@ -218,6 +229,8 @@ def _parse_dataset(path: str, raw: Any, index: int) -> Dataset:
     if not isinstance(stewards_raw, dict):
         raise where.error("stewards", "must be a mapping {users: [...], groups: [...]}")
     swhere = _Where(path, stewards_raw, where.dataset)
+    for key in sorted(set(stewards_raw) - {"users", "groups"}, key=str):
+        raise swhere.error(str(key)[:80], "is not a known stewards field (users, groups)")
     stewards = Stewards(
         users=_str_list(swhere, "users", stewards_raw.get("users")),
         groups=_str_list(swhere, "groups", stewards_raw.get("groups")),
@@ -239,6 +252,8 @@ def _parse_dataset(path: str, raw: Any, index: int) -> Dataset:
             raise cwhere.error(str(col), "column names must be strings")
         if not isinstance(rule, dict) or rule.get("mask") not in MASKS:
             raise cwhere.error(col, f"needs mask: one of {', '.join(MASKS)}")
+        if set(rule) - {"mask"}:
+            raise cwhere.error(col, "takes only 'mask'")
         masks[col] = rule["mask"]
     row_filter = None
     if raw.get("row_filter") not in (None, ""):

@@ -321,3 +321,27 @@ def test_when_the_command_is_given_a_missing_file_then_it_exits_1(tmp_path):
     done = validate(str(tmp_path / "nope.yaml"))
     assert done.returncode == 1
     assert "cannot read" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_when_a_key_is_given_twice_then_the_file_is_refused_at_that_line(tmp_path):
+    text = "datasets:\n  - id: a\n    id: b\n    source: {kind: file, uri: /x.csv}\n"
+    message = error_of(tmp_path, text)
+    assert "line 3" in message and "duplicate key 'id'" in message
+
+
+@pytest.mark.parametrize("source,field", [
+    ("{kind: file, uri: /x.csv, password: hunter2}", "password"),
+    ("{kind: sql, url: 'sqlite://', table: t, uri: /x}", "uri"),
+])
+def test_when_a_source_has_an_unknown_field_then_it_is_named(tmp_path, source, field):
+    message = error_of(tmp_path, f"datasets:\n  - id: a\n    source: {source}\n")
+    assert f"dataset 'a': field '{field}': is not a known field" in message
+
+
+def test_when_stewards_or_columns_have_unknown_fields_then_they_are_named(tmp_path):
+    text = ("datasets:\n  - id: a\n    stewards: {users: [bob], admins: [eve]}\n"
+            "    source: {kind: file, uri: /x.csv}\n")
+    assert "field 'admins': is not a known stewards field" in error_of(tmp_path, text)
+    text = ("datasets:\n  - id: a\n    source: {kind: file, uri: /x.csv}\n"
+            "    columns:\n      ssn: {mask: hash, unmask_for: [eve]}\n")
+    assert "field 'ssn': takes only 'mask'" in error_of(tmp_path, text)
