@@ -129,9 +129,12 @@ class DataAccessService(Application):
     ).tag(config=True)
     threads = Integer(8, help="Worker threads for database and data work.").tag(config=True)
     rate_limit = Float(
-        50.0, help="Requests per second allowed per user (0 disables the limit)."
+        float(os.environ.get("DATAACCESS_RATE_LIMIT", 50.0)),
+        help="Requests per second allowed per user (0 disables the limit).",
     ).tag(config=True)
-    rate_burst = Integer(200, help="Burst of requests allowed per user.").tag(config=True)
+    rate_burst = Integer(
+        int(os.environ.get("DATAACCESS_RATE_BURST", 200)), help="Burst of requests allowed per user."
+    ).tag(config=True)
     webhook_url = Unicode(
         os.environ.get("DATAACCESS_WEBHOOK_URL", ""),
         help="If set, a JSON POST is sent here for each request and decision.",
