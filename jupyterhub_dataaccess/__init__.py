@@ -6,6 +6,7 @@ In a notebook::
     da.datasets()                    # what I can see, with my access status
     df = da.load("penguins")         # a pandas DataFrame, masks and row filters applied
     da.request("flights", justification="delay model", days=30)
+    da.duckdb("penguins").aggregate("species, count(*)")   # SQL over a granted dataset
 
 Importing this package is light: the hub, service and server parts load only when used.
 """
@@ -21,6 +22,7 @@ from .client import (  # noqa: E402
     AccessDenied,
     DataAccessError,
     datasets,
+    duckdb,
     grants,
     info,
     load,
@@ -30,7 +32,7 @@ from .client import (  # noqa: E402
 )
 
 __all__ = [
-    "AccessDenied", "DataAccessError", "__version__", "datasets", "grants", "info", "load",
+    "AccessDenied", "DataAccessError", "__version__", "datasets", "duckdb", "grants", "info", "load",
     "open", "request", "requests", "_jupyter_labextension_paths",
     "_jupyter_server_extension_points", "_load_jupyter_server_extension",
 ]

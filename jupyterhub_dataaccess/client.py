@@ -13,8 +13,8 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["AccessDenied", "DataAccessError", "datasets", "grants", "info", "load", "open",
-           "request", "requests"]
+__all__ = ["AccessDenied", "DataAccessError", "datasets", "duckdb", "grants", "info", "load",
+           "open", "request", "requests"]
 
 _FORMATS = ("arrow", "parquet", "csv")
 
@@ -220,18 +220,64 @@ def load(dataset: str, columns: list[str] | None = None, as_: str = "pandas") ->
 
 
 def open(dataset: str, format: str = "parquet", columns: list[str] | None = None) -> Any:  # noqa: A001
-    """A binary file-like object streaming the governed dataset in `format` (arrow, parquet, csv).
+    """A binary file-like object holding the governed dataset in `format` (arrow, parquet, csv).
 
-    Parquet needs the whole file to be read (its footer is at the end): it is buffered in memory.
+    CSV and Arrow stream as you read (close the object when done). Parquet keeps its footer at
+    the end, so readers need to seek: it is spooled first, in memory up to 64 MB, then to a
+    temporary file. For example `pd.read_csv(da.open("penguins", "csv"))` or
+    `pq.read_table(da.open("penguins"))`.
     """
     if format not in _FORMATS:
         raise ValueError(f"format must be one of {', '.join(_FORMATS)}")
     resp, progress = _stream(dataset, format, columns)
-    if format == "parquet":
-        try:
-            data = progress.raw.read()
-        finally:
-            progress.finish()
-            resp.close()
-        return io.BytesIO(data)
-    return io.BufferedReader(progress, buffer_size=1 << 20)
+    if format != "parquet":
+        return _Response(progress, resp)
+    import shutil
+    import tempfile
+
+    spool = tempfile.SpooledTemporaryFile(max_size=64 << 20)
+    try:
+        shutil.copyfileobj(io.BufferedReader(progress, buffer_size=1 << 20), spool, 1 << 20)
+    except BaseException:
+        spool.close()
+        raise
+    finally:
+        progress.finish()
+        resp.close()
+    spool.seek(0)
+    return spool
+
+
+class _Response(io.BufferedReader):
+    """A buffered reader of a streamed response that closes the connection when closed."""
+
+    def __init__(self, progress: _Progress, resp: Any):
+        super().__init__(progress, buffer_size=1 << 20)
+        self._progress, self._resp = progress, resp
+
+    def close(self) -> None:
+        if not self.closed:
+            self._progress.finish()
+            self._resp.close()
+        super().close()
+
+
+def duckdb(dataset: str, columns: list[str] | None = None, *, connection: Any = None) -> Any:
+    """The governed dataset as a DuckDB relation, also registered as a view named `dataset`.
+
+    Run SQL on it with the relation or, through the view, on the connection (DuckDB's default
+    connection unless one is given); quote ids that are not plain names, e.g. "penguins-masked"::
+
+        rel = da.duckdb("penguins")
+        rel.filter("bill_length_mm > 40").aggregate("species, count(*)")
+        duckdb.sql("select species, count(*) from penguins group by 1")
+
+    The rows are read once (masks and row filters applied by the service, the read audited) and
+    held in memory as Arrow; DuckDB queries them without copying.
+    """
+    import duckdb as _duckdb
+
+    table = load(dataset, columns=columns, as_="arrow")
+    con = connection if connection is not None else _duckdb.default_connection()
+    con.register(dataset, table)
+    return con.view(dataset)

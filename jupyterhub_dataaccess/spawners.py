@@ -30,17 +30,17 @@ class KubernetesAdapter(MountAdapter):
         volumes = [v for v in (spawner.volumes or []) if not _ours(v.get("name", ""))]
         vmounts = [m for m in (spawner.volume_mounts or []) if not _ours(m.get("name", ""))]
         for m in mounts:
-            name = VOLUME_PREFIX + m["dataset"].replace(".", "-").replace("_", "-")
+            name = volume_name(m["dataset"])
+            target = _literal(posixpath.join(root, m["dataset"]))
             if m.get("claim"):
                 volumes.append({"name": name, "persistentVolumeClaim": {
                     "claimName": m["claim"], "readOnly": True}})
-                mount = {"name": name, "mountPath": posixpath.join(root, m["dataset"]),
-                         "subPath": m["path"].lstrip("/"), "readOnly": True}
+                mount = {"name": name, "mountPath": target,
+                         "subPath": _literal(m["path"].lstrip("/")), "readOnly": True}
             else:
-                volumes.append({"name": name, "hostPath": {"path": m["path"],
+                volumes.append({"name": name, "hostPath": {"path": _literal(m["path"]),
                                                            "type": "Directory"}})
-                mount = {"name": name, "mountPath": posixpath.join(root, m["dataset"]),
-                         "readOnly": True}
+                mount = {"name": name, "mountPath": target, "readOnly": True}
             vmounts.append(mount)
         spawner.volumes, spawner.volume_mounts = volumes, vmounts
 
@@ -53,7 +53,8 @@ class DockerAdapter(MountAdapter):
         volumes = {host: spec for host, spec in dict(spawner.volumes or {}).items()
                    if not (isinstance(spec, dict) and spec.get("bind", "").startswith(root + "/"))}
         for m in mounts:
-            volumes[m["path"]] = {"bind": posixpath.join(root, m["dataset"]), "mode": "ro"}
+            volumes[_literal(m["path"])] = {"bind": _literal(posixpath.join(root, m["dataset"])),
+                                            "mode": "ro"}
         spawner.volumes = volumes
 
 
@@ -87,6 +88,7 @@ class LocalAdapter(MountAdapter):
                 link = os.path.join(root, dataset)
                 if not os.path.lexists(link):
                     os.symlink(target, link)
+                    _chown_like(link, home)
             _chown_like(root, home)
         except OSError as e:
             log.warning("Could not link datasets for %s: %s", spawner.user.name, e)
@@ -94,6 +96,23 @@ class LocalAdapter(MountAdapter):
 
 def _ours(name: str) -> bool:
     return name.startswith(VOLUME_PREFIX)
+
+
+def volume_name(dataset: str) -> str:
+    """A Kubernetes volume name for a dataset: a DNS label (at most 63 characters), distinct
+    for distinct ids (ids differing only in '.', '_' or '-' get a hash suffix)."""
+    import hashlib
+
+    label = dataset.replace(".", "-").replace("_", "-")
+    if label == dataset and len(VOLUME_PREFIX + label) <= 63:
+        return VOLUME_PREFIX + label
+    digest = hashlib.sha256(dataset.encode()).hexdigest()[:8]
+    return f"{VOLUME_PREFIX}{label[:63 - len(VOLUME_PREFIX) - 9].rstrip('-')}-{digest}"
+
+
+def _literal(path: str) -> str:
+    """A path as a literal: KubeSpawner and DockerSpawner expand {username}-style templates."""
+    return path.replace("{", "{{").replace("}", "}}")
 
 
 def _home_of(spawner: Any) -> str:
@@ -111,7 +130,7 @@ def _home_of(spawner: Any) -> str:
 def _chown_like(path: str, like: str) -> None:
     try:
         st = os.stat(like)
-        os.chown(path, st.st_uid, st.st_gid)
+        os.chown(path, st.st_uid, st.st_gid, follow_symlinks=False)
     except OSError:
         pass
 

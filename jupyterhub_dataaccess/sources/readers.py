@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +24,12 @@ import pyarrow.dataset as pads
 from ..catalog import Dataset, resolve_env
 
 BATCH_ROWS = 128 * 1024
+CSV_BLOCK_BYTES = 4 << 20
+PARQUET_BUFFER_BYTES = 1 << 20
+# Batches decoded ahead of the one being sent: enough to keep both cores busy, few enough to
+# bound memory (pyarrow's defaults, 16 batches and 4 files, hold far more).
+BATCH_READAHEAD = 2
+FRAGMENT_READAHEAD = 1
 REDACTED = "REDACTED"
 
 
@@ -45,24 +52,58 @@ def _file_format(fmt: str) -> Any:
     if fmt == "csv":  # an empty or NA text field is missing (null), as in Parquet and pandas
         import pyarrow.csv as pacsv
 
-        return pads.CsvFileFormat(convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
+        return pads.CsvFileFormat(
+            convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
+            read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES))
     if fmt == "jsonl":
         return pads.JsonFileFormat()
-    return pads.ParquetFileFormat()
+    # Column chunks are read as they are decoded, not a whole row group ahead of time, so a
+    # file with huge row groups still streams in bounded memory.
+    return pads.ParquetFileFormat(default_fragment_scan_options=pads.ParquetFragmentScanOptions(
+        pre_buffer=False, buffer_size=PARQUET_BUFFER_BYTES))
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _resolve_options(ds_id: str, value: Any) -> Any:
+    """Storage options with ${ENV} references taken from the service's environment.
+
+    A reference to a variable the service does not have is an error naming the variable (never
+    its value): an empty key would silently fall back to anonymous or ambient credentials.
+    """
+    if isinstance(value, dict):
+        return {k: _resolve_options(ds_id, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_options(ds_id, v) for v in value]
+    if isinstance(value, str):
+        missing = [n for n in _ENV_REF.findall(value) if n not in os.environ]
+        if missing:
+            raise SourceError(f"dataset {ds_id!r}: the service environment lacks "
+                              + ", ".join(missing))
+        return resolve_env(value)
+    return value
 
 
 def _filesystem(ds: Dataset) -> tuple[Any, str]:
-    """(filesystem, path) for a file or s3 source; credentials come from the service's env."""
+    """(filesystem, path) for a file or s3 source; credentials come from the service's env.
+
+    Remote sources go through fsspec (s3fs for s3): `options` are its storage options, e.g.
+    `{key: "${S3_KEY}", secret: "${S3_SECRET}", endpoint_url: "http://minio:9000"}`.
+    """
     uri = resolve_env(ds.source.uri)
-    if ds.source.kind == "s3" or "://" in uri and not uri.startswith("file://"):
+    if ds.source.kind == "s3" and "://" not in uri:
+        uri = "s3://" + uri.lstrip("/")
+    if ds.source.kind == "s3" or ("://" in uri and not uri.startswith("file://")):
         import fsspec
         from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-        options = {k: resolve_env(v) if isinstance(v, str) else v
-                   for k, v in ds.source.options.items()}
-        if ds.source.kind == "s3" and "endpoint_url" in options:
-            options.setdefault("client_kwargs", {})["endpoint_url"] = options.pop("endpoint_url")
-        fs, path = fsspec.core.url_to_fs(uri, **options)
+        options = _resolve_options(ds.id, dict(ds.source.options))
+        try:
+            fs, path = fsspec.core.url_to_fs(uri, **options)
+        except (ImportError, ValueError, TypeError) as e:
+            raise SourceError(f"dataset {ds.id!r}: cannot open {uri.split('://')[0]} "
+                              f"storage: {e}") from e
         return PyFileSystem(FSSpecHandler(fs)), path
     return None, uri.removeprefix("file://")
 
@@ -99,7 +140,9 @@ class FileReader(Reader):
 
     def raw_batches(self, columns: list[str], filter_expr: Any) -> Iterator[pa.RecordBatch]:
         scanner = self._dataset().scanner(columns=columns, filter=filter_expr,
-                                          batch_size=BATCH_ROWS, use_threads=True)
+                                          batch_size=BATCH_ROWS, use_threads=True,
+                                          batch_readahead=BATCH_READAHEAD,
+                                          fragment_readahead=FRAGMENT_READAHEAD)
         yield from scanner.to_batches()
 
     def count(self, filter_expr: Any) -> int | None:
@@ -107,13 +150,18 @@ class FileReader(Reader):
 
     def updated_at(self) -> str | None:
         fs, path = _filesystem(self.ds)
-        if fs is not None:
-            return None
         try:
-            mtime = os.stat(path).st_mtime
-        except OSError:
+            if fs is None:
+                when = datetime.fromtimestamp(os.stat(path).st_mtime, timezone.utc)
+            else:
+                when = fs.get_file_info(path).mtime
+        except (OSError, pa.ArrowException):
             return None
-        return datetime.fromtimestamp(mtime, timezone.utc).isoformat().replace("+00:00", "Z")
+        if when is None:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return when.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 class SQLReader(Reader):
@@ -126,7 +174,10 @@ class SQLReader(Reader):
         url = resolve_env(self.ds.source.url)
         with self._lock:
             if url not in self._engines:
-                self._engines[url] = create_engine(url, pool_pre_ping=True)
+                engine = create_engine(url, pool_pre_ping=True)
+                if engine.dialect.name == "sqlite":
+                    _sqlite_read_only(engine)
+                self._engines[url] = engine
             return self._engines[url]
 
     def _arrow_batches(self) -> Iterator[pa.RecordBatch]:
@@ -177,6 +228,15 @@ class SQLReader(Reader):
             if filter_expr is not None:
                 table = table.filter(filter_expr)
             yield from table.select(columns).to_batches()
+
+
+def _sqlite_read_only(engine: Any) -> None:
+    """Every connection to a SQLite source refuses writes (PostgreSQL: a read-only transaction)."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _query_only(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute("PRAGMA query_only = ON")
 
 
 _PYTHON_TYPES = {int: pa.int64(), float: pa.float64(), str: pa.string(), bytes: pa.binary(),
