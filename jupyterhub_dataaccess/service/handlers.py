@@ -47,7 +47,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
             raise web.HTTPError(400, "Tokens in URLs are refused; send an Authorization header")
         if self.public:
             return
-        model = await self.hub_auth.get_user(self, sync=False)
+        model = await self._hub_user()
         if model:
             try:
                 model = self.check_hub_user(model)
@@ -66,6 +66,30 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
             raise web.HTTPError(413, f"Request body larger than {MAX_JSON_BODY} bytes")
         await self.service.limiter.check(self, model["name"])
 
+    async def _hub_user(self) -> dict[str, Any] | None:
+        """The caller, as the Hub says now: the Authorization header's token, else the OAuth cookie.
+
+        Asked of the Hub on every request, never from HubAuth's cache, so a token the Hub has
+        revoked or expired, or whose user it deleted, stops working at once. A cookie is accepted
+        on POST and DELETE only with its `_xsrf` token (403 otherwise).
+        """
+        auth = self.hub_auth
+        token = auth.get_token(self, in_cookie=False)
+        if token:
+            self._token_authenticated = True  # no XSRF check for header tokens
+        else:
+            token = auth.get_token(self)  # the cookie set at /oauth_callback
+            if not token:
+                return None
+            try:
+                self.check_xsrf_cookie()
+            except web.HTTPError:
+                raise web.HTTPError(
+                    403, "XSRF check failed: send the _xsrf cookie's value in an X-XSRFToken header"
+                ) from None
+        return await auth.user_for_token(token, use_cache=False,
+                                         session_id=auth.get_session_id(self), sync=False)
+
     def _is_browser_navigation(self) -> bool:
         return (self.request.method == "GET"
                 and self.request.headers.get("Sec-Fetch-Mode") == "navigate"
@@ -82,8 +106,12 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         if not self.request.body.strip():
             return {}
         try:
-            body = json.loads(self.request.body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+            body = json.loads(self.request.body.decode("utf-8"), object_pairs_hook=_unique_fields)
+            # a lone surrogate ("\ud800") parses but is not text and cannot be stored
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except _RepeatedField:
+            raise BadRequest("The request body repeats a field") from None
+        except (UnicodeError, ValueError, RecursionError):
             raise BadRequest("The request body is not valid JSON") from None
         if not isinstance(body, dict):
             raise BadRequest("The request body must be a JSON object")
@@ -114,20 +142,36 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         super()._handle_request_exception(e)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = self._reason
-        if isinstance(exc, web.HTTPError) and exc.log_message:
-            message = exc.log_message % exc.args if exc.args else exc.log_message
-        elif status_code >= 500:
-            message = "Internal error in the data access service; the details are in its log"
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(json.dumps({"status": status_code, "message": message}))
+        _json_error(self, status_code, kwargs.get("exc_info", (None, None, None))[1])
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, (web.HTTPError, GovernanceError)):
             return
         self.log.error("Uncaught error on %s %s", self.request.method, self.request.path,
                        exc_info=(typ, value, tb))
+
+
+class _RepeatedField(ValueError):
+    pass
+
+
+def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose fields are all distinct: `{"dataset": "a", "dataset": "b"}` is refused,
+    since parsers disagree on which one counts."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _RepeatedField()
+    return out
+
+
+def _json_error(handler: web.RequestHandler, status_code: int, exc: BaseException | None) -> None:
+    message = handler._reason
+    if isinstance(exc, web.HTTPError) and exc.log_message:
+        message = exc.log_message % exc.args if exc.args else exc.log_message
+    elif status_code >= 500:
+        message = "Internal error in the data access service; the details are in its log"
+    handler.set_header("Content-Type", "application/json; charset=utf-8")
+    handler.finish(json.dumps({"status": status_code, "message": message}))
 
 
 class HealthHandler(BaseHandler):
@@ -373,9 +417,14 @@ class NotFoundHandler(BaseHandler):
 
 
 class OAuthCallbackHandler(HubOAuthCallbackHandler):
+    """The end of the OAuth login; it redirects only to the URL kept in its own state."""
+
     @property
     def hub_auth(self) -> Any:
         return self.settings["hub_auth"]
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        _json_error(self, status_code, kwargs.get("exc_info", (None, None, None))[1])
 
 
 ID = r"([^/]{1,200})"
