@@ -627,7 +627,10 @@ def _no_unknown(body: dict[str, Any], allowed: set[str]) -> None:
     """Refuse fields we do not take (mass assignment: status, user, ...)."""
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(map(str, unknown))}")
+        # named, but never echoed at length: a field name is the caller's input
+        shown = [n if len(n) <= 40 else n[:40] + "..." for n in map(str, unknown[:5])]
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise BadRequest(f"unknown field(s): {', '.join(shown)}{more}")
 
 
 def _haystack(ds: Dataset) -> str:
