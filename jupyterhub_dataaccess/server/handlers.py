@@ -111,8 +111,8 @@ class ForwardingHandler(APIHandler):
             return b""
         try:
             json.loads(body)
-        except (UnicodeDecodeError, ValueError) as error:
-            raise web.HTTPError(400, "The request body is not valid JSON") from error
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise web.HTTPError(400, "The request body is not valid JSON") from None
         return body
 
     async def _forward(self, body: bytes | None = None) -> None:
