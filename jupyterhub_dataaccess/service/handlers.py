@@ -7,6 +7,8 @@ import re
 from typing import Any
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from tornado import web
 from tornado.iostream import StreamClosedError
 
@@ -138,6 +140,15 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
             self.set_status(e.status)
             self.set_header("Content-Type", "application/json; charset=utf-8")
             self.finish(json.dumps(dict(e.extra, status=e.status, message=e.message)))
+            return
+        if isinstance(e, (DBAPIError, PoolTimeout)):  # down, locked, read-only: a clean 503
+            self.log.warning("Database unavailable on %s %s: %s", self.request.method,
+                             self.request.path, type(getattr(e, "orig", None) or e).__name__)
+            try:
+                raise web.HTTPError(503, "The data access database is not available right now; "
+                                         "try again shortly") from None
+            except web.HTTPError as unavailable:
+                super()._handle_request_exception(unavailable)
             return
         super()._handle_request_exception(e)
 
