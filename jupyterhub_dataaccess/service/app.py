@@ -125,7 +125,14 @@ class DataAccessService(Application):
         2.0, help="Seconds between checks of the catalogue and policy files for changes."
     ).tag(config=True)
     expire_interval = Float(
-        30.0, help="Seconds between sweeps that record grant.expire for expired grants."
+        float(os.environ.get("DATAACCESS_EXPIRE_INTERVAL", 30.0)),
+        help="Seconds between sweeps that record grant.expire for expired grants (reads check "
+             "expires_at themselves; this only bounds when the expiry appears in the audit).",
+    ).tag(config=True)
+    db_busy_timeout = Float(
+        float(os.environ.get("DATAACCESS_DB_BUSY_TIMEOUT", 30.0)),
+        help="SQLite: seconds a write waits for the database lock before the request is "
+             "answered 503 (ignored on PostgreSQL).",
     ).tag(config=True)
     threads = Integer(8, help="Worker threads for database and data work.").tag(config=True)
     rate_limit = Float(
@@ -154,7 +161,7 @@ class DataAccessService(Application):
     def initialize(self, argv: list[str] | None = None) -> None:
         super().initialize(argv)
         self.config_state = self._read_config()  # raises CatalogError on a bad file
-        self.db = Database(self.db_url)
+        self.db = Database(self.db_url, busy_timeout=self.db_busy_timeout)
         self.db.upgrade()
         self.mask_key = self._mask_key()
         self.governance = Governance(db=self.db, config=lambda: self.config_state.config)

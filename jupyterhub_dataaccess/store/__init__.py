@@ -22,14 +22,14 @@ __all__ = [
 ]
 
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_BUSY_TIMEOUT = 30.0  # seconds a SQLite writer waits for the lock
 
 
-def _make_engine(db_url: str) -> Engine:
+def _make_engine(db_url: str, busy_timeout: float = SQLITE_BUSY_TIMEOUT) -> Engine:
     url = make_url(db_url)
     if url.get_backend_name() == "sqlite":
         engine = create_engine(
-            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+            url, connect_args={"timeout": busy_timeout, "check_same_thread": False},
             pool_pre_ping=False,
         )
 
@@ -38,7 +38,7 @@ def _make_engine(db_url: str) -> Engine:
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
@@ -55,9 +55,9 @@ def _make_engine(db_url: str) -> Engine:
 class Database:
     """Sessions on one database URL: `read()` for queries, `write()` for one atomic change."""
 
-    def __init__(self, db_url: str):
+    def __init__(self, db_url: str, busy_timeout: float = SQLITE_BUSY_TIMEOUT):
         self.url = db_url
-        self.engine = _make_engine(db_url)
+        self.engine = _make_engine(db_url, busy_timeout)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(
             self.engine.execution_options(dataaccess_write=True), expire_on_commit=False
