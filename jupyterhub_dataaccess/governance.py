@@ -22,6 +22,7 @@ from .policy import Policy, approvals_met, decide, may_decide
 from .store import AuditRecord, Database, Decision, Grant, Request
 
 MAX_PAGE = 200
+MAX_ID = 2**31 - 1  # ids, sequence numbers and offsets are SQL INTEGER: nothing lies beyond
 MAX_JUSTIFICATION = 4000
 MAX_COMMENT = 4000
 SCOPE_PREFIX = "custom:dataaccess:"
@@ -123,7 +124,20 @@ def page(limit: Any, offset: Any, default: int = 50) -> tuple[int, int]:
         raise BadRequest("limit and offset must be whole numbers") from None
     if lim < 0 or off < 0:
         raise BadRequest("limit and offset must not be negative")
-    return min(lim, MAX_PAGE), off
+    return min(lim, MAX_PAGE), min(off, MAX_ID)
+
+
+def row_id(value: Any) -> int | None:
+    """The id in a URL as a number, or None: only plain ASCII digits within the SQL range count
+    (not '01', ' 1', '1.0' or other scripts' digits, which int() would take)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and value[0] != "0" \
+            and len(value) <= 10:
+        number = int(value)
+    else:
+        return None
+    return number if 0 < number <= MAX_ID else None
 
 
 def clean_text(value: Any, name: str, max_len: int, required: bool) -> str:
@@ -324,10 +338,9 @@ class Governance:
 
     def _visible_request(self, s: Session, who: Principal, request_id: Any,
                          for_update: bool = False) -> Request:
-        try:
-            rid = int(request_id)
-        except (TypeError, ValueError):
-            raise NotFound("No such request") from None
+        rid = row_id(request_id)
+        if rid is None:
+            raise NotFound("No such request")
         stmt = select(Request).where(Request.id == rid)
         if for_update:
             stmt = stmt.with_for_update()
@@ -483,10 +496,9 @@ class Governance:
 
     def revoke(self, who: Principal, grant_id: Any) -> dict[str, Any]:
         now = self.clock()
-        try:
-            gid = int(grant_id)
-        except (TypeError, ValueError):
-            raise NotFound("No such grant") from None
+        gid = row_id(grant_id)
+        if gid is None:
+            raise NotFound("No such grant")
         with self.db.write() as s:
             g = s.execute(select(Grant).where(Grant.id == gid).with_for_update()).scalar()
             if g is None or not (g.user == who.name or who.can("admin")
@@ -553,7 +565,7 @@ class Governance:
         self._require(who, "browse")
         lim, _ = page(limit, 0)
         try:
-            after = int(since or 0)
+            after = min(int(since or 0), MAX_ID)
         except (TypeError, ValueError):
             raise BadRequest("since must be an audit sequence number") from None
         mine = ("request.approve", "request.deny", "grant.create", "grant.revoke", "grant.expire")
