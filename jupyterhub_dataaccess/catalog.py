@@ -6,6 +6,7 @@ can refuse to start (or keep its old configuration on reload) with a message an 
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 from dataclasses import dataclass, field
@@ -89,7 +90,11 @@ class Catalog:
         return [d.id for d in self.datasets.values() if d.stewards.includes(user, groups)]
 
 
-class _LineLoader(yaml.SafeLoader):
+# libyaml's parser when PyYAML has it: the pure-Python one takes minutes on 100,000 datasets
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _LineLoader(_SafeLoader):
     """A SafeLoader that remembers the line of every mapping, for error messages."""
 
 
@@ -122,6 +127,11 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 
 def read_yaml(path: str) -> Any:
     """Parse a YAML file with line numbers kept, or raise CatalogError naming the file."""
+    # A large catalogue is millions of small objects, none of them cyclic: the cyclic garbage
+    # collector would walk them again and again while they are built (100,000 datasets: 58 s
+    # with it, 17 s without).
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         with open(path, encoding="utf-8") as f:
             return yaml.load(f, Loader=_LineLoader)  # noqa: S506 (a SafeLoader subclass)
@@ -131,6 +141,9 @@ def read_yaml(path: str) -> Any:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise CatalogError(f"{path}:{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    finally:
+        if gc_was_enabled:
+            gc.enable()
 
 
 class _Where:
