@@ -1,0 +1,210 @@
+"""Helpers of the reliability tests (SECURITY-CASES.md 28-40): private hubs with service settings,
+direct database access, audit counts, the service's process, and grants that tolerate earlier tests.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from hubutil import REPO, Hub
+
+AUDIT_ACTIONS = ("request.create", "request.approve", "request.deny", "request.withdraw",
+                 "grant.create", "grant.revoke", "grant.expire", "data.read", "data.preview",
+                 "access.denied", "spawn.mounts")
+
+
+@dataclass
+class ConfiguredHub(Hub):
+    """A Hub whose dataaccess service gets extra environment, and extra config lines at the end.
+
+    hubutil's template is kept; what we need is appended, so later assignments win.
+    """
+
+    service_env: dict[str, str] = field(default_factory=dict)
+    tail: str = ""
+
+    def write_config(self) -> str:
+        path = super().write_config()
+        with open(path, "a") as f:
+            f.write(textwrap.dedent(f"""
+                for _service in c.JupyterHub.services:
+                    if _service.get("name") == "dataaccess":
+                        _service["environment"].update({self.service_env!r})
+                """))
+            f.write(textwrap.dedent(self.tail))
+        return path
+
+    def wait_healthy(self, timeout: float = 60) -> float:
+        """Seconds until the service answers /health through the proxy."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            try:
+                if requests.get(f"{self.api}/health", timeout=2).status_code == 200:
+                    return time.monotonic() - t0
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"service not healthy after {timeout}s:\n{self.log_tail()}")
+
+
+def write_config_files(directory: str, catalog: str, policy: str) -> tuple[str, str]:
+    os.makedirs(directory, exist_ok=True)
+    paths = os.path.join(directory, "catalog.yaml"), os.path.join(directory, "policy.yaml")
+    for path, text in zip(paths, (catalog, policy), strict=True):
+        with open(path, "w") as f:
+            f.write(textwrap.dedent(text))
+    return paths
+
+
+def new_database(base_url: str, state: str, postgres: Any = None) -> str:
+    """A fresh, empty database: a SQLite file under `state`, or a new PostgreSQL database."""
+    if postgres is None:
+        return f"sqlite:///{state}/dataaccess-{uuid.uuid4().hex[:8]}.sqlite"
+    import psycopg2
+
+    name = "t" + uuid.uuid4().hex[:12]
+    conn = psycopg2.connect(host="127.0.0.1", port=postgres.port, user=postgres.user,
+                            dbname=postgres.database)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    conn.close()
+    return f"postgresql+psycopg2://{postgres.user}@127.0.0.1:{postgres.port}/{name}"
+
+
+def raw_connect(db_url: str) -> Any:
+    """A DB-API connection straight to the service's database (sqlite3 or psycopg2), autocommit."""
+    if db_url.startswith("sqlite"):
+        conn = sqlite3.connect(db_url.split("///", 1)[1], timeout=30, isolation_level=None)
+        return conn
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    u = make_url(db_url)
+    conn = psycopg2.connect(host=u.host, port=u.port, user=u.username, dbname=u.database)
+    conn.autocommit = True
+    return conn
+
+
+def sql(db_url: str, statement: str, params: tuple = ()) -> list[tuple]:
+    """Run one statement directly on the database; the rows it returns (if any)."""
+    conn = raw_connect(db_url)
+    try:
+        if not db_url.startswith("sqlite"):
+            statement = statement.replace("?", "%s")
+        cur = conn.cursor()
+        cur.execute(statement, params)
+        rows = cur.fetchall() if cur.description else []
+        cur.close()
+        return rows
+    finally:
+        conn.close()
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python -m jupyterhub_dataaccess ...` as an operator runs it."""
+    env = dict(os.environ, PYTHONPATH=REPO)
+    env.pop("DATAACCESS_DB_URL", None)
+    return subprocess.run([sys.executable, "-m", "jupyterhub_dataaccess", *args], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def audit_counts(hub: Hub, dataset: str = "") -> Counter:
+    """How many audit records of each action the service holds (optionally for one dataset)."""
+    out: Counter = Counter()
+    for action in AUDIT_ACTIONS:
+        params = {"action": action, "limit": 1}
+        if dataset:
+            params["dataset"] = dataset
+        r = hub.call("admin", "GET", "/audit", params=params)
+        assert r.status_code == 200, r.text
+        out[action] = r.json()["total"]
+    return out
+
+
+def delta(after: Counter, before: Counter) -> dict[str, int]:
+    return {a: after[a] - before[a] for a in AUDIT_ACTIONS if after[a] != before[a]}
+
+
+def active_grants(hub: Hub, user: str, dataset: str) -> list[dict]:
+    r = hub.call("admin", "GET", "/grants",
+                 params={"user": user, "dataset": dataset, "active": "true", "limit": 200})
+    assert r.status_code == 200, r.text
+    return r.json()["items"]
+
+
+def clear_access(hub: Hub, user: str, dataset: str) -> None:
+    """No pending request and no active grant of `user` for `dataset` (what earlier tests left)."""
+    for g in active_grants(hub, user, dataset):
+        assert hub.call("admin", "DELETE", f"/grants/{g['id']}").status_code == 200
+    r = hub.call(user, "GET", "/requests", params={"status": "pending", "dataset": dataset})
+    for req in r.json()["items"]:
+        assert hub.call(user, "POST", f"/requests/{req['id']}/withdraw").status_code == 200
+
+
+def fresh_grant(hub: Hub, user: str, dataset: str, **extra: Any) -> dict:
+    """A new active grant of `user` for an auto-approved `dataset`."""
+    clear_access(hub, user, dataset)
+    r = hub.call(user, "POST", "/requests",
+                 json={"dataset": dataset, "justification": "reliability test", **extra})
+    assert r.status_code == 201 and r.json()["status"] == "approved", r.text
+    (grant,) = [g for g in active_grants(hub, user, dataset) if g["request_id"] == r.json()["id"]]
+    return grant
+
+
+def service_pid(hub: Hub) -> int:
+    """The pid of the hub-managed dataaccess service (a child of the hub's process)."""
+    assert hub.proc is not None
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == hub.proc.pid and b"jupyterhub_dataaccess" in cmd and b"service" in cmd:
+            return int(entry)
+    raise AssertionError("the dataaccess service process was not found")
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def assert_json_error(r: requests.Response, status: int) -> dict:
+    """A clean JSON error: exactly {"status", "message"}, no traceback."""
+    assert r.status_code == status, (r.status_code, r.text[:500])
+    assert r.headers["Content-Type"].startswith("application/json"), r.headers["Content-Type"]
+    body = r.json()
+    assert set(body) == {"status", "message"} and body["status"] == status, body
+    assert "Traceback" not in r.text and 'File "' not in r.text
+    return body
+
+
+def log_has_no_traceback(path: str, since: int = 0) -> None:
+    with open(path, "rb") as f:
+        f.seek(since)
+        text = f.read().decode(errors="replace")
+    assert "Traceback" not in text, text[text.index("Traceback") - 500:][:3000]
+
+
+def report(line: str) -> None:
+    """A measured figure: printed (shown with `pytest -s`, or `-rP` for passed tests)."""
+    print(f"\n[reliability] {line}", flush=True)
