@@ -6,6 +6,7 @@ import * as React from 'react';
 
 import {
   accessLabel,
+  canRequest,
   columnsOf,
   formatDate,
   IAccessRequest,
@@ -14,6 +15,7 @@ import {
   IDatasetDetails,
   IGrant,
   IPreview,
+  previewColumns,
   previewRows
 } from './model';
 
@@ -91,7 +93,7 @@ export function DatasetActions(props: {
   if (status === 'granted') {
     return <Button label="Load into notebook" accept onClick={() => props.onLoad(props.dataset)} />;
   }
-  if (status === 'none' || status === 'denied' || status === 'expired') {
+  if (canRequest(status)) {
     return <Button label="Request access" accept onClick={() => props.onRequest(props.dataset)} />;
   }
   return null;
@@ -169,10 +171,10 @@ export function DatasetDetailsView(props: {
             <dd>{details.tags.join(', ')}</dd>
           </>
         ) : null}
-        {details.row_count !== undefined && details.row_count !== null ? (
+        {typeof details.rows === 'number' ? (
           <>
             <dt>Rows</dt>
-            <dd>{details.row_count.toLocaleString()}</dd>
+            <dd>{details.rows.toLocaleString()}</dd>
           </>
         ) : null}
         {details.updated_at ? (
@@ -228,7 +230,7 @@ export function PreviewTable({ preview }: { preview: IPreview }): JSX.Element {
         <caption>Preview (first {rows.length} rows)</caption>
         <thead>
           <tr>
-            {preview.columns.map(column => (
+            {previewColumns(preview).map(column => (
               <th scope="col" key={column}>
                 {column}
               </th>

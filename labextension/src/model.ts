@@ -4,12 +4,19 @@
  */
 
 export type Classification = 'public' | 'internal' | 'confidential' | 'restricted';
-export type AccessStatus = 'granted' | 'pending' | 'none' | 'denied' | 'expired';
+export type AccessStatus = 'granted' | 'pending' | 'none' | 'denied' | 'expired' | 'revoked';
 export type RequestStatus = 'pending' | 'approved' | 'denied' | 'withdrawn';
 export type GrantStatus = 'active' | 'revoked' | 'expired';
 
 export const CLASSIFICATIONS: Classification[] = ['public', 'internal', 'confidential', 'restricted'];
-export const ACCESS_STATUSES: AccessStatus[] = ['granted', 'pending', 'none', 'denied', 'expired'];
+export const ACCESS_STATUSES: AccessStatus[] = [
+  'granted',
+  'pending',
+  'none',
+  'denied',
+  'expired',
+  'revoked'
+];
 export const PAGE_SIZE = 50;
 
 export interface ICollection<T> {
@@ -54,12 +61,14 @@ export interface IColumn {
 export interface IDatasetDetails extends IDataset {
   columns?: IColumn[];
   schema?: IColumn[] | { columns?: IColumn[] };
-  row_count?: number | null;
+  /** The number of rows a reader gets (after the row filter); null when unknown. */
+  rows?: number | null;
   updated_at?: string | null;
 }
 
 export interface IPreview {
-  columns: string[];
+  /** The service sends column objects (name, type, mask); plain names are accepted too. */
+  columns: (string | IColumn)[];
   rows: unknown[][] | Record<string, unknown>[];
 }
 
@@ -136,10 +145,16 @@ export function columnsOf(details: IDatasetDetails): IColumn[] {
   return [];
 }
 
+/** The column names of a preview, in order. */
+export function previewColumns(preview: IPreview): string[] {
+  return (preview.columns ?? []).map(column => (typeof column === 'string' ? column : column.name));
+}
+
 /** Rows of a preview as arrays in the order of `columns`. */
 export function previewRows(preview: IPreview): unknown[][] {
+  const names = previewColumns(preview);
   return (preview.rows ?? []).map(row =>
-    Array.isArray(row) ? row : preview.columns.map(column => (row as Record<string, unknown>)[column])
+    Array.isArray(row) ? row : names.map(name => (row as Record<string, unknown>)[name])
   );
 }
 
@@ -153,7 +168,13 @@ export function isAdmin(me: IMe | null): boolean {
 
 /** Access statuses from which the user may ask (again). */
 export function canRequest(status: AccessStatus | undefined): boolean {
-  return status === undefined || status === 'none' || status === 'denied' || status === 'expired';
+  return (
+    status === undefined ||
+    status === 'none' ||
+    status === 'denied' ||
+    status === 'expired' ||
+    status === 'revoked'
+  );
 }
 
 /** A date for people ("12 Mar 2025"); the input unchanged when it is not a date. */
@@ -168,13 +189,13 @@ export function formatDate(value: string | null | undefined, withTime = false): 
   return withTime ? date.toLocaleString() : date.toLocaleDateString();
 }
 
-/** "granted until 12 Mar 2025", "pending", ... */
+/** "granted until 12 Mar 2025", "pending", "no access", ... */
 export function accessLabel(access: IAccess | undefined): string {
   const status = access?.status ?? 'none';
   if (status === 'granted' && access?.expires_at) {
     return `granted until ${formatDate(access.expires_at)}`;
   }
-  return status;
+  return status === 'none' ? 'no access' : status;
 }
 
 /** Readable text for any error, for showing in the panel ("No such dataset (404)"). */

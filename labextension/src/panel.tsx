@@ -133,7 +133,14 @@ export async function loadIntoNotebook(
 ): Promise<void> {
   let panel: NotebookPanel | null = tracker.currentWidget;
   if (!panel) {
-    panel = (await app.commands.execute('notebook:create-new', {})) as NotebookPanel | null;
+    // Name the default kernel, or JupyterLab stops to ask which one the new notebook should use.
+    const specs = app.serviceManager.kernelspecs;
+    await specs.ready;
+    const kernelName = specs.specs?.default;
+    panel = (await app.commands.execute(
+      'notebook:create-new',
+      kernelName ? { kernelName } : {}
+    )) as NotebookPanel | null;
   }
   if (!panel) {
     throw new Error('no notebook could be opened');

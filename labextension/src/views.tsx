@@ -198,6 +198,20 @@ export function BrowseView({
   const generation = React.useRef(0);
   const loaded = React.useRef(0);
   loaded.current = items.length;
+  // The dataset whose pending request `info` describes: the note goes once it is decided.
+  const pendingInfo = React.useRef<string | null>(null);
+
+  React.useEffect(() => {
+    const decided = items.find(
+      dataset =>
+        dataset.id === pendingInfo.current &&
+        (dataset.access?.status === 'granted' || dataset.access?.status === 'denied')
+    );
+    if (decided) {
+      pendingInfo.current = null;
+      setInfo(null);
+    }
+  }, [items]);
 
   React.useEffect(() => {
     const timer = window.setTimeout(() => setQ(text.trim()), SEARCH_DEBOUNCE_MS);
@@ -259,6 +273,7 @@ export function BrowseView({
       if (created) {
         onRequested(created);
         setInfo(requestOutcome(created));
+        pendingInfo.current = created.status === 'pending' ? created.dataset : null;
         if (created.status === 'approved') {
           actions.notify('success', `Access to ${created.dataset} was approved`);
         }

@@ -62,14 +62,19 @@ describe('DatasetRow', () => {
     expectNoMarkup();
   });
 
-  it('offers "Request access" for none, denied and expired, and sends the dataset', () => {
-    for (const status of ['none', 'denied', 'expired'] as const) {
+  it('offers "Request access" for none, denied, expired and revoked, and sends the dataset', () => {
+    for (const status of ['none', 'denied', 'expired', 'revoked'] as const) {
       const onRequest = jest.fn();
       render(<DatasetRow dataset={dataset(status)} onOpen={jest.fn()} onRequest={onRequest} onLoad={jest.fn()} />);
       expect(buttonNames()).toEqual(['Request access']);
       act(() => container.querySelector('button')!.click());
       expect(onRequest).toHaveBeenCalledWith(expect.objectContaining({ id: 'penguins' }));
     }
+  });
+
+  it('says "no access" rather than the API\'s "none"', () => {
+    render(<DatasetRow dataset={dataset('none')} onOpen={jest.fn()} onRequest={jest.fn()} onLoad={jest.fn()} />);
+    expect(container.querySelector('.jp-DataAccess-status')?.textContent).toBe('no access');
   });
 
   it('offers "Load into notebook" when granted and shows the expiry', () => {
@@ -96,7 +101,7 @@ describe('DatasetDetailsView', () => {
       <DatasetDetailsView
         details={{
           ...dataset('granted'),
-          row_count: 344,
+          rows: 344,
           columns: [
             { name: 'species', type: 'string' },
             { name: HOSTILE, type: 'int64', mask: 'redact' }
@@ -122,6 +127,17 @@ describe('PreviewTable', () => {
     render(<PreviewTable preview={{ columns: ['a', 'b'], rows: [{ a: 1, b: null }] }} />);
     const cells = Array.from(container.querySelectorAll('tbody td')).map(td => td.textContent);
     expect(cells).toEqual(['1', '']);
+  });
+
+  it('takes the column objects the service sends (name, type, mask)', () => {
+    const columns = [
+      { name: 'species', type: 'string', mask: null },
+      { name: 'sex', type: 'string', mask: 'redact' }
+    ];
+    render(<PreviewTable preview={{ columns, rows: [['Adelie', 'REDACTED']] }} />);
+    const heads = Array.from(container.querySelectorAll('th')).map(th => th.textContent);
+    expect(heads).toEqual(['species', 'sex']);
+    expect(container.querySelector('tbody')?.textContent).toBe('AdelieREDACTED');
   });
 });
 

@@ -1,0 +1,268 @@
+"""The panel in a real browser on a real hub (issue 5): search, request, approve, load, in Chromium.
+
+An analyst and a steward each log in through the hub's login form in their own browser context.
+The screenshots these tests take are the ones docs/user-guide.md shows (docs/images/*.png).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import pytest
+from browserutil import launch, log_in, open_data_panel, open_lab, panel_tab, screenshot, wait_for
+from hubutil import Hub
+
+pytestmark = [pytest.mark.hub, pytest.mark.browser]
+
+DATASET = "penguins-masked"  # confidential: one steward's approval
+JUSTIFICATION = "Flipper length model for the Biscoe colony report"
+HOSTILE = "<img src=x onerror=alert(1)>"
+CAN_ASK = ("none", "denied", "expired", "revoked")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = launch(playwright)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(autouse=True)
+def pages_on_failure(request, browser, hub: Hub):
+    """When a test fails, save what every open page shows next to the hub's log."""
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed == failed:
+        return
+    for c, context in enumerate(browser.contexts):
+        for p, page in enumerate(context.pages):
+            path = os.path.join(hub.state, f"{request.node.name}-{c}-{p}.png")
+            page.screenshot(path=path)
+            print(f"failure screenshot: {path} ({page.url})")
+    for context in browser.contexts:
+        context.close()
+
+
+def access(hub: Hub, user: str, dataset: str = DATASET) -> str:
+    r = hub.call(user, "GET", f"/datasets/{dataset}")
+    assert r.status_code == 200, r.text
+    return r.json()["access"]["status"]
+
+
+def requester_for(hub: Hub) -> str:
+    """The analyst, unless other tests of this session already asked for the dataset as them.
+
+    The tests share one hub; a pending request of ours is withdrawn, a granted one makes us pick
+    `nobody` (no group, not a steward of the dataset) so the story starts from "no access".
+    """
+    for user in ("analyst", "nobody"):
+        if access(hub, user) == "pending":
+            mine = hub.call(user, "GET", "/requests",
+                            params={"scope": "mine", "status": "pending"}).json()["items"]
+            for req in mine:
+                if req["dataset"] == DATASET:
+                    hub.call(user, "POST", f"/requests/{req['id']}/withdraw", json={})
+        if access(hub, user) in CAN_ASK:
+            return user
+    pytest.fail(f"neither analyst nor nobody can ask for {DATASET}: the shared hub's state "
+                "changed under this test")
+
+
+def row(panel, dataset: str):
+    return panel.locator(f"li.jp-DataAccess-row[data-dataset-id='{dataset}']")
+
+
+def test_analyst_requests_steward_approves_and_the_data_loads_into_a_notebook(hub: Hub, browser):
+    """Given an analyst and a steward in JupyterLab,
+    When the analyst searches, asks for confidential data and the steward approves it,
+    Then the analyst's panel shows the grant without a reload, with a notification, and
+    "Load into notebook" runs a cell whose output has the masked, filtered rows."""
+    user = requester_for(hub)
+    hub.start_server(user)
+    hub.start_server("steward")
+
+    analyst = log_in(browser, hub, user)
+    open_lab(analyst, hub, user)
+    panel = open_data_panel(analyst)
+
+    # Search
+    panel.get_by_placeholder(re.compile("Search")).fill("penguins")
+    penguins = row(panel, DATASET)
+    penguins.wait_for(timeout=20_000)
+    wait_for(lambda: panel.locator("li.jp-DataAccess-row").count() == 2, 10,
+             "the search narrowing the list to the two penguin datasets")
+    assert penguins.locator(".jp-DataAccess-title").inner_text() == "Penguins with governance"
+    assert penguins.locator(".jp-DataAccess-classification").inner_text() == "confidential"
+    assert penguins.locator(".jp-DataAccess-status").inner_text() in (
+        "no access", "denied", "expired", "revoked")
+    assert row(panel, "penguins").locator(".jp-DataAccess-classification").inner_text() == "public"
+    screenshot(analyst, "panel-browse.png")
+
+    # Request
+    penguins.get_by_role("button", name="Request access").click()
+    dialog = analyst.locator(".jp-Dialog")
+    dialog.wait_for(timeout=10_000)
+    dialog.locator("textarea").fill(JUSTIFICATION)
+    dialog.locator("input[type=number]").fill("14")
+    screenshot(analyst, "request-dialog.png")
+    dialog.get_by_role("button", name="Request", exact=True).click()
+    dialog.wait_for(state="detached", timeout=10_000)
+    wait_for(lambda: penguins.locator(".jp-DataAccess-status").inner_text() == "pending", 10,
+             "the row showing 'pending'")
+    assert "pending" in panel.locator(".jp-DataAccess-info").inner_text()
+
+    # The steward approves
+    steward = log_in(browser, hub, "steward")
+    open_lab(steward, hub, "steward")
+    stewards_panel = open_data_panel(steward)
+    panel_tab(stewards_panel, "Approvals")
+    card = stewards_panel.locator("li.jp-DataAccess-card").filter(has_text=JUSTIFICATION)
+    card.wait_for(timeout=20_000)
+    facts = card.locator(".jp-DataAccess-facts").inner_text()
+    assert user in facts and JUSTIFICATION in facts
+    assert card.locator(".jp-DataAccess-title").inner_text() == DATASET
+    screenshot(steward, "approvals.png")
+    card.get_by_role("button", name="Approve").click()
+    card.wait_for(state="detached", timeout=15_000)
+    assert f"Approved {user}'s request for {DATASET}" in \
+        stewards_panel.locator(".jp-DataAccess-info").inner_text()
+
+    # The analyst sees it live: no reload, within 15 s (the panel polls every 10 s)
+    approved_at = time.monotonic()
+    wait_for(lambda: penguins.locator(".jp-DataAccess-status").inner_text().startswith("granted"),
+             15, "the analyst's panel showing the grant")
+    toast = analyst.locator(".Toastify__toast").filter(has_text=f"Access to {DATASET} was approved")
+    toast.wait_for(timeout=max(1.0, 15 - (time.monotonic() - approved_at)) * 1000)
+    assert panel.locator(".jp-DataAccess-info").count() == 0  # "pending" is no longer news
+    screenshot(analyst, "granted.png")
+    steward.context.close()
+
+    # Details: the schema marks the masks, the row count is after the filter, the preview is governed
+    penguins.locator(".jp-DataAccess-rowMain").click()
+    details = panel.locator(".jp-DataAccess-details")
+    details.wait_for(timeout=10_000)
+    assert re.search(r"Rows\s*224\b", details.locator(".jp-DataAccess-facts").inner_text())
+    assert "string (masked: redact)" in details.locator(".jp-DataAccess-schema").inner_text()
+    preview = details.locator(".jp-DataAccess-preview")
+    preview.wait_for(timeout=15_000)
+    assert "REDACTED" in preview.inner_text() and "Torgersen" not in preview.inner_text()
+    panel.get_by_role("button", name="Back to datasets").click()
+
+    # Load into notebook
+    penguins.get_by_role("button", name="Load into notebook").click()
+    cell = analyst.locator(".jp-Notebook .jp-CodeCell").filter(
+        has_text=f'df = da.load("{DATASET}")')
+    cell.wait_for(timeout=60_000)
+    output = cell.locator(".jp-OutputArea-output")
+    wait_for(lambda: "REDACTED" in (output.all_inner_texts() or [""])[0], 90,
+             "the load cell's output showing the masked rows")
+    text = output.first.inner_text()
+    assert "Biscoe" in text and "224 rows" in text, text
+    assert "Torgersen" not in text and "Chinstrap" not in text
+    assert cell.locator(".jp-OutputArea-output[data-mime-type*='error']").count() == 0
+    screenshot(analyst, "notebook-load.png")
+    analyst.context.close()
+
+
+def test_a_hostile_justification_is_shown_as_text_to_the_steward(hub: Hub, browser):
+    """Given a request whose justification is HTML with a script in an attribute,
+    When the steward opens Approvals, Then it reads as literal text: no element, no dialog."""
+    r = hub.call("otherstew", "POST", "/requests",
+                 json={"dataset": DATASET, "justification": f"teaching {HOSTILE}", "days": 1})
+    assert r.status_code in (201, 409), r.text
+    hub.start_server("steward")
+    steward = log_in(browser, hub, "steward")
+    dialogs: list[str] = []
+    steward.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    open_lab(steward, hub, "steward")
+    panel = open_data_panel(steward)
+    panel_tab(panel, "Approvals")
+    card = panel.locator("li.jp-DataAccess-card").filter(has_text="otherstew")
+    card.wait_for(timeout=20_000)
+    justification = card.locator(".jp-DataAccess-justification")
+    assert justification.inner_text() == f"teaching {HOSTILE}"
+    assert justification.locator("img").count() == 0
+    assert panel.locator("img[src=x]").count() == 0 and steward.locator("img[src=x]").count() == 0
+    steward.wait_for_timeout(1_000)  # an onerror handler would have run by now
+    assert dialogs == []
+
+    card.get_by_role("button", name="Deny").click()  # leave nothing pending for other tests
+    card.wait_for(state="detached", timeout=15_000)
+    steward.context.close()
+
+
+def test_an_admin_revokes_a_grant_and_the_user_can_ask_again(hub: Hub, browser):
+    """Given nobody holds a grant for public penguins,
+    When the admin revokes it in the Admin tab (and confirms),
+    Then the service says revoked, and nobody's panel shows it with "Request access" again."""
+    r = hub.call("nobody", "POST", "/requests",
+                 json={"dataset": "penguins", "justification": "teaching", "days": 1})
+    assert r.status_code in (201, 409), r.text
+    grants = hub.call("nobody", "GET", "/grants", params={"active": "true"}).json()["items"]
+    grant = next(g for g in grants if g["dataset"] == "penguins")
+    hub.start_server("admin")
+    hub.start_server("nobody")
+
+    admin = log_in(browser, hub, "admin")
+    open_lab(admin, hub, "admin")
+    panel = open_data_panel(admin)
+    panel_tab(panel, "Admin")
+    grant_row = panel.locator(f"tr[data-grant-id='{grant['id']}']")
+    grant_row.wait_for(timeout=20_000)
+    assert grant_row.locator("td").nth(0).inner_text() == "nobody"
+    grant_row.get_by_role("button", name="Revoke").click()
+    dialog = admin.locator(".jp-Dialog")
+    assert "nobody loses access to penguins" in dialog.inner_text()
+    dialog.get_by_role("button", name="Revoke").click()
+    grant_row.wait_for(state="detached", timeout=15_000)
+    assert access(hub, "nobody", "penguins") == "revoked"
+    admin.context.close()
+
+    user = log_in(browser, hub, "nobody")
+    open_lab(user, hub, "nobody")
+    panel = open_data_panel(user)
+    panel.get_by_placeholder(re.compile("Search")).fill("palmer")
+    penguins = row(panel, "penguins")
+    wait_for(lambda: penguins.count() == 1
+             and penguins.locator(".jp-DataAccess-status").inner_text() == "revoked", 20,
+             "nobody's panel showing the grant as revoked")
+    assert penguins.get_by_role("button", name="Request access").is_visible()
+    user.context.close()
+
+
+def test_the_panel_in_the_dark_theme(hub: Hub, browser):
+    """When a user switches JupyterLab to its dark theme, Then the panel follows it."""
+    hub.start_server("analyst")
+    page = log_in(browser, hub, "analyst")
+    open_lab(page, hub, "analyst")
+    set_theme(page, "JupyterLab Dark")
+    try:
+        panel = open_data_panel(page)
+        panel.locator("li.jp-DataAccess-row").first.wait_for(timeout=20_000)
+        background = panel.evaluate("n => getComputedStyle(n).backgroundColor")
+        assert is_dark(background), background
+        screenshot(page, "panel-dark.png")
+    finally:
+        set_theme(page, "JupyterLab Light")  # the theme is a user setting: leave it as found
+        page.context.close()
+
+
+def set_theme(page, theme: str) -> None:
+    """Settings menu > Theme > `theme`, then wait for the page to repaint in it."""
+    page.locator(".lm-MenuBar-itemLabel", has_text="Settings").click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Theme$")).hover()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(rf"^{theme}$")).click()
+    dark = theme.endswith("Dark")
+    wait_for(lambda: page.evaluate("document.body.dataset.jpThemeLight") == str(not dark).lower(),
+             30, f"the switch to {theme}")
+    page.wait_for_timeout(500)
+
+
+def is_dark(css_color: str) -> bool:
+    r, g, b = (int(v) for v in re.findall(r"\d+", css_color)[:3])
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b < 100
