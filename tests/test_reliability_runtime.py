@@ -134,7 +134,8 @@ def test_nothing_the_kernel_can_read_holds_a_source_path_or_credential(
     (mask_key,) = sql(db_url, "SELECT value FROM settings WHERE name = 'mask_key'")[0]
     secrets = {
         "database URL": db_url,
-        "database location": db_url.rsplit("/", 1)[-1],
+        "database location": (db_url.split("///", 1)[1] if db_url.startswith("sqlite")
+                              else db_url.rsplit("@", 1)[1]),  # the file, or host:port/name
         "catalogue path": config_files["catalog"],
         "policy path": config_files["policy"],
         "data directory": config_files["data"],
