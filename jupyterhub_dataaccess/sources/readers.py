@@ -26,6 +26,7 @@ from ..catalog import Dataset, resolve_env
 BATCH_ROWS = 128 * 1024
 CSV_BLOCK_BYTES = 4 << 20
 PARQUET_BUFFER_BYTES = 1 << 20
+PREBUFFER_MAX_BYTES = 64 << 20  # compressed size of a row group read ahead whole
 # Batches decoded ahead of the one being sent: enough to keep both cores busy, few enough to
 # bound memory (pyarrow's defaults, 16 batches and 4 files, hold far more).
 BATCH_READAHEAD = 2
@@ -139,11 +140,47 @@ class FileReader(Reader):
         return self._dataset().schema
 
     def raw_batches(self, columns: list[str], filter_expr: Any) -> Iterator[pa.RecordBatch]:
-        scanner = self._dataset().scanner(columns=columns, filter=filter_expr,
-                                          batch_size=BATCH_ROWS, use_threads=True,
-                                          batch_readahead=BATCH_READAHEAD,
-                                          fragment_readahead=FRAGMENT_READAHEAD)
+        dataset = self._dataset()
+        if self.ds.source.format == "parquet":
+            yield from self._parquet_batches(dataset, columns, filter_expr)
+            return
+        scanner = dataset.scanner(columns=columns, filter=filter_expr, batch_size=BATCH_ROWS,
+                                  use_threads=True, batch_readahead=BATCH_READAHEAD,
+                                  fragment_readahead=FRAGMENT_READAHEAD)
         yield from scanner.to_batches()
+
+    def _parquet_batches(self, dataset: pads.FileSystemDataset, columns: list[str],
+                         filter_expr: Any) -> Iterator[pa.RecordBatch]:
+        """Parquet file by file, a batch decoded at a time (not a row group): memory stays near
+        one batch of the needed columns, and one thread decodes while another sends."""
+        import pyarrow.parquet as pq
+
+        needed = list(dict.fromkeys([*columns, *(self.ds.row_filter.columns
+                                                 if self.ds.row_filter else [])]))
+        unknown = [n for n in needed if n not in dataset.schema.names]
+        if unknown:
+            raise SourceError(f"the row filter names column(s) the source lacks: {unknown}")
+        target = pa.schema([dataset.schema.field(n) for n in needed])
+        for fragment in dataset.get_fragments():
+            with fragment.filesystem.open_input_file(fragment.path) as f:
+                meta = pq.read_metadata(f)
+                f.seek(0)
+                # whole row groups are fetched in one go (fewer, larger reads) unless they are
+                # too big to hold; then column chunks are read through a small buffer
+                largest = max((sum(rg.column(i).total_compressed_size
+                                   for i in range(rg.num_columns))
+                               for rg in map(meta.row_group, range(meta.num_row_groups))),
+                              default=0)
+                pf = pq.ParquetFile(f, metadata=meta, pre_buffer=largest <= PREBUFFER_MAX_BYTES,
+                                    buffer_size=PARQUET_BUFFER_BYTES)
+                for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=needed,
+                                             use_threads=True):
+                    if batch.schema != target:  # files of one dataset may differ in types
+                        batch = pa.Table.from_batches([batch]).select(needed).cast(
+                            target).combine_chunks().to_batches()[0]
+                    if filter_expr is not None:
+                        batch = batch.filter(filter_expr)
+                    yield batch.select(columns)
 
     def count(self, filter_expr: Any) -> int | None:
         return self._dataset().count_rows(filter=filter_expr)

@@ -1,0 +1,88 @@
+"""Benchmark: `da.load` through a real JupyterHub + dataaccess service vs pyarrow reading the file.
+
+Both read the same Parquet file of --rows rows (2,000,000 by default) into an Arrow table; the
+service path adds the grant check, the audit record, governance, Arrow IPC over HTTP and the
+client's decode. Prints the median of --runs runs of each, the ratio and MB/s (of the Arrow data
+in memory). The goal is a ratio of at most 1.2.
+
+    make setup
+    .venv/bin/python benchmarks/load.py [--rows 2000000] [--runs 5] [--data /tmp/dataaccess-bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from benchhub import running_hub, service_pid, write_parquet  # noqa: E402
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _timed(fn, service: int | None = None) -> tuple[float, float, object]:
+    """(wall seconds, CPU seconds of this process and the service, result) of one call."""
+    c0, s0 = os.times(), _cpu_seconds(service) if service else 0.0
+    t = time.perf_counter()
+    out = fn()
+    wall = time.perf_counter() - t
+    c1, s1 = os.times(), _cpu_seconds(service) if service else 0.0
+    return wall, (c1.user + c1.system - c0.user - c0.system) + (s1 - s0), out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", type=int, default=2_000_000)
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--data", default="/tmp/dataaccess-bench", help="where the file is written")
+    ap.add_argument("--goal", type=float, default=1.2)
+    args = ap.parse_args(argv)
+    os.makedirs(args.data, exist_ok=True)
+    path = os.path.join(args.data, f"load-{args.rows}.parquet")
+    write_parquet(path, args.rows)
+
+    import pyarrow.parquet as pq
+
+    import jupyterhub_dataaccess as da
+
+    with running_hub({"bench": path}) as hub:
+        service = service_pid(hub)
+        da.load("bench", as_="arrow")  # warm both paths (page cache, imports, connections)
+        pq.read_table(path)
+        direct, served, direct_cpu, served_cpu = [], [], [], []
+        for _ in range(args.runs):  # interleaved, so both see the same machine load
+            wall, cpu, table = _timed(lambda: pq.read_table(path))
+            direct.append(wall)
+            direct_cpu.append(cpu)
+            wall, cpu, loaded = _timed(lambda: da.load("bench", as_="arrow"), service)
+            served.append(wall)
+            served_cpu.append(cpu)
+    direct_s, served_s = statistics.median(direct), statistics.median(served)
+    assert loaded.column("id").equals(table.column("id")), "the rows differ"
+    mb = table.nbytes / 1e6
+    ratio = served_s / direct_s
+    print(f"dataset: {args.rows:,} rows, {os.path.getsize(path) / 1e6:.0f} MB Parquet on disk, "
+          f"{mb:.0f} MB in Arrow; median of {args.runs} interleaved runs; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"{'path':<44} {'seconds':>8} {'MB/s':>7} {'CPU s':>7}")
+    print(f"{'pyarrow.parquet.read_table (direct)':<44} {direct_s:8.3f} {mb / direct_s:7.0f} "
+          f"{statistics.median(direct_cpu):7.3f}")
+    print(f"{'da.load(as_=arrow) via hub + service':<44} {served_s:8.3f} {mb / served_s:7.0f} "
+          f"{statistics.median(served_cpu):7.3f}")
+    print("  (CPU s of da.load: the client and the service process together)")
+    print(f"ratio service/direct: {ratio:.2f} (goal <= {args.goal})"
+          f" -> {'met' if ratio <= args.goal else 'MISSED'}")
+    return 0 if ratio <= args.goal else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
