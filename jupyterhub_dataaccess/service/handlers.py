@@ -66,7 +66,11 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         length = int(self.request.headers.get("Content-Length") or 0)
         if length > MAX_JSON_BODY:
             raise web.HTTPError(413, f"Request body larger than {MAX_JSON_BODY} bytes")
-        await self.service.limiter.check(self, model["name"])
+        try:
+            await self.service.limiter.check(self, model["name"])
+        except web.HTTPError:
+            self._retry_after = self._headers.get("Retry-After")  # send_error clears headers
+            raise
 
     async def _hub_user(self) -> dict[str, Any] | None:
         """The caller, as the Hub says now: the Authorization header's token, else the OAuth cookie.
@@ -91,6 +95,12 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
                 ) from None
         return await auth.user_for_token(token, use_cache=False,
                                          session_id=auth.get_session_id(self), sync=False)
+
+    def decode_argument(self, value: bytes, name: str | None = None) -> str:
+        try:
+            return super().decode_argument(value, name)
+        except web.HTTPError:  # tornado's message would echo the bytes
+            raise web.HTTPError(400, "The URL is not valid UTF-8") from None
 
     def _is_browser_navigation(self) -> bool:
         return (self.request.method == "GET"
@@ -153,6 +163,8 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         super()._handle_request_exception(e)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if status_code == 429 and getattr(self, "_retry_after", None):
+            self.set_header("Retry-After", self._retry_after)
         _json_error(self, status_code, kwargs.get("exc_info", (None, None, None))[1])
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
