@@ -233,8 +233,12 @@ def test_reads_are_refused_with_a_503_while_the_database_is_locked_or_read_only(
         try:
             _refused_everywhere(hub)
         finally:
-            sql(hub.db_url, f"ALTER DATABASE {name} RESET default_transaction_read_only")
-            sql(hub.db_url, kick)
+            conn = raw_connect(hub.db_url)  # a new session: read-only too, until it says not
+            with conn.cursor() as cur:
+                cur.execute("SET default_transaction_read_only = off")
+                cur.execute(f"ALTER DATABASE {name} RESET default_transaction_read_only")
+                cur.execute(kick)
+            conn.close()
     assert delta(audit_counts(hub), before) == {}
     r = hub.call("analyst", "GET", "/datasets/penguins/data", params={"format": "csv"})
     assert r.status_code == 200 and r.text.startswith("\"species\",")
