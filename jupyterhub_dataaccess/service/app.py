@@ -277,7 +277,8 @@ class DataAccessService(Application):
         try:
             signal.signal(signal.SIGHUP, lambda *_: loop.add_callback_from_signal(
                 lambda: self.reload(force=True)))
-            signal.signal(signal.SIGTERM, lambda *_: loop.add_callback_from_signal(loop.stop))
+            for sig in (signal.SIGTERM, signal.SIGINT):  # JupyterHub stops services with these
+                signal.signal(sig, lambda *_: loop.add_callback_from_signal(loop.stop))
         except ValueError:
             pass  # not the main thread (tests)
         loop.start()
