@@ -151,8 +151,8 @@ class FileReader(Reader):
 
     def _parquet_batches(self, dataset: pads.FileSystemDataset, columns: list[str],
                          filter_expr: Any) -> Iterator[pa.RecordBatch]:
-        """Parquet file by file, a batch decoded at a time (not a row group): memory stays near
-        one batch of the needed columns, and one thread decodes while another sends."""
+        """Parquet file by file and row group by row group, a batch decoded at a time: memory
+        stays near one row group's compressed bytes plus a batch of the needed columns."""
         import pyarrow.parquet as pq
 
         needed = list(dict.fromkeys([*columns, *(self.ds.row_filter.columns
@@ -164,23 +164,30 @@ class FileReader(Reader):
         for fragment in dataset.get_fragments():
             with fragment.filesystem.open_input_file(fragment.path) as f:
                 meta = pq.read_metadata(f)
-                f.seek(0)
-                # whole row groups are fetched in one go (fewer, larger reads) unless they are
-                # too big to hold; then column chunks are read through a small buffer
-                largest = max((sum(rg.column(i).total_compressed_size
-                                   for i in range(rg.num_columns))
-                               for rg in map(meta.row_group, range(meta.num_row_groups))),
-                              default=0)
-                pf = pq.ParquetFile(f, metadata=meta, pre_buffer=largest <= PREBUFFER_MAX_BYTES,
-                                    buffer_size=PARQUET_BUFFER_BYTES)
-                for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=needed,
-                                             use_threads=True):
-                    if batch.schema != target:  # files of one dataset may differ in types
-                        batch = pa.Table.from_batches([batch]).select(needed).cast(
-                            target).combine_chunks().to_batches()[0]
-                    if filter_expr is not None:
-                        batch = batch.filter(filter_expr)
-                    yield batch.select(columns)
+                for group in range(meta.num_row_groups):
+                    yield from self._row_group(f, meta, group, columns, needed, target,
+                                               filter_expr)
+
+    @staticmethod
+    def _row_group(f: Any, meta: Any, group: int, columns: list[str], needed: list[str],
+                   target: pa.Schema, filter_expr: Any) -> Iterator[pa.RecordBatch]:
+        """One row group, batch by batch. Its column chunks are fetched in one go when they are
+        small enough to hold (a reader pre-buffers every row group it is given, and keeps them:
+        so each row group gets a reader of its own); a huge one is read through a small buffer."""
+        import pyarrow.parquet as pq
+
+        rg = meta.row_group(group)
+        size = sum(rg.column(i).total_compressed_size for i in range(rg.num_columns))
+        pf = pq.ParquetFile(f, metadata=meta, pre_buffer=size <= PREBUFFER_MAX_BYTES,
+                            buffer_size=PARQUET_BUFFER_BYTES)
+        for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[group], columns=needed,
+                                     use_threads=True):
+            if batch.schema != target:  # files of one dataset may differ in types
+                batch = pa.Table.from_batches([batch]).select(needed).cast(
+                    target).combine_chunks().to_batches()[0]
+            if filter_expr is not None:
+                batch = batch.filter(filter_expr)
+            yield batch.select(columns)
 
     def count(self, filter_expr: Any) -> int | None:
         return self._dataset().count_rows(filter=filter_expr)
