@@ -66,10 +66,11 @@ frontend-test: setup ## Front-end unit tests, when labextension/package.json has
 		echo "frontend-test: no \"test\" script in labextension/package.json; skipped"; \
 	fi
 
-test: setup ## Lint, front-end unit tests, then the whole pytest suite (its exit status is make's)
+test: setup ## Lint, front-end unit tests, the whole suite on SQLite, the integration suite again on PostgreSQL
 	$(VENV)/bin/ruff check .
 	$(MAKE) --no-print-directory frontend-test
 	$(VENV)/bin/python -m pytest -ra $(PYTEST_ARGS) tests
+	DATAACCESS_TEST_DB=postgresql $(VENV)/bin/python -m pytest -ra -m integration $(PYTEST_ARGS) tests
 
 clean: ## Remove the venv, build outputs, caches and demo/test state
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache \

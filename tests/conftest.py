@@ -160,6 +160,14 @@ def db_url(state_dir: str, request: pytest.FixtureRequest) -> str:
     return f"sqlite:///{state_dir}/dataaccess.sqlite"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that runs against the service's database as `integration`: `make test`
+    runs those a second time on PostgreSQL."""
+    for item in items:
+        if {"hub", "db_url", "postgres"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return f"dataaccess service database: {'PostgreSQL' if ON_POSTGRES else 'SQLite'}"
 
