@@ -107,9 +107,21 @@ class BenchHub(Hub):
         return path
 
 
+NO_RATE_LIMIT = """
+for _s in c.JupyterHub.services:
+    if _s["name"] == "dataaccess":
+        _s["command"] = [*_s["command"], "--DataAccessService.rate_limit=0"]
+"""
+
+
 def start_hub(n_datasets: int, *, fixed: str = "", db_url: str = "", prefix: str = "bench-",
-              extra_config: str = "", timeout: float = 300) -> tuple[BenchHub, str]:
-    """A running hub whose catalogue has `n_datasets` generated datasets. Returns (hub, tmpdir)."""
+              extra_config: str = "", rate_limit: bool = True, timeout: float = 300
+              ) -> tuple[BenchHub, str]:
+    """A running hub whose catalogue has `n_datasets` generated datasets. Returns (hub, tmpdir).
+
+    rate_limit=False turns the service's per-user limiter off, for benchmarks where one user
+    calls back to back faster than a person could (latency loops), never for the load test.
+    """
     tmp = tempfile.mkdtemp(prefix=prefix)
     data = os.path.join(tmp, "data")
     small = write_small_data(data)
@@ -120,7 +132,7 @@ def start_hub(n_datasets: int, *, fixed: str = "", db_url: str = "", prefix: str
         f.write(POLICY)
     hub = BenchHub(state=os.path.join(tmp, "hub"), catalog=catalog, policy=policy,
                    db_url=db_url or f"sqlite:///{tmp}/dataaccess.sqlite")
-    hub.extra_config = extra_config
+    hub.extra_config = extra_config + ("" if rate_limit else NO_RATE_LIMIT)
     os.makedirs(hub.state, exist_ok=True)
     hub.start(timeout=timeout)
     return hub, tmp

@@ -101,7 +101,7 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=7)
     args = ap.parse_args()
     c.machine()
-    hub, _ = c.start_hub(50, fixed=FIXED, prefix="bench-ttd-")
+    hub, _ = c.start_hub(50, fixed=FIXED, prefix="bench-ttd-", rate_limit=False)
     try:
         hub.start_server("analyst")
         kernel = c.Kernel(hub, "analyst")
