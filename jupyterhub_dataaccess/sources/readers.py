@@ -197,9 +197,9 @@ class FileReader(Reader):
         try:
             if fs is None:
                 when = datetime.fromtimestamp(os.stat(path).st_mtime, timezone.utc)
-            else:
-                when = fs.get_file_info(path).mtime
-        except (OSError, pa.ArrowException):
+            else:  # fsspec: s3fs knows LastModified as modified(), not as an mtime
+                when = fs.handler.fs.modified(path)
+        except (OSError, pa.ArrowException, NotImplementedError, ValueError, KeyError):
             return None
         if when is None:
             return None

@@ -1,0 +1,126 @@
+"""The notebook client outside a hub, and its progress display on a slow read.
+
+The slow read is served by a small HTTP server on loopback speaking the service's data route (an
+Arrow IPC stream, dribbled out over ~2 seconds): the client's own code path, end to end.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pyarrow as pa
+import pytest
+
+import jupyterhub_dataaccess as da
+from jupyterhub_dataaccess import client
+
+
+@pytest.fixture(autouse=True)
+def fresh_session():
+    client._session = None
+    yield
+    client._session = None
+
+
+def test_outside_a_hub_the_error_names_what_is_missing_and_how_to_fix_it(monkeypatch):
+    """When no hub set the environment, Then da.load says which variables are missing and how
+    to get them, and nothing is sent anywhere."""
+    for name in ("DATAACCESS_URL", "JUPYTERHUB_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(da.DataAccessError) as e:
+        da.load("penguins")
+    message = str(e.value)
+    assert "Not inside a JupyterHub server with data access" in message
+    assert "DATAACCESS_URL and JUPYTERHUB_API_TOKEN is not set" in message
+    assert "configure_hub" in message
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "t")
+    with pytest.raises(da.DataAccessError, match=r": DATAACCESS_URL is not set"):
+        da.datasets()
+
+
+def test_an_unreachable_service_is_a_clear_error(monkeypatch):
+    from hubutil import free_port
+
+    monkeypatch.setenv("DATAACCESS_URL", f"http://127.0.0.1:{free_port()}/services/dataaccess")
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "t")
+    with pytest.raises(da.DataAccessError, match="did not answer; try again"):
+        da.load("penguins")
+
+
+def test_bad_arguments_are_refused_before_any_call(monkeypatch):
+    monkeypatch.delenv("DATAACCESS_URL", raising=False)
+    with pytest.raises(ValueError, match="as_ must be"):
+        da.load("penguins", as_="excel")
+    with pytest.raises(ValueError, match="format must be one of arrow, parquet, csv"):
+        da.open("penguins", format="xlsx")
+
+
+class _SlowData(BaseHTTPRequestHandler):
+    """GET .../data: an Arrow stream of 200,000 rows sent in 20 pieces over ~2 s."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.headers.get("Authorization") != "token secret-token":
+            self.send_response(401)
+            self.end_headers()
+            return
+        sink = pa.BufferOutputStream()
+        table = pa.table({"n": pa.array(range(200_000))})
+        with pa.ipc.new_stream(sink, table.schema) as w:
+            w.write_table(table, max_chunksize=10_000)
+        body = sink.getvalue().to_pybytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.apache.arrow.stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        step = len(body) // 20 + 1
+        for i in range(0, len(body), step):
+            self.wfile.write(body[i:i + step])
+            self.wfile.flush()
+            time.sleep(0.1)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_read_longer_than_a_second_shows_progress_on_stderr(monkeypatch, capsys):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowData)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("DATAACCESS_URL",
+                           f"http://127.0.0.1:{server.server_port}/services/dataaccess/")
+        monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "secret-token")
+        t = time.monotonic()
+        table = da.load("slow", as_="arrow")
+        assert time.monotonic() - t > 1.5
+    finally:
+        server.shutdown()
+    assert table.column("n").to_pylist() == list(range(200_000))
+    err = capsys.readouterr().err
+    assert "\rslow: " in err and " MB/s)" in err and " of 1.6 MB" in err
+    assert err.endswith("slow: 1.6 MB done" + " " * 20 + "\n")
+    assert "secret-token" not in err
+
+
+def test_a_quick_read_shows_no_progress(monkeypatch, capsys):
+    class Quick(_SlowData):
+        def do_GET(self) -> None:  # noqa: N802
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, pa.schema([("n", pa.int64())])) as w:
+                w.write_table(pa.table({"n": [1, 2]}))
+            body = sink.getvalue().to_pybytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Quick)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("DATAACCESS_URL", f"http://127.0.0.1:{server.server_port}/")
+        monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "t")
+        assert da.load("quick")["n"].tolist() == [1, 2]
+    finally:
+        server.shutdown()
+    assert capsys.readouterr().err == ""
