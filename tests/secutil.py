@@ -14,18 +14,23 @@ from hubutil import Hub
 
 # Every secret a security test sent (cookies, canaries); the log-hygiene check looks for each.
 SECRETS: set[str] = set()
+# jupyterhub-session-id values: JupyterHub itself logs them when it sets an _xsrf cookie.
+SESSION_IDS: set[str] = set()
 # Other hubs the security tests started; their logs are checked too.
 EXTRA_LOGS: list[str] = []
 
 MISSING_ID = "999999999"
 
 
-def assert_error(r: requests.Response, status: int, message: str | None = None) -> dict:
-    """The response is the service's JSON error: exactly {"status", "message"}, no traceback."""
+def assert_error(r: requests.Response, status: int, message: str | None = None,
+                 extra: dict | None = None) -> dict:
+    """The response is the service's JSON error: exactly {"status", "message"} (and `extra`),
+    no traceback."""
     assert r.status_code == status, (r.status_code, r.text[:500])
     assert r.headers["Content-Type"].startswith("application/json"), r.headers["Content-Type"]
     body = r.json()
-    assert set(body) == {"status", "message"}, body
+    assert set(body) == {"status", "message", *(extra or {})}, body
+    assert {k: body[k] for k in extra or {}} == (extra or {})
     assert body["status"] == status
     if message is not None:
         assert body["message"] == message, body
@@ -115,8 +120,7 @@ def hub_login(hub: Hub, user: str) -> requests.Session:
 
 def remember_cookies(s: requests.Session) -> None:
     for c in s.cookies:
-        if c.name != "jupyterhub-session-id":  # see test_security_input's log check
-            SECRETS.add(c.value)
+        (SESSION_IDS if c.name == "jupyterhub-session-id" else SECRETS).add(c.value)
 
 
 def service_xsrf(s: requests.Session) -> str:

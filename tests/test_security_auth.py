@@ -162,7 +162,7 @@ def test_case2_bad_tokens_are_refused_on_every_route(hub: Hub, route):
     method, path = route
     good = hub.token("analyst")
     for bad in _near_misses(good):
-        if len(bad) >= 16:
+        if len(bad) >= 16 and len(set(bad)) > 2:  # token-like: "a" * 8000 is not a secret
             SECRETS.add(bad)
         for scheme in ("token", "Bearer"):
             r = requests.request(method, hub.api + path, timeout=30, allow_redirects=False,
