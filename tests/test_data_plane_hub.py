@@ -617,3 +617,29 @@ def test_the_service_down_at_spawn_fails_the_spawn_closed_with_a_clear_message(d
     assert "Refusing spawn of nobody" in dhub.log_tail(300)
     assert _spawn_outcome(dhub, "nobody") == {"ready": True}
     dhub.stop_server("nobody")
+
+
+# -- a malformed row filter stops the service ------------------------------------------------
+
+
+def test_a_malformed_row_filter_stops_the_service_naming_the_dataset(tmp_path):
+    """When the catalogue holds a row filter that does not parse, Then the service refuses to
+    start and names file, line, dataset and field; no source is read."""
+    import subprocess
+
+    from hubutil import REPO
+
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text("datasets:\n  - id: fine\n    source: {kind: file, uri: /x.csv}\n"
+                       "  - id: leaky\n    source: {kind: file, uri: /y.csv}\n"
+                       "    row_filter: \"region = 'north' or __import__('os')\"\n")
+    (tmp_path / "policy.yaml").write_text("rules: []\n")
+    env = dict(os.environ, PYTHONPATH=REPO, DATAACCESS_CATALOG=str(catalog),
+               DATAACCESS_POLICY=str(tmp_path / "policy.yaml"),
+               DATAACCESS_DB_URL=f"sqlite:///{tmp_path}/d.sqlite",
+               JUPYTERHUB_SERVICE_URL="http://127.0.0.1:1")
+    p = subprocess.run([sys.executable, "-m", "jupyterhub_dataaccess", "service"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2, p.stderr
+    assert f"{catalog} line 6: dataset 'leaky': field 'row_filter'" in p.stderr
+    assert "Traceback" not in p.stderr
