@@ -77,7 +77,8 @@ c.Spawner.args = ["--allow-root"] if __import__("os").getuid() == 0 else []
 c.Spawner.default_url = "/lab"
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 120
-c.Spawner.environment = {{"PYTHONPATH": {repo!r}}}
+c.Spawner.environment = {{"PYTHONPATH": {repo!r},
+                         "JUPYTER_CONFIG_PATH": {repo!r} + "/jupyter-config"}}
 c.JupyterHub.cleanup_servers = True
 c.JupyterHub.allow_named_servers = True
 c.JupyterHub.log_level = "DEBUG"
@@ -88,7 +89,7 @@ c.JupyterHub.load_roles = [{{"name": "test-admin", "services": ["test-admin"],
 configure_hub(c, catalog={catalog!r}, policy={policy!r}, db_url={db_url!r},
               service_port={service_port}, reviewer_groups=["stewards", "otherstewards"],
               admin_groups=["admins"], fail_open={fail_open!r},
-              environment={{"PYTHONPATH": {repo!r}}}{extra})
+              environment={service_env!r}{extra})
 """
 
 
@@ -99,7 +100,8 @@ class Hub:
     policy: str
     db_url: str
     fail_open: bool = False
-    extra: str = ""
+    extra: str = ""  # more keyword arguments of configure_hub, as source text: ", x=1"
+    service_env: dict[str, str] = field(default_factory=dict)  # the service's environment
     port: int = field(default_factory=free_port)
     hub_port: int = field(default_factory=free_port)
     proxy_api_port: int = field(default_factory=free_port)
@@ -131,7 +133,7 @@ class Hub:
                         for g in sorted({g for gs in USERS.values() for g in gs})},
                 repo=REPO, admin_token=ADMIN_TOKEN, catalog=self.catalog, policy=self.policy,
                 db_url=self.db_url, service_port=self.service_port, fail_open=self.fail_open,
-                extra=self.extra,
+                extra=self.extra, service_env={"PYTHONPATH": REPO, **self.service_env},
             ))
         return path
 

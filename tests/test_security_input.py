@@ -327,11 +327,9 @@ def test_case23_a_malformed_policy_keeps_the_service_down_naming_file_line_and_f
 # -- limits: the per-user rate -----------------------------------------------------------------------
 
 def test_limits_a_user_past_the_rate_gets_a_429_and_others_do_not(tmp_path, config_files):
-    rate = ")\nc.JupyterHub.services[-1]['environment'].update(DATAACCESS_RATE_LIMIT='1', " \
-           "DATAACCESS_RATE_BURST='5'"
     hub = Hub(state=str(tmp_path / "hub"), catalog=config_files["catalog"],
               policy=config_files["policy"], db_url=f"sqlite:///{tmp_path}/dataaccess.sqlite",
-              extra=rate)
+              service_env={"DATAACCESS_RATE_LIMIT": "1", "DATAACCESS_RATE_BURST": "5"})
     os.makedirs(hub.state)
     EXTRA_LOGS.append(hub.log_path)
     try:
