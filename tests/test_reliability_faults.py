@@ -21,9 +21,9 @@ from reliabilityutil import (
     ConfiguredHub,
     active_grants,
     assert_json_error,
-    audit_counts,
+    audit_mark,
+    audit_since,
     cli,
-    delta,
     fresh_grant,
     new_database,
     raw_connect,
@@ -114,7 +114,8 @@ def _at(iso: str) -> float:
 def test_a_read_one_second_after_expiry_fails_and_the_sweep_records_it_once(
         quick_hub: ConfiguredHub):
     """Given a grant that expires three seconds after it is made, When a read comes one second
-    after expires_at, Then it is a 403, the grant shows expired, and grant.expire is written once."""
+    after expires_at, Then it is a 403, the grant shows expired, and grant.expire is written
+    exactly once."""
     hub = quick_hub
     r = hub.call("analyst", "POST", "/requests",
                  json={"dataset": "blink", "justification": "expiry", "days": BLINK_DAYS})
@@ -184,7 +185,7 @@ def test_reads_are_refused_with_a_503_when_the_audit_insert_fails(quick_hub: Con
     nothing is served or stored unaudited, and all is well again once the audit is writable."""
     hub = quick_hub
     fresh_grant(hub, "analyst", "penguins")
-    before = audit_counts(hub)
+    before = audit_mark(hub)
     requests_before = sql(hub.db_url, "SELECT count(*) FROM requests")[0][0]
     log_at = os.path.getsize(hub.log_path)
     _audit_blocked(hub.db_url, True)
@@ -193,10 +194,10 @@ def test_reads_are_refused_with_a_503_when_the_audit_insert_fails(quick_hub: Con
     finally:
         _audit_blocked(hub.db_url, False)
     assert sql(hub.db_url, "SELECT count(*) FROM requests")[0][0] == requests_before
-    assert delta(audit_counts(hub), before) == {}
+    assert audit_since(hub, before) == {}
     r = hub.call("analyst", "GET", "/datasets/penguins/data", params={"format": "csv"})
     assert r.status_code == 200 and r.text.startswith("\"species\",")
-    assert delta(audit_counts(hub), before) == {"data.read": 1}
+    assert audit_since(hub, before) == {"data.read": 1}
     with open(hub.log_path, "rb") as f:
         f.seek(log_at)
         log = f.read().decode(errors="replace")
@@ -211,7 +212,7 @@ def test_reads_are_refused_with_a_503_while_the_database_is_locked_or_read_only(
     when the lock is released / the database writable, without restarting the service."""
     hub = quick_hub
     fresh_grant(hub, "analyst", "penguins")
-    before = audit_counts(hub)
+    before = audit_mark(hub)
     if hub.db_url.startswith("sqlite"):
         conn = raw_connect(hub.db_url)
         conn.execute("BEGIN EXCLUSIVE")
@@ -239,7 +240,7 @@ def test_reads_are_refused_with_a_503_while_the_database_is_locked_or_read_only(
                 cur.execute(f"ALTER DATABASE {name} RESET default_transaction_read_only")
                 cur.execute(kick)
             conn.close()
-    assert delta(audit_counts(hub), before) == {}
+    assert audit_since(hub, before) == {}
     r = hub.call("analyst", "GET", "/datasets/penguins/data", params={"format": "csv"})
     assert r.status_code == 200 and r.text.startswith("\"species\",")
 
@@ -257,7 +258,7 @@ def test_fifty_concurrent_writers_lose_nothing_and_see_no_lock_error(busy_hub: C
     hub = busy_hub
     for u in REQUESTERS + ["steward", "steward2"]:
         hub.token(u)  # tokens first: the race is on the service, not on the hub's token API
-    before = audit_counts(hub)
+    before = audit_mark(hub)
     jobs = [(REQUESTERS[i % 4], "/requests", {"dataset": ds, "justification": f"first {i}"})
             for i, ds in enumerate(WRITER_DATASETS)]
     with ThreadPoolExecutor(len(jobs)) as pool:
@@ -282,7 +283,7 @@ def test_fifty_concurrent_writers_lose_nothing_and_see_no_lock_error(busy_hub: C
     assert dict(statuses) == {"approved": 25, "denied": 25, "pending": 50}
     assert sql(hub.db_url, "SELECT count(*) FROM decisions")[0][0] == 50
     assert sql(hub.db_url, "SELECT count(*) FROM grants")[0][0] == 25
-    assert delta(audit_counts(hub), before) == {
+    assert audit_since(hub, before) == {
         "request.create": 100, "request.approve": 25, "request.deny": 25, "grant.create": 25}
     assert cli("audit", "verify", "--db-url", hub.db_url).returncode == 0
 

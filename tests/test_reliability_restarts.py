@@ -117,7 +117,7 @@ def test_the_hub_restarts_and_grants_and_a_running_kernel_go_on(keeping_hub: Con
     # revocation still bites in that kernel after the restart
     (grant,) = active_grants(hub, "analyst", "sales")
     assert hub.call("admin", "DELETE", f"/grants/{grant['id']}").status_code == 200
-    out = kernel.run("try:\n    da.load('sales')\nexcept da.AccessDenied as e:\n    print('denied')")
+    out = kernel.run("try:\n    da.load('sales')\nexcept da.AccessDenied:\n    print('denied')")
     assert out["stdout"].strip() == "denied", out
     kernel.shutdown()
 
