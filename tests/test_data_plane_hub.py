@@ -116,20 +116,9 @@ rules:
 EXPECTED_ROWS = 344 - 52 - 68  # the real penguins minus Torgersen and Chinstrap
 
 
-class DataHub(Hub):
-    """The test hub, with source credentials handed to configure_hub(environment=...)."""
-
-    def write_config(self) -> str:
-        path = super().write_config()
-        with open(path) as f:
-            text = f.read()
-        marker = 'environment={"PYTHONPATH": '
-        assert text.count(marker) == 1, "hubutil's configure_hub call changed"
-        text = text.replace(marker, f'environment={{"S3_KEY": {S3_KEY!r}, '
-                                    f'"S3_SECRET": {S3_SECRET!r}, "PYTHONPATH": ')
-        with open(path, "w") as f:
-            f.write(text)
-        return path
+def data_hub(**kw) -> Hub:
+    """The test hub, with source credentials in the service's environment only."""
+    return Hub(service_env={"S3_KEY": S3_KEY, "S3_SECRET": S3_SECRET}, **kw)
 
 
 def _penguins() -> pa.Table:
@@ -206,7 +195,7 @@ def dhub(tmp_path_factory, data, s3_server, postgres):
     items += EXTRA.format(data=data, s3port=s3_server, bucket=BUCKET)
     (state / "catalog.yaml").write_text("datasets:\n" + items)
     (state / "policy.yaml").write_text(POLICY)
-    h = DataHub(state=str(state / "hub"), catalog=str(state / "catalog.yaml"),
+    h = data_hub(state=str(state / "hub"), catalog=str(state / "catalog.yaml"),
                 policy=str(state / "policy.yaml"), db_url=f"sqlite:///{state}/da.sqlite")
     os.makedirs(h.state)
     h.start()
