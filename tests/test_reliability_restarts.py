@@ -56,10 +56,11 @@ UNAVAILABLE = {"status": 503,
                "message": "The data access database is not available right now; try again shortly"}
 
 
-def _hub(tmp: str, config_files: dict, db_url: str, tail: str = "") -> ConfiguredHub:
+def _hub(tmp: str, config_files: dict, db_url: str, tail: str = "", **env: str
+         ) -> ConfiguredHub:
     catalog, policy = write_config_files(tmp, CATALOG.format(data=config_files["data"]), POLICY)
     hub = ConfiguredHub(state=os.path.join(tmp, "hub"), catalog=catalog, policy=policy,
-                        db_url=db_url, tail=tail)
+                        db_url=db_url, tail=tail, service_env=env)
     os.makedirs(hub.state, exist_ok=True)
     hub.start()
     return hub
@@ -134,7 +135,9 @@ def own_postgres():
 
 @pytest.fixture(scope="module")
 def pg_hub(own_postgres, tmp_path_factory, config_files):
-    hub = _hub(str(tmp_path_factory.mktemp("pghub")), config_files, own_postgres.url)
+    # the load is about the database, not the per-user rate limit
+    hub = _hub(str(tmp_path_factory.mktemp("pghub")), config_files, own_postgres.url,
+               DATAACCESS_RATE_LIMIT="1000", DATAACCESS_RATE_BURST="10000")
     yield hub
     hub.stop()
 
