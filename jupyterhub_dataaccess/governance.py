@@ -222,21 +222,12 @@ class Governance:
         with self.db.read() as s:
             access = self.access_map(s, who.name)
         none = {"status": "none", "expires_at": None}
-        items = []
-        for ds in self.config().catalog.datasets.values():
-            if classification and ds.classification != classification:
-                continue
-            if tag and tag not in ds.tags:
-                continue
-            acc = access.get(ds.id, none)
-            if status and acc["status"] != status:
-                continue
-            if needle and needle not in _haystack(ds):
-                continue
-            items.append((ds, acc))
-        total = len(items)
-        return {"items": [dict(ds.public_dict(), access=acc) for ds, acc in items[off:off + lim]],
-                "total": total}
+        found = self.config().catalog.find(needle, tag=tag, classification=classification)
+        if status:
+            found = [ds for ds in found if access.get(ds.id, none)["status"] == status]
+        return {"items": [dict(ds.public_dict(), access=access.get(ds.id, none))
+                          for ds in found[off:off + lim]],
+                "total": len(found)}
 
     def dataset_for(self, who: Principal, dataset_id: Any) -> tuple[Dataset, dict[str, Any]]:
         self._require(who, "browse")
@@ -520,7 +511,7 @@ class Governance:
         with self.db.write() as s:
             rows = s.execute(select(Grant).where(
                 Grant.expiry_recorded == 0, Grant.revoked_at.is_(None), Grant.expires_at <= now
-            ).limit(1000)).scalars().all()
+            ).limit(1000).with_for_update(skip_locked=True)).scalars().all()  # one replica each
             for g in rows:
                 g.expiry_recorded = 1
                 audit.append(s, "system", "grant.expire", dataset=g.dataset,
@@ -643,11 +634,6 @@ def _no_unknown(body: dict[str, Any], allowed: set[str]) -> None:
         shown = [n if len(n) <= 40 else n[:40] + "..." for n in map(str, unknown[:5])]
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         raise BadRequest(f"unknown field(s): {', '.join(shown)}{more}")
-
-
-def _haystack(ds: Dataset) -> str:
-    text = " ".join((ds.id, ds.title, ds.description, " ".join(ds.tags), ds.classification))
-    return unicodedata.normalize("NFC", text).casefold()
 
 
 __all__ = [

@@ -7,6 +7,7 @@ tornado routes; the decisions themselves are in governance.py and policy.py.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import secrets
@@ -161,6 +162,7 @@ class DataAccessService(Application):
     def initialize(self, argv: list[str] | None = None) -> None:
         super().initialize(argv)
         self.config_state = self._read_config()  # raises CatalogError on a bad file
+        _freeze_heap()
         self.db = Database(self.db_url, busy_timeout=self.db_busy_timeout)
         self.db.upgrade()
         self.mask_key = self._mask_key()
@@ -204,18 +206,22 @@ class DataAccessService(Application):
                 out.append(None)
         return tuple(out)
 
-    def reload(self, force: bool = False) -> None:
-        """Load changed files; a bad new file keeps the old configuration and is reported."""
+    async def reload(self, force: bool = False) -> None:
+        """Load changed files; a bad new file keeps the old configuration and is reported.
+
+        Parsing runs in a worker thread, so requests go on while a large catalogue loads.
+        """
         mtimes = self._mtimes()
         if not force and mtimes == self.config_state.mtimes:
             return
         try:
-            state = self._read_config()
+            state = await self.run(self._read_config)
         except CatalogError as e:
             self.log.error("Keeping the previous configuration: %s", e)
             self.config_state.error, self.config_state.mtimes = str(e), mtimes
             return
         self.config_state = state
+        _freeze_heap()
         self.log.info("Loaded %d datasets and %d policy rules", len(state.config.catalog.datasets),
                       len(state.config.policy.rules))
 
@@ -276,12 +282,22 @@ class DataAccessService(Application):
         loop.add_callback(self._expire)
         try:
             signal.signal(signal.SIGHUP, lambda *_: loop.add_callback_from_signal(
-                lambda: self.reload(force=True)))
+                self.reload, True))
             for sig in (signal.SIGTERM, signal.SIGINT):  # JupyterHub stops services with these
                 signal.signal(sig, lambda *_: loop.add_callback_from_signal(loop.stop))
         except ValueError:
             pass  # not the main thread (tests)
         loop.start()
+
+
+def _freeze_heap() -> None:
+    """Keep the (large, long-lived) catalogue out of the cyclic GC's walks during requests.
+
+    The previous catalogue is unfrozen first so that it can be collected.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ import json
 import re
 from typing import Any
 
+import pyarrow as pa
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -298,6 +299,9 @@ class DataHandler(BaseHandler):
         columns = _columns_arg(self.arg("columns"))
         gov = self.service.governance
         ds, _ = await self.run(gov.dataset_for, who, dataset_id)
+        # the grant is checked and the read audited before the source is even opened
+        await self.run(gov.authorize_read, who, ds.id, "data.read",
+                       {"format": fmt, "columns": columns})
         try:
             schema, batches = await self.run(governed_batches, ds, self.service.mask_key, columns)
         except ColumnError as e:
@@ -305,9 +309,6 @@ class DataHandler(BaseHandler):
         except SourceError as e:
             self.log.warning("Cannot open %s: %s", ds.id, e)
             raise _SourceUnavailable() from None
-        # the grant is checked and the read audited before the first byte leaves
-        await self.run(gov.authorize_read, who, ds.id, "data.read",
-                       {"format": fmt, "columns": columns})
         chunks = encode(schema, batches, fmt)
         first = await self.run(self._next, chunks)
         self.set_header("Content-Type", FORMATS[fmt])
@@ -331,9 +332,9 @@ class DataHandler(BaseHandler):
             return next(chunks)
         except StopIteration:
             return None
-        except (SourceError, OSError) as e:
-            if isinstance(e, SourceError):
-                raise
+        except SourceError:
+            raise
+        except (OSError, pa.ArrowException) as e:
             raise SourceError(str(e)) from e
 
 
