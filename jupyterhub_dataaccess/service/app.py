@@ -143,6 +143,12 @@ class DataAccessService(Application):
     rate_burst = Integer(
         int(os.environ.get("DATAACCESS_RATE_BURST", 200)), help="Burst of requests allowed per user."
     ).tag(config=True)
+    token_cache_seconds = Float(
+        float(os.environ.get("DATAACCESS_TOKEN_CACHE_SECONDS", 0)),
+        help="How long the Hub's answer about a token may be reused. 0 (the default) asks the "
+        "Hub on every request, so a deleted user's or an expired token stops at once; a few "
+        "seconds saves one Hub round trip per request at that cost.",
+    ).tag(config=True)
     webhook_url = Unicode(
         os.environ.get("DATAACCESS_WEBHOOK_URL", ""),
         help="If set, a JSON POST is sent here for each request and decision.",
@@ -170,7 +176,8 @@ class DataAccessService(Application):
         self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix="dataaccess")
         hub_api = os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api")
         token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
-        self.hub_auth = HubOAuth(api_url=hub_api, api_token=token, cache_max_age=30,
+        self.hub_auth = HubOAuth(api_url=hub_api, api_token=token,
+                                 cache_max_age=int(self.token_cache_seconds),
                                  allow_token_in_url=False)
         self.directory = HubDirectory(hub_api, token, self.group_cache_seconds, self.log)
         self.limiter = RateLimiter(self.rate_limit, self.rate_burst)

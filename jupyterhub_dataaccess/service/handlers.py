@@ -76,8 +76,8 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
     async def _hub_user(self) -> dict[str, Any] | None:
         """The caller, as the Hub says now: the Authorization header's token, else the OAuth cookie.
 
-        Asked of the Hub on every request, never from HubAuth's cache, so a token the Hub has
-        revoked or expired, or whose user it deleted, stops working at once. A cookie is accepted
+        Asked of the Hub on every request (unless the operator set token_cache_seconds), so a
+        token the Hub has revoked or expired, or whose user it deleted, stops working at once. A cookie is accepted
         on POST and DELETE only with its `_xsrf` token (403 otherwise).
         """
         auth = self.hub_auth
@@ -94,7 +94,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
                 raise web.HTTPError(
                     403, "XSRF check failed: send the _xsrf cookie's value in an X-XSRFToken header"
                 ) from None
-        return await auth.user_for_token(token, use_cache=False,
+        return await auth.user_for_token(token, use_cache=self.service.token_cache_seconds > 0,
                                          session_id=auth.get_session_id(self), sync=False)
 
     def decode_argument(self, value: bytes, name: str | None = None) -> str:
