@@ -114,6 +114,17 @@ for _s in c.JupyterHub.services:
 """
 
 
+def token_cache(seconds: float) -> str:
+    """Config lines giving the service a token cache of `seconds` (0: none, the default)."""
+    if not seconds:
+        return ""
+    return f"""
+for _s in c.JupyterHub.services:
+    if _s["name"] == "dataaccess":
+        _s["environment"]["DATAACCESS_TOKEN_CACHE_SECONDS"] = "{seconds}"
+"""
+
+
 def start_hub(n_datasets: int, *, fixed: str = "", db_url: str = "", prefix: str = "bench-",
               extra_config: str = "", rate_limit: bool = True, timeout: float = 300
               ) -> tuple[BenchHub, str]:

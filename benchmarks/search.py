@@ -60,13 +60,16 @@ def main() -> int:
     ap.add_argument("--sizes", default="2000,10000,100000")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--requests", type=int, default=40, help="requests per target per run")
+    ap.add_argument("--token-cache", type=float, default=0,
+                    help="the service's token_cache_seconds (default 0: ask the Hub every time)")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     c.machine()
     results: dict[int, dict[str, dict[str, float]]] = {}
     for size in sizes:
         t0 = time.monotonic()
-        hub, _ = c.start_hub(size, prefix=f"bench-search-{size}-", rate_limit=False)
+        hub, _ = c.start_hub(size, prefix=f"bench-search-{size}-", rate_limit=False,
+                             extra_config=c.token_cache(args.token_cache))
         print(f"\nhub with {size} datasets up in {time.monotonic() - t0:.1f} s", flush=True)
         try:
             raw = measure(hub, args.runs, args.requests)
