@@ -20,7 +20,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchhub import (  # noqa: E402
+from _common import (  # noqa: E402
     reset_peak,
     running_hub,
     service_pid,
