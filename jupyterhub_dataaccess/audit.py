@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .store import AuditHead, AuditRecord
@@ -47,11 +48,7 @@ def append(session: Session, actor: str, action: str, *, dataset: str = "",
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
     at = at or datetime.now(timezone.utc)
-    head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar()
-    if head is None:
-        head = AuditHead(id=1, seq=0, hash=GENESIS)
-        session.add(head)
-        session.flush()
+    head = _locked_head(session)
     seq = head.seq + 1
     detail_text = json.dumps(detail or {}, sort_keys=True, separators=(",", ":"), default=str)
     digest = record_hash(head.hash, seq, at, actor, action, dataset, request_id, grant_id,
@@ -63,6 +60,25 @@ def append(session: Session, actor: str, action: str, *, dataset: str = "",
     head.seq, head.hash = seq, digest
     session.flush()
     return rec
+
+
+def _locked_head(session: Session) -> AuditHead:
+    """The head row, locked for this transaction; made on the first append.
+
+    Concurrent first appends (PostgreSQL, READ COMMITTED) all find no head: each inserts it in a
+    savepoint, the losers' unique violation rolls back only the savepoint, and they lock the
+    winner's row instead of failing the request.
+    """
+    stmt = select(AuditHead).where(AuditHead.id == 1).with_for_update()
+    head = session.execute(stmt).scalar()
+    if head is not None:
+        return head
+    try:
+        with session.begin_nested():
+            session.add(AuditHead(id=1, seq=0, hash=GENESIS))
+    except IntegrityError:
+        pass
+    return session.execute(stmt.execution_options(populate_existing=True)).scalar_one()
 
 
 @dataclass
