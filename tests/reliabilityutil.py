@@ -12,7 +12,7 @@ import textwrap
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -21,22 +21,14 @@ from hubutil import REPO, Hub
 
 @dataclass
 class ConfiguredHub(Hub):
-    """A Hub whose dataaccess service gets extra environment, and extra config lines at the end.
+    """A Hub with extra config lines at the end of hubutil's template (later assignments win),
+    e.g. `c.JupyterHub.cleanup_servers = False`; the service's environment is Hub.service_env."""
 
-    hubutil's template is kept; what we need is appended, so later assignments win.
-    """
-
-    service_env: dict[str, str] = field(default_factory=dict)
     tail: str = ""
 
     def write_config(self) -> str:
         path = super().write_config()
         with open(path, "a") as f:
-            f.write(textwrap.dedent(f"""
-                for _service in c.JupyterHub.services:
-                    if _service.get("name") == "dataaccess":
-                        _service["environment"].update({self.service_env!r})
-                """))
             f.write(textwrap.dedent(self.tail))
         return path
 
