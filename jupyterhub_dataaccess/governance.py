@@ -531,9 +531,11 @@ class Governance:
         ds = self._dataset(dataset_id)
         now = self.clock()
         with self.db.write() as s:
+            # the row lock orders this read after a revoke committing at the same moment
             g = s.execute(select(Grant).where(
                 Grant.user == who.name, Grant.dataset == ds.id, Grant.revoked_at.is_(None),
-                Grant.expires_at > now).order_by(Grant.expires_at.desc())).scalars().first()
+                Grant.expires_at > now).order_by(Grant.expires_at.desc())
+                .with_for_update()).scalars().first()
             if g is None:
                 audit.append(s, who.name, "access.denied", dataset=ds.id,
                              detail=dict(detail or {}, attempted=action), at=now)

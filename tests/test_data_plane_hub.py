@@ -177,7 +177,7 @@ def data(tmp_path_factory, s3_server, postgres) -> str:
     (d / "mounts" / "mountable").mkdir(parents=True)
     (d / "mounts" / "mountable" / "README.txt").write_text("granted data\n")
     (d / "mounts" / "other").mkdir()
-    from benchhub import write_parquet
+    from _common import write_parquet
 
     write_parquet(str(d / "large.parquet"), 6_000_000)
     return str(d)
@@ -224,7 +224,7 @@ def _grant(hub: Hub, dataset: str, user: str = "analyst") -> dict:
 
 
 def _service_pid(hub: Hub) -> int:
-    from benchhub import service_pid
+    from _common import service_pid
 
     return service_pid(hub)
 
@@ -480,7 +480,7 @@ def test_a_large_file_streams_through_the_service_in_bounded_memory(dhub, data):
     """When a ~200 MB Parquet file (6 M rows) is read through the service, Then every row
     arrives and the service's peak RSS grows by far less than the data (one batch at a time)."""
     import requests
-    from benchhub import reset_peak, status_mb
+    from _common import reset_peak, status_mb
 
     _grant(dhub, "large")
     pid = _service_pid(dhub)

@@ -301,6 +301,16 @@ def _not_null(inferred: pa.Schema, name: str) -> pa.DataType:
     return pa.string() if pa.types.is_null(t) else t
 
 
+def whole_file(ds: Dataset, columns: list[str] | None) -> str | None:
+    """The source's own Parquet file when governance would change nothing in it (no mask, no
+    row filter, no projection, one local file): then it can be sent as it is."""
+    src = ds.source
+    if src.kind != "file" or src.format != "parquet" or ds.masks or ds.row_filter or columns:
+        return None
+    fs, path = _filesystem(ds)
+    return path if fs is None and os.path.isfile(path) else None
+
+
 def reader_for(ds: Dataset) -> Reader:
     return SQLReader(ds) if ds.source.kind == "sql" else FileReader(ds)
 
