@@ -293,18 +293,20 @@ ITEM = """  - id: {id}
     stewards: {{users: [steward]}}
     classification: public
     source: {{kind: file, uri: {path}, format: parquet}}
-"""
+{extra}"""
 POLICY = "rules:\n  - match: {classification: public}\n    decision: auto\n    max_days: 1\n"
 
 
 @contextmanager
-def running_hub(datasets: dict[str, str]) -> Iterator[Hub]:
-    """A real hub whose catalogue holds these {id: parquet path}, each granted to `analyst`."""
+def running_hub(datasets: dict[str, str | tuple[str, str]]) -> Iterator[Hub]:
+    """A real hub whose catalogue holds these {id: parquet path, or (path, more catalogue
+    lines)}, each granted to `analyst`."""
     state = tempfile.mkdtemp(prefix="dataaccess-bench-")
     catalog, policy = os.path.join(state, "catalog.yaml"), os.path.join(state, "policy.yaml")
     with open(catalog, "w") as f:
-        f.write(CATALOG.format(items="".join(ITEM.format(id=k, path=v)
-                                             for k, v in datasets.items())))
+        items = [(k, v) if isinstance(v, tuple) else (k, (v, "")) for k, v in datasets.items()]
+        f.write(CATALOG.format(items="".join(ITEM.format(id=k, path=path, extra=extra)
+                                             for k, (path, extra) in items)))
     with open(policy, "w") as f:
         f.write(POLICY)
     hub = Hub(state=os.path.join(state, "hub"), catalog=catalog, policy=policy,
