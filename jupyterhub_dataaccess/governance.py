@@ -236,6 +236,12 @@ class Governance:
             acc = self.access_map(s, who.name).get(ds.id, {"status": "none", "expires_at": None})
         return ds, acc
 
+    def request_preview(self, who: Principal, ds: Dataset) -> dict[str, Any]:
+        """What policy would decide if `who` asked for `ds` now (shown before sending)."""
+        d = decide(self.config().policy, ds, who.name, who.groups)
+        return {"outcome": d.outcome, "approvals": d.approvals, "max_days": d.max_days,
+                "reason": d.reason}
+
     # -- requests --------------------------------------------------------------------------
 
     def create_request(self, who: Principal, body: dict[str, Any]) -> dict[str, Any]:

@@ -237,3 +237,17 @@ def test_a_token_without_the_dataaccess_scopes_is_forbidden(hub: Hub):
     token = hub.token("analyst", scopes=["access:services!service=dataaccess"])
     r = hub.call(None, "GET", "/datasets", token=token)
     assert r.status_code == 403 and "browse" in r.json()["message"]
+
+
+def test_dataset_details_say_what_asking_now_would_give(hub: Hub):
+    public = hub.call("nobody", "GET", "/datasets/penguins").json()["request_policy"]
+    assert public == {"outcome": "auto", "approvals": 0, "max_days": 365.0,
+                      "reason": "auto-approved: public data"}
+    restricted = hub.call("nobody", "GET", "/datasets/salaries").json()["request_policy"]
+    assert restricted["outcome"] == "review" and restricted["approvals"] == 2
+    assert restricted["max_days"] == 7.0
+    # the same internal dataset: auto for an analyst, review for anyone else
+    assert hub.call("analyst", "GET", "/datasets/sales").json()["request_policy"][
+        "outcome"] == "auto"
+    assert hub.call("nobody", "GET", "/datasets/sales").json()["request_policy"][
+        "outcome"] == "review"

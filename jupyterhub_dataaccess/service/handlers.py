@@ -232,8 +232,9 @@ class DatasetsHandler(BaseHandler):
 class DatasetHandler(BaseHandler):
     async def get(self, dataset_id: str) -> None:
         who = await self.principal()
-        ds, access = await self.run(self.service.governance.dataset_for, who, dataset_id)
-        out = dict(ds.public_dict(), access=access)
+        gov = self.service.governance
+        ds, access = await self.run(gov.dataset_for, who, dataset_id)
+        out = dict(ds.public_dict(), access=access, request_policy=gov.request_preview(who, ds))
         try:
             info = await self.run(dataset_info, ds)
             out.update(columns=info.columns, rows=info.rows, updated_at=info.updated_at)
