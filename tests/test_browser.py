@@ -20,6 +20,7 @@ DATASET = "penguins-masked"  # confidential: one steward's approval
 JUSTIFICATION = "Flipper length model for the Biscoe colony report"
 HOSTILE = "<img src=x onerror=alert(1)>"
 CAN_ASK = ("none", "denied", "expired", "revoked")
+REQUESTS_TAB = "Requests"
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +77,12 @@ def analyst_may_ask(hub: Hub) -> None:
     assert access(hub, "analyst") in CAN_ASK
 
 
+def tabs_in_one_row(panel) -> bool:
+    tops = {round(box["y"]) for box in
+            (tab.bounding_box() for tab in panel.locator("[role=tab]").all())}
+    return len(tops) == 1
+
+
 def row(panel, dataset: str):
     return panel.locator(f"li.jp-DataAccess-row[data-dataset-id='{dataset}']")
 
@@ -105,16 +112,39 @@ def test_analyst_requests_steward_approves_and_the_data_loads_into_a_notebook(hu
     assert penguins.locator(".jp-DataAccess-status").inner_text() in (
         "no access", "denied", "expired", "revoked")
     assert row(panel, "penguins").locator(".jp-DataAccess-classification").inner_text() == "public"
+
+    # The tag filter: its choices are the tags listed so far; the API filters with tag=
+    tags = panel.get_by_label("Tag", exact=True)
+    wait_for(lambda: "teaching" in tags.locator("option").all_inner_texts(), 10,
+             "the tag filter offering the listed datasets' tags")
+    tags.select_option("teaching")
+    wait_for(lambda: panel.locator("li.jp-DataAccess-row").count() == 1
+             and row(panel, "penguins").count(), 10,
+             "the tag filter narrowing the list to the dataset tagged 'teaching'")
+    tags.select_option("")
+    wait_for(lambda: panel.locator("li.jp-DataAccess-row").count() == 2, 10,
+             "clearing the tag filter")
     screenshot(analyst, "panel-browse.png")
 
     # Request
     penguins.get_by_role("button", name="Request access").click()
     dialog = analyst.locator(".jp-Dialog")
     dialog.wait_for(timeout=10_000)
+    # What asking would give, before sending: the policy's rule for confidential data
+    outcome = dialog.locator(".jp-DataAccess-outcome")
+    assert outcome.inner_text() == "Needs 1 steward approval — confidential data"
+    days = dialog.locator("input[type=number]")
+    assert days.get_attribute("max") == "30"
+    assert "up to 30 days" in dialog.inner_text()
     dialog.locator("textarea").fill(JUSTIFICATION)
-    dialog.locator("input[type=number]").fill("14")
+    days.fill("45")
+    days.press("Tab")  # leaving the field clamps to the policy's maximum
+    assert days.input_value() == "30"
+    days.fill("14")
+    request_button = dialog.get_by_role("button", name="Request", exact=True)
+    assert request_button.is_enabled()
     screenshot(analyst, "request-dialog.png")
-    dialog.get_by_role("button", name="Request", exact=True).click()
+    request_button.click()
     dialog.wait_for(state="detached", timeout=10_000)
     wait_for(lambda: penguins.locator(".jp-DataAccess-status").inner_text() == "pending", 10,
              "the row showing 'pending'")
@@ -124,6 +154,9 @@ def test_analyst_requests_steward_approves_and_the_data_loads_into_a_notebook(hu
     steward = log_in(browser, hub, "steward")
     open_lab(steward, hub, "steward")
     stewards_panel = open_data_panel(steward)
+    # Browse · Requests · Approvals (with its count) fit on one row of the default sidebar
+    stewards_panel.locator(".jp-DataAccess-count").wait_for(timeout=20_000)
+    assert tabs_in_one_row(stewards_panel), stewards_panel.locator("[role=tab]").all_inner_texts()
     panel_tab(stewards_panel, "Approvals")
     card = stewards_panel.locator("li.jp-DataAccess-card").filter(has_text=JUSTIFICATION)
     card.wait_for(timeout=20_000)
@@ -170,6 +203,23 @@ def test_analyst_requests_steward_approves_and_the_data_loads_into_a_notebook(hu
     assert "Torgersen" not in text and "Chinstrap" not in text
     assert cell.locator(".jp-OutputArea-output[data-mime-type*='error']").count() == 0
     screenshot(analyst, "notebook-load.png")
+
+    # Renew: a new request for the same dataset, decided by the policy like any other
+    panel_tab(panel, REQUESTS_TAB)
+    approved = panel.locator("li.jp-DataAccess-card").filter(has_text=JUSTIFICATION).filter(
+        has=analyst.locator(".jp-DataAccess-status.jp-mod-approved"))
+    approved.first.wait_for(timeout=20_000)
+    approved.first.get_by_role("button", name="Renew").click()
+    info = panel.locator(".jp-DataAccess-info")
+    wait_for(lambda: info.count() and "Renewal" in info.inner_text(), 15, "the renewal's outcome")
+    assert info.inner_text() == (f"Renewal: Request for {DATASET} is pending: "
+                                 "needs 1 steward approval: confidential data")
+    renewal = panel.locator("li.jp-DataAccess-card").filter(
+        has=analyst.locator(".jp-DataAccess-status.jp-mod-pending"))
+    renewal.wait_for(timeout=15_000)
+    assert approved.first.get_by_role("button", name="Renew").count() == 0  # one renewal at a time
+    renewal.get_by_role("button", name="Withdraw").click()  # leave nothing pending
+    renewal.wait_for(state="detached", timeout=15_000)
     analyst.context.close()
 
 
@@ -221,6 +271,18 @@ def test_an_admin_revokes_a_grant_and_the_user_can_ask_again(hub: Hub, browser):
     panel_tab(panel, "Admin")
     grant_row = panel.locator(f"tr[data-grant-id='{grant['id']}']")
     grant_row.wait_for(timeout=20_000)
+    # The policy in force, rule by rule in the order they are tried, above the grants
+    rules = panel.locator(".jp-DataAccess-policy li")
+    assert rules.all_inner_texts() == [
+        "dataset forbidden: denied",
+        "public data: approved at once, up to 365 days",
+        "internal data, for analysts: approved at once, up to 90 days",
+        "confidential data: 1 steward approval, up to 30 days",
+        "restricted data: 2 steward approvals, up to 7 days",
+        "anything else: 1 steward approval, up to 30 days",
+    ]
+    assert rules.last.bounding_box()["y"] < grant_row.bounding_box()["y"]
+    screenshot(admin, "admin.png")
     assert grant_row.locator("td").nth(0).inner_text() == "nobody"
     grant_row.get_by_role("button", name="Revoke").click()
     dialog = admin.locator(".jp-Dialog")
@@ -239,6 +301,20 @@ def test_an_admin_revokes_a_grant_and_the_user_can_ask_again(hub: Hub, browser):
              and penguins.locator(".jp-DataAccess-status").inner_text() == "revoked", 20,
              "nobody's panel showing the grant as revoked")
     assert penguins.get_by_role("button", name="Request access").is_visible()
+
+    # Where the policy says no, the dialog says so before sending, and "Request" stays disabled
+    panel.get_by_placeholder(re.compile("Search")).fill("never shared")
+    forbidden = row(panel, "forbidden")
+    forbidden.wait_for(timeout=20_000)
+    forbidden.get_by_role("button", name="Request access").click()
+    dialog = user.locator(".jp-Dialog")
+    dialog.wait_for(timeout=10_000)
+    assert dialog.locator(".jp-DataAccess-outcome").inner_text() == \
+        "Policy denies this request — dataset forbidden"
+    dialog.locator("textarea").fill("please")
+    assert dialog.get_by_role("button", name="Request", exact=True).is_disabled()
+    dialog.get_by_role("button", name="Cancel").click()
+    dialog.wait_for(state="detached", timeout=10_000)
     user.context.close()
 
 

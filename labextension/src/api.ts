@@ -11,7 +11,9 @@ import {
   IDatasetDetails,
   IDatasetQuery,
   IGrant,
+  IGrantQuery,
   IMe,
+  IPolicies,
   IPreview,
   PAGE_SIZE,
   RequestStatus
@@ -67,8 +69,15 @@ export const api = {
     comment: string
   ): Promise<IAccessRequest> => postJSON(`requests/${seg(String(id))}/${decision}`, { comment }),
 
-  grants: (poll?: boolean): Promise<ICollection<IGrant>> =>
-    requestAPI(withQuery('grants', { active: 'true', limit: 200, ...polled(poll) })),
+  /** Renew an approved request: a new request for the same dataset (`days` absent: as before). */
+  renew: (id: number | string, days?: number): Promise<IAccessRequest> =>
+    postJSON(`requests/${seg(String(id))}/renew`, days === undefined ? {} : { days }),
+
+  /** Grants (active ones unless the query says otherwise). */
+  grants: (query: IGrantQuery = { active: 'true' }, poll?: boolean): Promise<ICollection<IGrant>> =>
+    requestAPI(withQuery('grants', { limit: 200, ...query, ...polled(poll) })),
+
+  policies: (poll?: boolean): Promise<IPolicies> => requestAPI(withQuery('policies', polled(poll))),
 
   revoke: (id: number | string): Promise<IGrant | null> =>
     requestAPI(`grants/${seg(String(id))}`, { method: 'DELETE' }),

@@ -8,12 +8,15 @@ import {
   accessLabel,
   canRequest,
   columnsOf,
+  describeDecision,
+  describeMatch,
   formatDate,
   IAccessRequest,
   IAuditRecord,
   IDataset,
   IDatasetDetails,
   IGrant,
+  IPolicies,
   IPreview,
   previewColumns,
   previewRows
@@ -316,30 +319,57 @@ export function GrantsTable(props: {
     return <p className="jp-DataAccess-empty">No active grants.</p>;
   }
   return (
-    <table className="jp-DataAccess-table">
-      <thead>
-        <tr>
-          <th scope="col">User</th>
-          <th scope="col">Dataset</th>
-          <th scope="col">Expires</th>
-          <th scope="col">
-            <span className="jp-DataAccess-visuallyHidden">Actions</span>
-          </th>
-        </tr>
-      </thead>
-      <tbody>
-        {props.grants.map(grant => (
-          <tr key={String(grant.id)} data-grant-id={String(grant.id)}>
-            <td>{grant.user}</td>
-            <td>{grant.dataset}</td>
-            <td>{formatDate(grant.expires_at)}</td>
-            <td>
-              <Button label="Revoke" warn onClick={() => props.onRevoke(grant)} />
-            </td>
+    <div className="jp-DataAccess-previewWrap">
+      <table className="jp-DataAccess-table">
+        <thead>
+          <tr>
+            <th scope="col">User</th>
+            <th scope="col">Dataset</th>
+            <th scope="col">Expires</th>
+            <th scope="col">
+              <span className="jp-DataAccess-visuallyHidden">Actions</span>
+            </th>
           </tr>
-        ))}
-      </tbody>
-    </table>
+        </thead>
+        <tbody>
+          {props.grants.map(grant => (
+            <tr key={String(grant.id)} data-grant-id={String(grant.id)}>
+              <td>{grant.user}</td>
+              <td>{grant.dataset}</td>
+              <td>{formatDate(grant.expires_at)}</td>
+              <td>
+                <Button label="Revoke" warn onClick={() => props.onRevoke(grant)} />
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
+  );
+}
+
+/** The policy in force, one line per rule in the order they are tried, then the default. */
+export function PolicyList({ policies }: { policies: IPolicies }): JSX.Element {
+  const rules = policies.rules ?? [];
+  return (
+    <ol className="jp-DataAccess-policy" aria-label="Policy rules">
+      {rules.map((rule, index) => (
+        <li key={index} className={`jp-mod-${cssToken(String(rule.decision))}`}>
+          <span className="jp-DataAccess-policyMatch">{describeMatch(rule.match)}</span>
+          {': '}
+          <span className="jp-DataAccess-policyDecision">{describeDecision(rule)}</span>
+        </li>
+      ))}
+      {policies.default ? (
+        <li className="jp-DataAccess-policyDefault">
+          <span className="jp-DataAccess-policyMatch">anything else</span>
+          {': '}
+          <span className="jp-DataAccess-policyDecision">
+            {describeDecision(policies.default)}
+          </span>
+        </li>
+      ) : null}
+    </ol>
   );
 }
 

@@ -58,12 +58,21 @@ export interface IColumn {
   mask?: string | null;
 }
 
+/** What policy would decide if the caller asked for a dataset now (`GET datasets/{id}`). */
+export interface IRequestPolicy {
+  outcome: 'auto' | 'review' | 'deny' | string;
+  approvals: number;
+  max_days: number;
+  reason: string;
+}
+
 export interface IDatasetDetails extends IDataset {
   columns?: IColumn[];
   schema?: IColumn[] | { columns?: IColumn[] };
   /** The number of rows a reader gets (after the row filter); null when unknown. */
   rows?: number | null;
   updated_at?: string | null;
+  request_policy?: IRequestPolicy | null;
 }
 
 export interface IPreview {
@@ -87,6 +96,7 @@ export interface IAccessRequest {
   days: number;
   status: RequestStatus;
   reason: string | null;
+  approvals_required?: number;
   created_at: string;
   decisions: IDecision[];
 }
@@ -117,10 +127,36 @@ export interface IAuditRecord {
 
 export interface IDatasetQuery {
   q?: string;
+  tag?: string;
   classification?: string;
   status?: string;
   limit?: number;
   offset?: number;
+}
+
+export interface IGrantQuery {
+  user?: string;
+  dataset?: string;
+  /** 'true': only active grants; 'false': only revoked and expired ones; '' or absent: all. */
+  active?: 'true' | 'false' | '';
+}
+
+/** One rule of `GET policies`; `match` keys as the service names them. */
+export interface IPolicyRule {
+  match: {
+    classification?: string[];
+    tags?: string[];
+    groups?: string[];
+    datasets?: string[];
+  };
+  decision: 'auto' | 'review' | 'deny' | string;
+  approvals?: number;
+  max_days: number;
+}
+
+export interface IPolicies {
+  rules: IPolicyRule[];
+  default: { decision: string; approvals?: number; max_days: number };
 }
 
 export interface IAuditQuery {
@@ -225,4 +261,151 @@ export const AUDIT_ACTIONS = [
 /** The cell "Load into notebook" inserts and runs. */
 export function loadCode(datasetId: string): string {
   return `import jupyterhub_dataaccess as da\ndf = da.load(${JSON.stringify(datasetId)})\ndf`;
+}
+
+/** A number of days for people: "30", "0.5", "1.25" (at most two decimals). */
+export function daysText(days: number): string {
+  return String(Math.round(days * 100) / 100);
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
+/** "Needs 2 steward approvals" for a review by `approvals` stewards. */
+function reviewHeadline(approvals: number | undefined): string {
+  return `Needs ${plural(Math.max(1, approvals ?? 1), 'steward approval')}`;
+}
+
+/**
+ * The outcome the request dialog shows before sending: "Approved at once — auto-approved: public
+ * data", "Needs 2 steward approvals — restricted data", "Policy denies this request — dataset
+ * forbidden". The reason's words that only repeat the headline are left out.
+ */
+export function policyOutcomeText(policy: IRequestPolicy): string {
+  const reason = (policy.reason ?? '').trim();
+  let headline: string;
+  let detail = reason;
+  if (policy.outcome === 'auto') {
+    headline = 'Approved at once';
+  } else if (policy.outcome === 'deny') {
+    headline = 'Policy denies this request';
+    detail = detail.replace(/^denied by policy\s*:?\s*/i, '');
+  } else {
+    headline = reviewHeadline(policy.approvals);
+    detail = detail.replace(/^needs \d+ steward approvals?\s*:?\s*/i, '');
+  }
+  const unwrapped = /^\((.*)\)$/.exec(detail);
+  if (unwrapped) {
+    detail = unwrapped[1];
+  }
+  return detail ? `${headline} — ${detail}` : headline;
+}
+
+/** The days a request may ask for, capped at the policy's maximum (NaN and ≤ 0 left as they are). */
+export function clampDays(days: number, maxDays: number | null | undefined): number {
+  if (!Number.isFinite(days) || days <= 0 || !maxDays || !Number.isFinite(maxDays) || maxDays <= 0) {
+    return days;
+  }
+  return Math.min(days, maxDays);
+}
+
+/** The tags of `datasets` added to `known`: unique and sorted; `known` unchanged if nothing is new. */
+export function mergeTags(known: string[], datasets: IDataset[]): string[] {
+  const all = new Set(known);
+  for (const dataset of datasets) {
+    for (const tag of dataset.tags ?? []) {
+      if (typeof tag === 'string' && tag !== '') {
+        all.add(tag);
+      }
+    }
+  }
+  if (all.size === known.length) {
+    return known;
+  }
+  return Array.from(all).sort((a, b) => a.localeCompare(b));
+}
+
+/** The grants of `grants` by the id of the request that created them. */
+export function grantsByRequest(grants: IGrant[]): Map<string, IGrant> {
+  const out = new Map<string, IGrant>();
+  for (const grant of grants) {
+    if (grant.request_id !== null && grant.request_id !== undefined) {
+      out.set(String(grant.request_id), grant);
+    }
+  }
+  return out;
+}
+
+/**
+ * The ids of my requests that offer "Renew": per dataset, the newest approved request, when its
+ * grant is active or expired (not revoked) and no request for that dataset is pending.
+ * `requests` are newest first, as the service lists them.
+ */
+export function renewableRequestIds(requests: IAccessRequest[], grants: IGrant[]): Set<string> {
+  const byRequest = grantsByRequest(grants);
+  const pending = new Set(requests.filter(r => r.status === 'pending').map(r => r.dataset));
+  const seen = new Set<string>();
+  const out = new Set<string>();
+  for (const request of requests) {
+    if (request.status !== 'approved' || seen.has(request.dataset)) {
+      continue;
+    }
+    seen.add(request.dataset);
+    const grant = byRequest.get(String(request.id));
+    if (
+      grant &&
+      (grant.status === 'active' || grant.status === 'expired') &&
+      !pending.has(request.dataset)
+    ) {
+      out.add(String(request.id));
+    }
+  }
+  return out;
+}
+
+/** "confidential data", "internal data for analysts", "dataset forbidden", "any data". */
+export function describeMatch(match: IPolicyRule['match'] | undefined): string {
+  const parts: string[] = [];
+  const names = (value: string[] | string | undefined): string[] =>
+    value === undefined ? [] : Array.isArray(value) ? value : [value];
+  const classifications = names(match?.classification);
+  const tags = names(match?.tags);
+  const groups = names(match?.groups);
+  const datasets = names(match?.datasets);
+  if (classifications.length) {
+    parts.push(`${classifications.join('/')} data`);
+  }
+  if (tags.length) {
+    parts.push(`tagged ${tags.join('/')}`);
+  }
+  if (groups.length) {
+    parts.push(`for ${groups.join('/')}`);
+  }
+  if (datasets.length) {
+    parts.push(`${datasets.length === 1 ? 'dataset' : 'datasets'} ${datasets.join('/')}`);
+  }
+  return parts.join(', ') || 'any data';
+}
+
+/** "approved at once, up to 365 days", "2 steward approvals, up to 7 days", "denied". */
+export function describeDecision(rule: {
+  decision: string;
+  approvals?: number;
+  max_days?: number;
+}): string {
+  const days =
+    typeof rule.max_days === 'number'
+      ? `, up to ${plural(Number(daysText(rule.max_days)), 'day')}`
+      : '';
+  if (rule.decision === 'auto') {
+    return `approved at once${days}`;
+  }
+  if (rule.decision === 'deny') {
+    return 'denied';
+  }
+  if (rule.decision === 'review') {
+    return `${plural(Math.max(1, rule.approvals ?? 1), 'steward approval')}${days}`;
+  }
+  return `${rule.decision}${days}`;
 }

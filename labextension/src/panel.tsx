@@ -11,96 +11,60 @@ import * as React from 'react';
 
 import { api } from './api';
 import { dataAccessIcon } from './icon';
-import { IAccessRequest, IDataset, IGrant, loadCode } from './model';
+import { IAccessRequest, IDataset, IDatasetDetails, IGrant, IRequestPolicy, loadCode } from './model';
+import { IRequestFormValue, problemWith, RequestFormBody } from './requestform';
 import { DataAccessApp, IPanelActions } from './views';
 
 export const PANEL_ID = 'jupyterhub-dataaccess-panel';
-const DEFAULT_DAYS = 30;
 
-interface IRequestFormValue {
-  justification: string;
-  days: number;
-}
-
-/** The body of the "Request access" dialog: a required justification and a number of days. */
+/** The "Request access" dialog's body: RequestFormBody in a Lumino widget. */
 class RequestForm extends Widget {
-  constructor(dataset: IDataset, problem: string, previous?: IRequestFormValue) {
-    super();
-    this.addClass('jp-DataAccess-requestForm');
-
-    const intro = document.createElement('p');
-    intro.textContent = `Why do you need "${dataset.title || dataset.id}" (${dataset.classification})?`;
-
-    const justificationLabel = document.createElement('label');
-    justificationLabel.textContent = 'Justification (required)';
-    this._justification = document.createElement('textarea');
-    this._justification.required = true;
-    this._justification.rows = 4;
-    this._justification.className = 'jp-mod-styled';
-    this._justification.value = previous?.justification ?? '';
-    justificationLabel.appendChild(this._justification);
-
-    const daysLabel = document.createElement('label');
-    daysLabel.textContent = 'Days';
-    this._days = document.createElement('input');
-    this._days.type = 'number';
-    this._days.min = '0.01';
-    this._days.step = 'any';
-    this._days.required = true;
-    this._days.className = 'jp-mod-styled';
-    this._days.value = String(previous?.days ?? DEFAULT_DAYS);
-    daysLabel.appendChild(this._days);
-
-    this.node.append(intro, justificationLabel, daysLabel);
-    if (problem) {
-      const error = document.createElement('div');
-      error.className = 'jp-DataAccess-error';
-      error.setAttribute('role', 'alert');
-      error.textContent = problem;
-      this.node.appendChild(error);
-    }
-    this._justification.addEventListener('input', () => this._syncAccept());
+  constructor(readonly form: RequestFormBody) {
+    super({ node: form.node });
+    form.onChange = () => this._syncAccept();
   }
 
   getValue(): IRequestFormValue {
-    return { justification: this._justification.value.trim(), days: Number(this._days.value) };
+    return this.form.getValue();
   }
 
   protected onAfterAttach(): void {
     this._syncAccept();
-    this._justification.focus();
+    this.form.justification.focus();
   }
 
   private _syncAccept(): void {
     const dialog = this.node.closest('.jp-Dialog-content');
     const accept = dialog?.querySelector<HTMLButtonElement>('.jp-Dialog-footer .jp-mod-accept');
     if (accept) {
-      accept.disabled = this._justification.value.trim() === '';
+      accept.disabled = !this.form.canSubmit;
+      accept.title = this.form.denied ? 'The policy denies this request' : '';
     }
   }
-
-  private _justification: HTMLTextAreaElement;
-  private _days: HTMLInputElement;
 }
 
-function problemWith(value: IRequestFormValue): string {
-  if (!value.justification) {
-    return 'Please say why you need this dataset.';
+/** What asking now would give: from the dataset's details, fetched when the row did not carry it. */
+async function requestPolicyOf(dataset: IDataset): Promise<IRequestPolicy | null> {
+  const known = (dataset as IDatasetDetails).request_policy;
+  if (known) {
+    return known;
   }
-  if (!Number.isFinite(value.days) || value.days <= 0) {
-    return 'Days must be a positive number.';
+  try {
+    return (await api.dataset(dataset.id)).request_policy ?? null;
+  } catch {
+    return null; // the dialog says the policy decides on sending; the service still does
   }
-  return '';
 }
 
 /** Show the request dialog until it is cancelled or valid, then send the request. */
 export async function askForAccess(dataset: IDataset): Promise<IAccessRequest | null> {
+  const policy = await requestPolicyOf(dataset);
   let problem = '';
   let previous: IRequestFormValue | undefined;
   for (;;) {
     const result = await showDialog<IRequestFormValue>({
       title: 'Request access',
-      body: new RequestForm(dataset, problem, previous),
+      body: new RequestForm(new RequestFormBody(dataset, policy, problem, previous)),
       buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Request' })],
       focusNodeSelector: 'textarea'
     });
@@ -108,7 +72,7 @@ export async function askForAccess(dataset: IDataset): Promise<IAccessRequest | 
       return null;
     }
     previous = result.value;
-    problem = problemWith(result.value);
+    problem = problemWith(result.value, policy);
     if (!problem) {
       break;
     }

@@ -14,6 +14,7 @@ import {
   ErrorText,
   GrantsTable,
   InfoText,
+  PolicyList,
   RequestCard
 } from './components';
 import {
@@ -28,10 +29,13 @@ import {
   IDatasetDetails,
   IGrant,
   IMe,
+  IPolicies,
   IPreview,
   isAdmin,
   isReviewer,
-  PAGE_SIZE
+  mergeTags,
+  PAGE_SIZE,
+  renewableRequestIds
 } from './model';
 
 export const POLL_INTERVAL_MS = 10_000;
@@ -133,15 +137,21 @@ export function DataAccessApp({ api, actions }: IViewProps): JSX.Element {
     [api, me]
   );
 
-  const tabs: { name: TabName; label: string; badge?: number }[] = [
-    { name: 'browse', label: 'Browse' },
-    { name: 'mine', label: 'My requests' }
+  // Short labels: Browse · Requests · Approvals fit on one row of the default sidebar.
+  const tabs: { name: TabName; label: string; title: string; badge?: number }[] = [
+    { name: 'browse', label: 'Browse', title: 'Browse the catalogue' },
+    { name: 'mine', label: 'Requests', title: 'My requests' }
   ];
   if (isReviewer(me)) {
-    tabs.push({ name: 'approvals', label: 'Approvals', badge: reviewCount });
+    tabs.push({
+      name: 'approvals',
+      label: 'Approvals',
+      title: 'Requests waiting for my decision',
+      badge: reviewCount
+    });
   }
   if (isAdmin(me)) {
-    tabs.push({ name: 'admin', label: 'Admin' });
+    tabs.push({ name: 'admin', label: 'Admin', title: 'Policy, grants and audit' });
   }
 
   return (
@@ -154,6 +164,7 @@ export function DataAccessApp({ api, actions }: IViewProps): JSX.Element {
             role="tab"
             aria-selected={tab === item.name}
             className={`jp-DataAccess-tab${tab === item.name ? ' jp-mod-active' : ''}`}
+            title={item.title}
             onClick={() => setTab(item.name)}
           >
             {item.label}
@@ -168,7 +179,9 @@ export function DataAccessApp({ api, actions }: IViewProps): JSX.Element {
       <ErrorText error={meError} />
       <div className="jp-DataAccess-tabPanel" role="tabpanel">
         {tab === 'browse' && <BrowseView api={api} actions={actions} onRequested={track} />}
-        {tab === 'mine' && <MyRequestsView api={api} actions={actions} />}
+        {tab === 'mine' && (
+          <MyRequestsView api={api} actions={actions} me={me} onRequested={track} />
+        )}
         {tab === 'approvals' && (
           <ApprovalsView api={api} actions={actions} onCount={setReviewCount} />
         )}
@@ -188,6 +201,9 @@ export function BrowseView({
   const [q, setQ] = React.useState('');
   const [classification, setClassification] = React.useState('');
   const [status, setStatus] = React.useState('');
+  const [tag, setTag] = React.useState('');
+  // Every tag of the datasets listed so far: the tag filter's choices (the API has no tag list).
+  const [tags, setTags] = React.useState<string[]>([]);
   const [items, setItems] = React.useState<IDataset[]>([]);
   const [total, setTotal] = React.useState(0);
   const [loading, setLoading] = React.useState(false);
@@ -200,6 +216,8 @@ export function BrowseView({
   loaded.current = items.length;
   // The dataset whose pending request `info` describes: the note goes once it is decided.
   const pendingInfo = React.useRef<string | null>(null);
+
+  React.useEffect(() => setTags(known => mergeTags(known, items)), [items]);
 
   React.useEffect(() => {
     const decided = items.find(
@@ -227,7 +245,7 @@ export function BrowseView({
         setLoading(true);
       }
       try {
-        const page = await api.datasets({ q, classification, status, limit, offset: 0 }, poll);
+        const page = await api.datasets({ q, tag, classification, status, limit, offset: 0 }, poll);
         if (mine !== generation.current) {
           return;
         }
@@ -246,7 +264,7 @@ export function BrowseView({
         }
       }
     },
-    [api, q, classification, status, reload],
+    [api, q, tag, classification, status, reload],
     actions.isVisible
   );
 
@@ -254,7 +272,7 @@ export function BrowseView({
     const mine = generation.current;
     setLoading(true);
     try {
-      const page = await api.datasets({ q, classification, status, offset: items.length });
+      const page = await api.datasets({ q, tag, classification, status, offset: items.length });
       if (mine === generation.current) {
         setItems(before => [...before, ...page.items]);
         setTotal(page.total);
@@ -321,6 +339,14 @@ export function BrowseView({
           value={text}
           onChange={event => setText(event.target.value)}
         />
+        <select aria-label="Tag" value={tag} onChange={event => setTag(event.target.value)}>
+          <option value="">Any tag</option>
+          {(tag && !tags.includes(tag) ? [...tags, tag] : tags).map(value => (
+            <option key={value} value={value}>
+              {value}
+            </option>
+          ))}
+        </select>
         <select
           aria-label="Classification"
           value={classification}
@@ -431,18 +457,39 @@ function DetailsPane(
   );
 }
 
-/** My requests, newest first as the service orders them, with "Withdraw" on pending ones. */
-export function MyRequestsView({ api, actions }: IViewProps): JSX.Element {
+/**
+ * My requests, newest first as the service orders them, with "Withdraw" on pending ones and
+ * "Renew" on the newest approved one per dataset whose grant is active or expired.
+ */
+export function MyRequestsView({
+  api,
+  actions,
+  me,
+  onRequested
+}: IViewProps & {
+  me?: IMe | null;
+  onRequested?: (request: IAccessRequest) => void;
+}): JSX.Element {
   const [items, setItems] = React.useState<IAccessRequest[] | null>(null);
+  const [grants, setGrants] = React.useState<IGrant[]>([]);
   const [error, setError] = React.useState<string | null>(null);
   const [info, setInfo] = React.useState<string | null>(null);
+  const [busy, setBusy] = React.useState<string | null>(null);
   const [reload, setReload] = React.useState(0);
+  const user = me?.name;
 
   usePolling(
     async poll => {
       try {
-        const page = await api.requests('mine', undefined, poll);
+        const [page, mine] = await Promise.all([
+          api.requests('mine', undefined, poll),
+          // All my grants, expired and revoked ones too: they decide which requests renew.
+          api.grants({ user, active: '' }, poll).catch(() => null)
+        ]);
         setItems(page.items);
+        if (mine) {
+          setGrants(mine.items);
+        }
         setError(null);
       } catch (err) {
         if (!poll) {
@@ -450,7 +497,7 @@ export function MyRequestsView({ api, actions }: IViewProps): JSX.Element {
         }
       }
     },
-    [api, reload],
+    [api, user, reload],
     actions.isVisible
   );
 
@@ -463,6 +510,27 @@ export function MyRequestsView({ api, actions }: IViewProps): JSX.Element {
     }
     setReload(value => value + 1);
   };
+
+  const renew = async (request: IAccessRequest): Promise<void> => {
+    const id = String(request.id);
+    setBusy(id);
+    setError(null);
+    try {
+      const created = await api.renew(request.id);
+      onRequested?.(created);
+      setInfo(`Renewal: ${requestOutcome(created)}`);
+      if (created.status === 'approved') {
+        actions.notify('success', `Access to ${created.dataset} was renewed`);
+      }
+    } catch (err) {
+      setError(errorMessage(err));
+    } finally {
+      setBusy(null);
+      setReload(value => value + 1);
+    }
+  };
+
+  const renewable = items ? renewableRequestIds(items, grants) : new Set<string>();
 
   return (
     <div className="jp-DataAccess-requests">
@@ -478,6 +546,15 @@ export function MyRequestsView({ api, actions }: IViewProps): JSX.Element {
             <RequestCard key={String(request.id)} request={request}>
               {request.status === 'pending' ? (
                 <Button label="Withdraw" onClick={() => void withdraw(request)} />
+              ) : null}
+              {renewable.has(String(request.id)) ? (
+                <Button
+                  label="Renew"
+                  accept
+                  disabled={busy === String(request.id)}
+                  title="Ask again for this dataset, for the same days; the policy decides"
+                  onClick={() => void renew(request)}
+                />
               ) : null}
             </RequestCard>
           ))}
@@ -585,9 +662,10 @@ export function ApprovalsView({
   );
 }
 
-/** Active grants with "Revoke", and an audit search. */
+/** The policy in force, active grants with "Revoke", and an audit search. */
 export function AdminView({ api, actions }: IViewProps): JSX.Element {
   const [grants, setGrants] = React.useState<IGrant[] | null>(null);
+  const [policies, setPolicies] = React.useState<IPolicies | null>(null);
   const [records, setRecords] = React.useState<IAuditRecord[] | null>(null);
   const [form, setForm] = React.useState<IAuditQuery>({});
   const [query, setQuery] = React.useState<IAuditQuery>({});
@@ -598,8 +676,13 @@ export function AdminView({ api, actions }: IViewProps): JSX.Element {
   usePolling(
     async poll => {
       try {
-        const [active, audit] = await Promise.all([api.grants(poll), api.audit(query, poll)]);
+        const [active, audit, policy] = await Promise.all([
+          api.grants({ active: 'true' }, poll),
+          api.audit(query, poll),
+          api.policies(poll)
+        ]);
         setGrants(active.items);
+        setPolicies(policy);
         setRecords(audit.items);
         setError(null);
       } catch (err) {
@@ -644,6 +727,8 @@ export function AdminView({ api, actions }: IViewProps): JSX.Element {
     <div className="jp-DataAccess-admin">
       <ErrorText error={error} />
       <InfoText text={info} />
+      <h3 className="jp-DataAccess-heading">Policy</h3>
+      {policies === null ? null : <PolicyList policies={policies} />}
       <h3 className="jp-DataAccess-heading">Active grants</h3>
       {grants === null ? (
         <div className="jp-DataAccess-summary">Loading…</div>
