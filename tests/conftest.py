@@ -174,8 +174,11 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 @pytest.fixture(scope="session")
 def hub(state_dir: str, config_files: dict[str, str], db_url: str):
+    # The whole suite speaks as a few users, far faster than people do: the per-user rate limit
+    # is raised here (tests/test_security_input.py tests the limiter on a hub of its own).
     h = Hub(state=os.path.join(state_dir, "hub"), catalog=config_files["catalog"],
-            policy=config_files["policy"], db_url=db_url)
+            policy=config_files["policy"], db_url=db_url,
+            service_env={"DATAACCESS_RATE_LIMIT": "1000", "DATAACCESS_RATE_BURST": "20000"})
     os.makedirs(h.state, exist_ok=True)
     h.start()
     yield h

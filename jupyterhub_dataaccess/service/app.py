@@ -318,4 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         app.start()
     except KeyboardInterrupt:
         pass
+    except OSError as e:  # e.g. the port is taken
+        app.log.critical("Cannot listen on %s: %s", app.service_url, e.strerror or e)
+        return 1
     return 0
