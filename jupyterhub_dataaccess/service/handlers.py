@@ -84,8 +84,8 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         """The caller, as the Hub says now: the Authorization header's token, else the OAuth cookie.
 
         Asked of the Hub on every request (unless the operator set token_cache_seconds), so a
-        token the Hub has revoked or expired, or whose user it deleted, stops working at once. A cookie is accepted
-        on POST and DELETE only with its `_xsrf` token (403 otherwise).
+        token the Hub has revoked or expired, or whose user it deleted, stops working at once.
+        A cookie is accepted on POST and DELETE only with its `_xsrf` token (403 otherwise).
         """
         auth = self.hub_auth
         token = auth.get_token(self, in_cookie=False)
