@@ -147,6 +147,15 @@ class Hub:
         return path
 
     def start(self, timeout: float = 90) -> None:
+        """Start the hub and wait until it and the service answer; on failure leave nothing
+        running."""
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> None:
         config = self.write_config()
         bindir = os.path.dirname(sys.executable)
         env = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1",
