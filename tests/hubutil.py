@@ -195,8 +195,22 @@ class Hub:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
+        self._stop_orphaned_proxy()
         if getattr(self, "_log", None):
             self._log.close()
+
+    def _stop_orphaned_proxy(self) -> None:
+        """JupyterHub leaves its proxy running when it exits on its own (e.g. its service failed
+        to start): stop the one its pid file names, if it is still a configurable-http-proxy."""
+        try:
+            with open(os.path.join(self.state, "jupyterhub-proxy.pid")) as f:
+                pid = int(f.read().strip())
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"configurable-http-proxy" not in f.read():
+                    return
+            os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError):
+            pass
 
     # -- the Hub's own API, as the test-admin service --------------------------------------
 

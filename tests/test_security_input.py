@@ -318,8 +318,11 @@ def test_case23_a_malformed_policy_keeps_the_service_down_naming_file_line_and_f
         with open(hub.log_path, errors="replace") as f:
             log = f.read()
         assert expected in log
-        r = requests.get(f"{hub.url}/services/dataaccess/api/v1/health", timeout=10)
-        assert r.status_code != 200
+        try:  # nothing answers for the service: the hub stopped, and its proxy with it
+            r = requests.get(f"{hub.url}/services/dataaccess/api/v1/health", timeout=10)
+            assert r.status_code != 200
+        except requests.ConnectionError:
+            pass
     finally:
         hub.stop()
 
