@@ -33,7 +33,7 @@ for _p in (TESTS, REPO):
 # the hub, the proxy and the service find the project's tools next to this interpreter
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
-from hubutil import ADMIN_TOKEN, Hub, Kernel  # noqa: E402
+from hubutil import ADMIN_TOKEN, Hub, Kernel, status_mb  # noqa: E402
 
 __all__ = ["ADMIN_TOKEN", "BenchHub", "Kernel", "machine", "percentile", "summary", "table"]
 
@@ -325,36 +325,6 @@ def running_hub(datasets: dict[str, str | tuple[str, str]]) -> Iterator[Hub]:
         yield hub
     finally:
         hub.stop()
-
-
-def service_pid(hub: Hub) -> int:
-    """The pid of the dataaccess service the hub started (a child of the hub process)."""
-    assert hub.proc is not None
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    cmd = f.read().split(b"\0")
-            except (OSError, ValueError, IndexError):
-                continue
-            if ppid == hub.proc.pid and b"jupyterhub_dataaccess" in cmd and b"service" in cmd:
-                return int(entry)
-        time.sleep(0.2)
-    raise RuntimeError("the dataaccess service process was not found")
-
-
-def status_mb(pid: int, field: str) -> float:
-    """VmHWM (peak RSS) or VmRSS of a process, in MB."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/{pid}/status")
 
 
 def reset_peak(pid: int) -> None:

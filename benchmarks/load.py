@@ -21,7 +21,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import running_hub, service_pid, write_parquet  # noqa: E402
+from _common import running_hub, write_parquet  # noqa: E402
+from hubutil import service_pid  # noqa: E402
 
 
 def _cpu_seconds(pid: int) -> float:

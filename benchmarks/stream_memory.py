@@ -20,13 +20,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import (  # noqa: E402
-    reset_peak,
-    running_hub,
-    service_pid,
-    status_mb,
-    write_parquet,
-)
+from _common import reset_peak, running_hub, write_parquet  # noqa: E402
+from hubutil import service_pid, status_mb  # noqa: E402
 
 DIRECT = """
 import sys, time, pyarrow.parquet as pq

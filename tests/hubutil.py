@@ -272,6 +272,35 @@ class Hub:
             time.sleep(0.3)
 
 
+def service_pid(hub: Hub, timeout: float = 10) -> int:
+    """The pid of the dataaccess service the hub started (a child of the hub's process)."""
+    assert hub.proc is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        for entry in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmd = f.read().split(b"\0")
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == hub.proc.pid and b"jupyterhub_dataaccess" in cmd and b"service" in cmd:
+                return int(entry)
+        if time.monotonic() > deadline:
+            raise RuntimeError("the dataaccess service process was not found")
+        time.sleep(0.2)
+
+
+def status_mb(pid: int, field: str) -> float:
+    """A memory figure of /proc/<pid>/status (VmRSS, VmHWM...), in MB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/{pid}/status")
+
+
 class Kernel:
     """A real kernel in a user's server, driven over the Jupyter websocket protocol."""
 

@@ -162,32 +162,6 @@ def fresh_grant(hub: Hub, user: str, dataset: str, **extra: Any) -> dict:
     return grant
 
 
-def service_pid(hub: Hub) -> int:
-    """The pid of the hub-managed dataaccess service (a child of the hub's process)."""
-    assert hub.proc is not None
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read().split(b"\0")
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == hub.proc.pid and b"jupyterhub_dataaccess" in cmd and b"service" in cmd:
-            return int(entry)
-    raise AssertionError("the dataaccess service process was not found")
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for {pid}")
-
-
 def assert_json_error(r: requests.Response, status: int) -> dict:
     """A clean JSON error: exactly {"status", "message"}, no traceback."""
     assert r.status_code == status, (r.status_code, r.text[:500])

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from hubutil import Hub, Kernel, free_port
+from hubutil import Hub, Kernel, free_port, service_pid, status_mb
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
 
@@ -223,12 +223,6 @@ def _grant(hub: Hub, dataset: str, user: str = "analyst") -> dict:
     return grant
 
 
-def _service_pid(hub: Hub) -> int:
-    from _common import service_pid
-
-    return service_pid(hub)
-
-
 # -- sources x formats x preview: one governed result ---------------------------------------
 
 
@@ -344,7 +338,7 @@ def test_s3_credentials_reach_neither_the_kernel_nor_the_users_files(dhub, kerne
                 continue
             assert S3_KEY.encode() not in blob and S3_SECRET.encode() not in blob, name
     # the service, and only it, holds them (read here from outside, as the operator could)
-    with open(f"/proc/{_service_pid(dhub)}/environ", "rb") as f:
+    with open(f"/proc/{service_pid(dhub)}/environ", "rb") as f:
         assert S3_SECRET.encode() in f.read()
 
 
@@ -480,10 +474,10 @@ def test_a_large_file_streams_through_the_service_in_bounded_memory(dhub, data):
     """When a ~200 MB Parquet file (6 M rows) is read through the service, Then every row
     arrives and the service's peak RSS grows by far less than the data (one batch at a time)."""
     import requests
-    from _common import reset_peak, status_mb
+    from _common import reset_peak
 
     _grant(dhub, "large")
-    pid = _service_pid(dhub)
+    pid = service_pid(dhub)
     reset_peak(pid)
     before = status_mb(pid, "VmRSS")
     url = f"http://127.0.0.1:{dhub.service_port}/services/dataaccess/api/v1/datasets/large/data"
@@ -593,7 +587,7 @@ def _spawn_outcome(hub: Hub, user: str, timeout: float = 90) -> dict:
 def test_the_service_down_at_spawn_fails_the_spawn_closed_with_a_clear_message(dhub):
     """Case 26: when the service does not answer, Then the spawn is refused and the user reads
     why; when it answers again, the spawn works."""
-    pid = _service_pid(dhub)
+    pid = service_pid(dhub)
     os.kill(pid, signal.SIGSTOP)
     try:
         outcome = _spawn_outcome(dhub, "nobody")

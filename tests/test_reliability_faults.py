@@ -17,6 +17,7 @@ from datetime import datetime
 import pytest
 import requests
 from conftest import ON_POSTGRES
+from hubutil import service_pid
 from reliabilityutil import (
     ConfiguredHub,
     active_grants,
@@ -28,7 +29,6 @@ from reliabilityutil import (
     new_database,
     raw_connect,
     report,
-    service_pid,
     sql,
     write_config_files,
 )

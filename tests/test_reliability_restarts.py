@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 from conftest import ON_POSTGRES
-from hubutil import Kernel
+from hubutil import Kernel, service_pid
 from pgutil import start_postgres
 from reliabilityutil import (
     ConfiguredHub,
@@ -20,7 +20,6 @@ from reliabilityutil import (
     fresh_grant,
     new_database,
     report,
-    service_pid,
     sql,
     write_config_files,
 )

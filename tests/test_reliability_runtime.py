@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from hubutil import Hub, Kernel
+from hubutil import Hub, Kernel, service_pid
 from reliabilityutil import (
     active_grants,
     audit_mark,
@@ -21,7 +21,6 @@ from reliabilityutil import (
     cli,
     fresh_grant,
     report,
-    service_pid,
     sql,
 )
 

@@ -18,28 +18,11 @@ import time
 
 import pytest
 import requests
-from hubutil import REPO, Hub, free_port
+from hubutil import REPO, Hub, free_port, service_pid
 
 pytestmark = [pytest.mark.hub, pytest.mark.postgres]
 
 PREFIX = "/services/dataaccess/"
-
-
-def _service_pid(hub: Hub) -> int:
-    """The hub-managed dataaccess service of this hub (found by the Hub API URL it was given)."""
-    marker = f"JUPYTERHUB_API_URL=http://127.0.0.1:{hub.hub_port}/hub/api".encode()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read()
-            if b"jupyterhub_dataaccess\x00service" not in cmd:
-                continue
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                if marker in f.read().split(b"\x00"):
-                    return int(pid)
-        except OSError:
-            continue
-    raise RuntimeError("the hub-managed dataaccess service was not found")
 
 
 def _managed_env(pid: int) -> dict[str, str]:
@@ -99,7 +82,7 @@ def replicas(postgres, config_files: dict[str, str], tmp_path_factory: pytest.Te
     hub.start()
     b = None
     try:
-        env = _managed_env(_service_pid(hub))
+        env = _managed_env(service_pid(hub))
         assert env["DATAACCESS_DB_URL"] == db_url and env.get("JUPYTERHUB_API_TOKEN")
         b = Replica(hub, env, os.path.join(state, "replica-b.log"))
         yield hub, b, db_url

@@ -15,7 +15,7 @@ def test_with_fail_open_the_server_starts_without_data_when_the_service_is_down(
     import sys
 
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
-    from _common import service_pid
+    from hubutil import service_pid
 
     hub = Hub(state=str(tmp_path / "hub"), catalog=config_files["catalog"],
               policy=config_files["policy"], db_url=f"sqlite:///{tmp_path}/da.sqlite",
