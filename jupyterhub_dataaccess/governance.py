@@ -229,9 +229,14 @@ class Governance:
                           for ds in found[off:off + lim]],
                 "total": len(found)}
 
-    def dataset_for(self, who: Principal, dataset_id: Any) -> tuple[Dataset, dict[str, Any]]:
+    def dataset(self, who: Principal, dataset_id: Any) -> Dataset:
+        """A dataset the caller may browse (its catalogue entry; no database work)."""
         self._require(who, "browse")
-        ds = self._dataset(dataset_id)
+        return self._dataset(dataset_id)
+
+    def dataset_for(self, who: Principal, dataset_id: Any) -> tuple[Dataset, dict[str, Any]]:
+        """A dataset and the caller's access to it."""
+        ds = self.dataset(who, dataset_id)
         with self.db.read() as s:
             acc = self.access_map(s, who.name).get(ds.id, {"status": "none", "expires_at": None})
         return ds, acc

@@ -266,9 +266,8 @@ class PreviewHandler(BaseHandler):
         limit = min(limit, PREVIEW_MAX)
         columns = _columns_arg(self.arg("columns"))
         gov = self.service.governance
-        ds, _ = await self.run(gov.dataset_for, who, dataset_id)
-        await self.run(gov.authorize_read, who, ds.id, "data.preview",
-                       {"limit": limit, "columns": columns})
+        ds, _ = await self.run(gov.authorize_read, who, dataset_id, "data.preview",
+                               {"limit": limit, "columns": columns})
         rows = await self.run(self._preview, ds, columns, limit)
         self.send(rows)
 
@@ -309,7 +308,7 @@ class DataHandler(BaseHandler):
             raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
         columns = _columns_arg(self.arg("columns"))
         gov = self.service.governance
-        ds, _ = await self.run(gov.dataset_for, who, dataset_id)
+        ds = gov.dataset(who, dataset_id)
         as_is = await self.run(whole_file, ds, columns)
         if not fmt:
             accepted = FORMATS["parquet"] in self.request.headers.get("Accept", "")
