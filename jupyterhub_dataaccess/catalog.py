@@ -251,9 +251,7 @@ def _str_list(where: _Where, name: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _expand_env(value: str) -> str:
-    """Replace ${NAME} with the service's environment variable NAME (source credentials)."""
-    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda m: os.environ.get(m.group(1), ""), value)
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")  # ${NAME} in a source setting
 
 
 def _parse_source(where: _Where, raw: Any) -> Source:
@@ -399,8 +397,9 @@ def load_catalog(path: str) -> Catalog:
 
 
 def resolve_env(value: str) -> str:
-    """Expand ${ENV} references in a source setting, inside the service only."""
-    return _expand_env(value)
+    """Replace each ${NAME} in a source setting with the service's environment variable NAME
+    (source credentials live there only)."""
+    return ENV_REF.sub(lambda m: os.environ.get(m.group(1), ""), value)
 
 
 def load_policy(path: str):  # -> policy.Policy

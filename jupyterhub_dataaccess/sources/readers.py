@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from ..catalog import Dataset, resolve_env
+from ..catalog import ENV_REF, Dataset, resolve_env
 
 BATCH_ROWS = 128 * 1024
 CSV_BLOCK_BYTES = 4 << 20
@@ -64,9 +63,6 @@ def _file_format(fmt: str) -> Any:
         pre_buffer=False, buffer_size=PARQUET_BUFFER_BYTES))
 
 
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
 def _resolve_options(ds_id: str, value: Any) -> Any:
     """Storage options with ${ENV} references taken from the service's environment.
 
@@ -78,7 +74,7 @@ def _resolve_options(ds_id: str, value: Any) -> Any:
     if isinstance(value, list):
         return [_resolve_options(ds_id, v) for v in value]
     if isinstance(value, str):
-        missing = [n for n in _ENV_REF.findall(value) if n not in os.environ]
+        missing = [n for n in ENV_REF.findall(value) if n not in os.environ]
         if missing:
             raise SourceError(f"dataset {ds_id!r}: the service environment lacks "
                               + ", ".join(missing))

@@ -137,12 +137,10 @@ def _encode(schema: pa.Schema, batches: Iterator[pa.RecordBatch], fmt: str) -> I
         import pyarrow.parquet as pq
 
         writer = pq.ParquetWriter(out, schema, compression="snappy")
-    elif fmt == "csv":
+    else:  # csv (encode() refused any other format)
         import pyarrow.csv as pacsv
 
         writer = pacsv.CSVWriter(out, schema)
-    else:
-        raise ValueError(f"unsupported format {fmt!r}")
     for batch in batches:
         if fmt == "parquet":
             writer.write_batch(batch, row_group_size=batch.num_rows)
