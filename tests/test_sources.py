@@ -19,8 +19,8 @@ import pytest
 
 from jupyterhub_dataaccess.catalog import Dataset, Source
 from jupyterhub_dataaccess.sources.filters import parse_filter
+from jupyterhub_dataaccess.sources.masks import REDACTED
 from jupyterhub_dataaccess.sources.readers import (
-    REDACTED,
     ColumnError,
     SourceError,
     dataset_info,

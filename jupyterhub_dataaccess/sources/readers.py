@@ -7,8 +7,6 @@ columns, filter or format can unmask a column.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import threading
 from collections.abc import Iterator
@@ -17,10 +15,10 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from ..catalog import ENV_REF, Dataset, resolve_env
+from .masks import mask_array, mask_key, masked_type
 
 BATCH_ROWS = 128 * 1024
 CSV_BLOCK_BYTES = 4 << 20
@@ -30,7 +28,6 @@ PREBUFFER_MAX_BYTES = 64 << 20  # compressed size of a row group read ahead whol
 # bound memory (pyarrow's defaults, 16 batches and 4 files, hold far more).
 BATCH_READAHEAD = 2
 FRAGMENT_READAHEAD = 1
-REDACTED = "REDACTED"
 
 
 class SourceError(Exception):
@@ -311,34 +308,6 @@ def reader_for(ds: Dataset) -> Reader:
     return SQLReader(ds) if ds.source.kind == "sql" else FileReader(ds)
 
 
-def mask_key(service_key: bytes, dataset_id: str) -> bytes:
-    """The hashing key of one dataset: stable within it, different across datasets."""
-    return hmac.new(service_key, dataset_id.encode(), hashlib.sha256).digest()
-
-
-def _hash_array(arr: pa.Array, key: bytes) -> pa.Array:
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    enc = arr.dictionary_encode()
-    hashed = [
-        None if v is None else hmac.new(key, str(v).encode(), hashlib.sha256).hexdigest()[:32]
-        for v in enc.dictionary.to_pylist()
-    ]
-    return pc.take(pa.array(hashed, pa.string()), enc.indices)
-
-
-def _mask_array(arr: pa.Array, how: str, key: bytes) -> pa.Array:
-    if how == "null":
-        return pa.nulls(len(arr), arr.type)
-    if how == "hash":
-        return _hash_array(arr, key)
-    return pa.array([REDACTED] * len(arr), pa.string())
-
-
-def masked_type(t: pa.DataType, how: str) -> pa.DataType:
-    return t if how == "null" else pa.string()
-
-
 def governed_schema(ds: Dataset, raw: pa.Schema, columns: list[str] | None = None) -> pa.Schema:
     names = columns or raw.names
     return pa.schema([
@@ -383,7 +352,7 @@ def governed_batches(ds: Dataset, key: bytes, columns: list[str] | None = None,
                 if batch.num_rows == 0:
                     continue
                 arrays = [
-                    _mask_array(batch.column(i), ds.masks[n], dkey) if n in ds.masks
+                    mask_array(batch.column(i), ds.masks[n], dkey) if n in ds.masks
                     else batch.column(i) for i, n in enumerate(names)
                 ]
                 yield pa.RecordBatch.from_arrays(arrays, schema=schema)
