@@ -50,7 +50,7 @@ def cmd_service(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def cmd_catalog_validate(args: argparse.Namespace) -> int:
-    from .catalog import CatalogError, load_catalog, load_policy
+    from .config_files import CatalogError, load_catalog, load_policy
 
     try:
         catalog = load_catalog(args.file)

@@ -1,6 +1,7 @@
 """The policy engine: pure functions from (user, groups, dataset, request) to a Decision. No I/O.
 
 Rules are matched in order; the first match wins. No match means review by the dataset's stewards.
+config_files.py reads the policy file into these objects.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .catalog import CLASSIFICATIONS, CatalogError, Dataset, _LineDict, _Where
+from .catalog import Dataset
 
 DECISIONS = ("auto", "review", "deny")
 DEFAULT_MAX_DAYS = 30.0
@@ -127,67 +128,3 @@ def may_decide(dataset: Dataset, decider: str, decider_groups: Iterable[str], re
 def approvals_met(approvers: Iterable[str], requester: str, needed: int) -> bool:
     """Enough distinct approvers, never counting the requester."""
     return len(set(approvers) - {requester}) >= max(1, needed)
-
-
-def parse_policy(raw: Any, path: str = "policy") -> Policy:
-    """Validate parsed policy YAML; raise CatalogError naming the file, line and field."""
-    if raw is None:
-        raw = {"rules": []}
-    if not isinstance(raw, dict) or not isinstance(raw.get("rules") or [], list):
-        raise CatalogError(f"{path}: must be a mapping with a 'rules' list")
-    top = _Where(path, raw, "")
-    unknown = sorted(set(raw) - {"rules", "default_max_days"}, key=str)
-    if unknown:
-        raise top.error(str(unknown[0]), "is not a known field (rules, default_max_days)")
-    rules = []
-    for i, item in enumerate(raw.get("rules") or []):
-        if not isinstance(item, dict):
-            raise CatalogError(f"{path}: rules[{i}]: must be a mapping")
-        where = _Where(path, item, "")
-        where_label = f"rule {i + 1}"
-        match_raw = item.get("match") or {}
-        if not isinstance(match_raw, dict):
-            raise where.error("match", f"{where_label}: must be a mapping")
-        mwhere = _Where(path, match_raw, "")
-        unknown = sorted(set(match_raw) - {"classification", "tags", "groups", "datasets"})
-        if unknown:
-            raise mwhere.error(unknown[0], f"{where_label}: is not a known match field")
-        match = Match(*(_names(mwhere, name, match_raw.get(name), where_label)
-                        for name in ("classification", "tags", "groups", "datasets")))
-        for c in match.classifications:
-            if c not in CLASSIFICATIONS:
-                raise mwhere.error("classification", f"{where_label}: {c!r} is not one of "
-                                   + ", ".join(CLASSIFICATIONS))
-        decision = item.get("decision")
-        if decision not in DECISIONS:
-            raise where.error("decision", f"{where_label}: must be one of {', '.join(DECISIONS)}")
-        approvals = item.get("approvals", 1)
-        if not isinstance(approvals, int) or isinstance(approvals, bool) or not 1 <= approvals <= 10:
-            raise where.error("approvals", f"{where_label}: must be a whole number from 1 to 10")
-        max_days = item.get("max_days", DEFAULT_MAX_DAYS)
-        if not _is_days(max_days):
-            raise where.error("max_days", f"{where_label}: must be a number of days from 0 to 3650")
-        unknown = sorted(set(item) - {"match", "decision", "approvals", "max_days"})
-        if unknown:
-            raise where.error(unknown[0], f"{where_label}: is not a known field")
-        line = item.line if isinstance(item, _LineDict) else 0
-        rules.append(Rule(match, decision, approvals, float(max_days), line))
-    default_max = raw.get("default_max_days", DEFAULT_MAX_DAYS)
-    if not _is_days(default_max):
-        raise top.error("default_max_days", "must be a number of days from 0 to 3650")
-    return Policy(rules=tuple(rules), default_max_days=float(default_max), path=path)
-
-
-def _is_days(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and 0 < value <= 3650)
-
-
-def _names(where: _Where, name: str, value: Any, label: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise where.error(name, f"{label}: must be a string or a list of strings")
-    return tuple(value)

@@ -1,4 +1,4 @@
-"""The catalogue (catalog.py): loading, and validation errors that name file, line, dataset, field."""
+"""The catalogue file (config_files.py): loading, and validation errors that name file, line, dataset, field."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from jupyterhub_dataaccess.catalog import CatalogError, load_catalog
+from jupyterhub_dataaccess.config_files import CatalogError, load_catalog
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from jupyterhub_dataaccess import audit
-from jupyterhub_dataaccess.catalog import load_catalog, load_policy
+from jupyterhub_dataaccess.config_files import load_catalog, load_policy
 from jupyterhub_dataaccess.governance import (
     MAX_PAGE,
     BadRequest,

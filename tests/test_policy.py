@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from jupyterhub_dataaccess.catalog import CatalogError, Dataset, Source, Stewards, load_policy
+from jupyterhub_dataaccess.catalog import Dataset, Source, Stewards
+from jupyterhub_dataaccess.config_files import CatalogError, load_policy, parse_policy
 from jupyterhub_dataaccess.policy import (
     DEFAULT_MAX_DAYS,
     MIN_DAYS,
@@ -16,7 +17,6 @@ from jupyterhub_dataaccess.policy import (
     cap_days,
     decide,
     may_decide,
-    parse_policy,
 )
 
 DEMO_POLICY = """

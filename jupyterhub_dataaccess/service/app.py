@@ -26,7 +26,7 @@ from traitlets import Float, Integer, Unicode, default
 from traitlets.config import Application
 
 from .. import __version__
-from ..catalog import CatalogError, load_catalog, load_policy
+from ..config_files import CatalogError, load_catalog, load_policy
 from ..governance import Config, Governance, iso, utcnow
 from ..store import Database, Setting
 from .handlers import routes

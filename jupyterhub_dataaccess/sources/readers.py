@@ -8,6 +8,7 @@ columns, filter or format can unmask a column.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from ..catalog import ENV_REF, Dataset, resolve_env
+from ..catalog import Dataset
 from .masks import mask_array, mask_key, masked_type
 
 BATCH_ROWS = 128 * 1024
@@ -58,6 +59,15 @@ def _file_format(fmt: str) -> Any:
     # file with huge row groups still streams in bounded memory.
     return pads.ParquetFileFormat(default_fragment_scan_options=pads.ParquetFragmentScanOptions(
         pre_buffer=False, buffer_size=PARQUET_BUFFER_BYTES))
+
+
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")  # ${NAME} in a source setting
+
+
+def resolve_env(value: str) -> str:
+    """Replace each ${NAME} in a source setting with the service's environment variable NAME
+    (source credentials live there only)."""
+    return ENV_REF.sub(lambda m: os.environ.get(m.group(1), ""), value)
 
 
 def _resolve_options(ds_id: str, value: Any) -> Any:
