@@ -23,7 +23,7 @@ def _db(args: argparse.Namespace) -> Any:
 
 def _operator() -> Any:
     """The person at the terminal, as an admin principal named cli:<unix user>."""
-    from .governance import Principal
+    from .errors import Principal
 
     return Principal(name=f"cli:{getpass.getuser()}",
                      capabilities=frozenset({"browse", "review", "admin"}))
@@ -125,7 +125,7 @@ def cmd_grants_list(args: argparse.Namespace) -> int:
 
 
 def cmd_grants_revoke(args: argparse.Namespace) -> int:
-    from .governance import GovernanceError
+    from .errors import GovernanceError
 
     gov = _governance(_db(args))
     try:

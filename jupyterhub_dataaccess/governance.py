@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from . import audit
 from .catalog import Catalog, Dataset
+from .errors import BadRequest, Conflict, Forbidden, NotFound, Principal
 from .policy import Policy, approvals_met, decide, may_decide
 from .store import AuditRecord, Database, Decision, Grant, Request
 
@@ -25,58 +26,6 @@ MAX_PAGE = 200
 MAX_ID = 2**31 - 1  # ids, sequence numbers and offsets are SQL INTEGER: nothing lies beyond
 MAX_JUSTIFICATION = 4000
 MAX_COMMENT = 4000
-SCOPE_PREFIX = "custom:dataaccess:"
-CAPABILITIES = ("browse", "request", "review", "admin")
-
-
-class GovernanceError(Exception):
-    status = 400
-
-    def __init__(self, message: str, **extra: Any):
-        super().__init__(message)
-        self.message = message
-        self.extra = extra
-
-
-class BadRequest(GovernanceError):
-    status = 400
-
-
-class Forbidden(GovernanceError):
-    status = 403
-
-
-class NotFound(GovernanceError):
-    status = 404
-
-
-class Conflict(GovernanceError):
-    status = 409
-
-
-@dataclass(frozen=True)
-class Principal:
-    """A hub user as the Hub described them to the service."""
-
-    name: str
-    groups: frozenset[str] = frozenset()
-    capabilities: frozenset[str] = frozenset()
-
-    def can(self, capability: str) -> bool:
-        return capability in self.capabilities
-
-    @classmethod
-    def from_scopes(cls, name: str, groups: list[str], scopes: list[str]) -> Principal:
-        caps = {s[len(SCOPE_PREFIX):] for s in scopes if s.startswith(SCOPE_PREFIX)}
-        caps = {c.split("!", 1)[0] for c in caps} & set(CAPABILITIES)
-        if "admin" in caps:
-            caps |= {"browse", "review"}
-        return cls(name=name, groups=frozenset(groups), capabilities=frozenset(caps))
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "groups": sorted(self.groups),
-                "capabilities": [c for c in CAPABILITIES if self.can(c)],
-                "admin": self.can("admin")}
 
 
 def utcnow() -> datetime:
@@ -649,7 +598,4 @@ def _no_unknown(body: dict[str, Any], allowed: set[str]) -> None:
         raise BadRequest(f"unknown field(s): {', '.join(shown)}{more}")
 
 
-__all__ = [
-    "BadRequest", "Config", "Conflict", "Forbidden", "Governance", "GovernanceError", "NotFound",
-    "Principal", "grant_dict", "iso", "request_dict",
-]
+__all__ = ["Config", "Governance", "grant_dict", "iso", "request_dict"]

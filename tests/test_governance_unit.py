@@ -13,17 +13,8 @@ from sqlalchemy import select
 
 from jupyterhub_dataaccess import audit
 from jupyterhub_dataaccess.config_files import load_catalog, load_policy
-from jupyterhub_dataaccess.governance import (
-    MAX_PAGE,
-    BadRequest,
-    Config,
-    Conflict,
-    Forbidden,
-    Governance,
-    NotFound,
-    Principal,
-    page,
-)
+from jupyterhub_dataaccess.errors import BadRequest, Conflict, Forbidden, NotFound, Principal
+from jupyterhub_dataaccess.governance import MAX_PAGE, Config, Governance, page
 from jupyterhub_dataaccess.store import AuditRecord, Database, Grant, Request
 
 CATALOG = """

@@ -13,7 +13,8 @@ from sqlalchemy import create_engine, text
 
 from jupyterhub_dataaccess import audit
 from jupyterhub_dataaccess.catalog import Catalog
-from jupyterhub_dataaccess.governance import Config, Governance, Principal
+from jupyterhub_dataaccess.errors import Principal
+from jupyterhub_dataaccess.governance import Config, Governance
 from jupyterhub_dataaccess.policy import Policy
 from jupyterhub_dataaccess.store import (
     MIGRATIONS,

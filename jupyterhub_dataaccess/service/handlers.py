@@ -14,7 +14,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from ..governance import BadRequest, GovernanceError, Principal
+from ..errors import BadRequest, GovernanceError, Principal
 from ..sources.readers import (
     ColumnError,
     SourceError,
