@@ -1,15 +1,24 @@
-"""The audit log: append-only and hash-chained. Append, verify, export.
+"""The audit log: append-only, hash-chained and keyed. Append, verify, anchors, export.
 
 Each record's hash covers its own fields and the previous record's hash, so changing, deleting or
 reordering any record breaks the chain from that point on. Appends lock the single `audit_head`
 row, so concurrent writers (threads, replicas) extend one chain and never fork it.
+
+Someone who can write the database could recompute plain SHA-256 hashes, so records are keyed:
+their hash is an HMAC-SHA256 with the audit key, which is kept outside the database (keys.py).
+The first append with a key (and each change of key) first writes an `audit.keyed` record naming
+the key's id, so the switch from plain records (written before the upgrade) is itself in the
+chain. Deleting the last records and moving the head back still leaves a consistent chain, so the
+head is also published outside the database as anchors (`anchor()`, published by the service):
+`verify(..., anchors=...)` checks every published anchor against the chain.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -18,14 +27,21 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from .keys import key_id
 from .store import AuditHead, AuditRecord
 
 GENESIS = "0" * 64
-ACTIONS = (
+KEYED = "audit.keyed"  # written by this module only, when the chain's key changes
+ACTIONS = (  # what callers append
     "request.create", "request.approve", "request.deny", "request.withdraw",
     "grant.create", "grant.revoke", "grant.expire", "data.read", "data.preview",
     "access.denied", "spawn.mounts",
 )
+RECORDED = (*ACTIONS, KEYED)  # what the log may hold
+
+
+class AuditKeyMissing(RuntimeError):
+    """The chain is keyed and this process holds no audit key: it must not append plain records."""
 
 
 def _iso(at: datetime) -> str:
@@ -33,26 +49,64 @@ def _iso(at: datetime) -> str:
 
 
 def record_hash(prev_hash: str, seq: int, at: datetime, actor: str, action: str, dataset: str,
-                request_id: int | None, grant_id: int | None, detail: str) -> str:
+                request_id: int | None, grant_id: int | None, detail: str,
+                key: bytes | None = None) -> str:
+    """SHA-256 of the record's fields (plain records), or their HMAC-SHA256 with `key`."""
     body = json.dumps(
         [prev_hash, seq, _iso(at), actor, action, dataset, request_id, grant_id, detail],
         separators=(",", ":"), ensure_ascii=True,
-    )
-    return hashlib.sha256(body.encode()).hexdigest()
+    ).encode()
+    if key is None:
+        return hashlib.sha256(body).hexdigest()
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
 def append(session: Session, actor: str, action: str, *, dataset: str = "",
            request_id: int | None = None, grant_id: int | None = None,
            detail: dict[str, Any] | None = None, at: datetime | None = None) -> AuditRecord:
-    """Add one record to the chain inside the caller's transaction (so it commits with it)."""
+    """Add one record to the chain inside the caller's transaction (so it commits with it).
+
+    The audit key is the session's `info["audit_key"]` (see store.Database).
+    """
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
     at = at or datetime.now(timezone.utc)
+    key = session.info.get("audit_key")
     head = _locked_head(session)
+    _switch_key(session, head, key, at)
+    return _add(session, head, key, actor, action, dataset, request_id, grant_id, detail, at)
+
+
+def ensure_keyed(session: Session, key: bytes, at: datetime | None = None) -> bool:
+    """Record the switch to `key` now if the chain is not keyed with it yet (the service does
+    this at start). Returns whether a record was written."""
+    head = _locked_head(session)
+    return _switch_key(session, head, key, at or datetime.now(timezone.utc))
+
+
+def _switch_key(session: Session, head: AuditHead, key: bytes | None, at: datetime) -> bool:
+    if key is None:
+        if head.key_id:
+            raise AuditKeyMissing(
+                f"the audit chain is keyed (key id {head.key_id}) and no audit key was given: "
+                "set DATAACCESS_AUDIT_KEY (or DATAACCESS_AUDIT_KEY_FILE)")
+        return False
+    kid = key_id(key)
+    if head.key_id == kid:
+        return False
+    _add(session, head, key, "system", KEYED, "", None, None,
+         {"key_id": kid, "previous_key_id": head.key_id, "scheme": "hmac-sha256"}, at)
+    head.key_id = kid
+    return True
+
+
+def _add(session: Session, head: AuditHead, key: bytes | None, actor: str, action: str,
+         dataset: str, request_id: int | None, grant_id: int | None,
+         detail: dict[str, Any] | None, at: datetime) -> AuditRecord:
     seq = head.seq + 1
     detail_text = json.dumps(detail or {}, sort_keys=True, separators=(",", ":"), default=str)
     digest = record_hash(head.hash, seq, at, actor, action, dataset, request_id, grant_id,
-                         detail_text)
+                         detail_text, key)
     rec = AuditRecord(seq=seq, at=at, actor=actor, action=action, dataset=dataset,
                       request_id=request_id, grant_id=grant_id, detail=detail_text,
                       prev_hash=head.hash, hash=digest)
@@ -81,18 +135,82 @@ def _locked_head(session: Session) -> AuditHead:
     return session.execute(stmt.execution_options(populate_existing=True)).scalar_one()
 
 
+# -- anchors: the head, published outside the database ---------------------------------------
+
+ANCHOR_EVENT = "dataaccess.audit.anchor"
+
+
+def anchor(session: Session, key: bytes | None, at: datetime | None = None,
+           source: str = "") -> dict[str, Any] | None:
+    """The head as an anchor to publish: {event, seq, hash, key_id, at, source, mac}, the mac an
+    HMAC with the audit key over the rest, so only the service can make one. None: no head."""
+    head = session.get(AuditHead, 1)
+    if head is None:
+        return None
+    out: dict[str, Any] = {"event": ANCHOR_EVENT, "seq": head.seq, "hash": head.hash,
+                           "key_id": key_id(key) if key else None,
+                           "at": _iso(at or datetime.now(timezone.utc)), "source": source}
+    if key:
+        out["mac"] = _anchor_mac(key, out)
+    return out
+
+
+def _anchor_mac(key: bytes, a: dict[str, Any]) -> str:
+    body = json.dumps([a.get("seq"), a.get("hash"), a.get("at"), a.get("source")],
+                      separators=(",", ":"))
+    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+
+
+def read_anchors(lines: Iterable[str]) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, anchor) for every anchor in a file: the anchors file, a webhook receiver's
+    JSON lines, or the service's log (each anchor line holds the JSON object)."""
+    out = []
+    for number, line in enumerate(lines, start=1):
+        start = line.find("{")
+        if ANCHOR_EVENT not in line or start < 0:
+            continue
+        try:
+            a = json.loads(line[start:])
+        except ValueError:
+            continue
+        if isinstance(a, dict) and isinstance(a.get("object"), dict):
+            a = a["object"]  # as the webhook sent it: {"event", "object", "at"}
+        if isinstance(a, dict) and a.get("event") == ANCHOR_EVENT:
+            out.append((number, a))
+    return out
+
+
 @dataclass
 class VerifyResult:
     ok: bool
     records: int
     problems: list[str]
+    anchors: int = 0
+    keyed_from: int | None = None  # the first keyed record (the switch), if any
 
 
-def verify(session: Session, batch: int = 5000) -> VerifyResult:
-    """Walk the chain in sequence order; report every record that does not hold."""
+def verify(session: Session, batch: int = 5000, keys: Sequence[bytes] = (),
+           anchors: Sequence[tuple[int, dict[str, Any]]] = ()) -> VerifyResult:
+    """Walk the chain in sequence order; report every record that does not hold.
+
+    `keys`: the audit keys (current and older); records after an `audit.keyed` record are
+    checked with the key it names. Given keys, a chain with no keyed record fails (it was never
+    keyed, or someone rewrote its keyed records as plain ones). `anchors`: from read_anchors;
+    each must match the record at its sequence number, and none may lie beyond the end.
+    """
+    by_id = {key_id(k): k for k in keys}
     problems: list[str] = []
     prev, expected_seq, count = GENESIS, 1, 0
     last_seq = 0
+    key: bytes | None = None
+    keyed_from: int | None = None
+    unverifiable = False
+    wanted = {}
+    for line, a in anchors:
+        if isinstance(a.get("seq"), int) and isinstance(a.get("hash"), str):
+            wanted.setdefault(a["seq"], []).append((line, a))
+        else:
+            problems.append(f"anchor on line {line} has no sequence number and hash")
     while True:
         rows = session.execute(
             select(AuditRecord).where(AuditRecord.seq > last_seq).order_by(AuditRecord.seq)
@@ -106,17 +224,54 @@ def verify(session: Session, batch: int = 5000) -> VerifyResult:
                 problems.append(f"record {expected_seq} is missing (next is {r.seq})")
             if r.prev_hash != prev:
                 problems.append(f"record {r.seq}: previous hash does not match record {r.seq - 1}")
-            digest = record_hash(r.prev_hash, r.seq, r.at, r.actor, r.action, r.dataset,
-                                 r.request_id, r.grant_id, r.detail)
-            if digest != r.hash:
-                problems.append(f"record {r.seq}: contents do not match its hash")
+            if r.action == KEYED:
+                kid = _detail(r).get("key_id")
+                key = by_id.get(kid)
+                keyed_from = keyed_from or r.seq
+                unverifiable = key is None
+                if unverifiable:
+                    problems.append(f"record {r.seq} onward are keyed with audit key {kid}, "
+                                    "which was not given: cannot verify them")
+            if not unverifiable:
+                digest = record_hash(r.prev_hash, r.seq, r.at, r.actor, r.action, r.dataset,
+                                     r.request_id, r.grant_id, r.detail, key)
+                if not hmac.compare_digest(digest, r.hash):
+                    problems.append(f"record {r.seq}: contents do not match its hash")
+            for line, a in wanted.pop(r.seq, []):
+                if a["hash"] != r.hash:
+                    problems.append(f"record {r.seq} does not match the anchor published at "
+                                    f"{a.get('at')} (line {line})")
             prev, expected_seq, last_seq = r.hash, r.seq + 1, r.seq
     head = session.get(AuditHead, 1)
-    if head is not None and (head.seq != last_seq or head.hash != prev):
-        problems.append(f"the log ends at record {last_seq} but {head.seq} were written")
-    if head is None and count:
+    if head is None:
         problems.append("the audit head is missing")
-    return VerifyResult(ok=not problems, records=count, problems=problems)
+    elif head.seq != last_seq or head.hash != prev:
+        problems.append(f"the log ends at record {last_seq} but {head.seq} were written")
+    for seq, published in sorted(wanted.items()):
+        line, a = published[0]
+        if seq == 0 and a["hash"] == GENESIS:
+            continue
+        problems.append(f"records {last_seq + 1} to {seq} are missing: an anchor published at "
+                        f"{a.get('at')} (line {line}) names record {seq}, the log ends at "
+                        f"{last_seq}")
+    for line, a in anchors:
+        kid = a.get("key_id")
+        if kid and kid in by_id and not hmac.compare_digest(
+                str(a.get("mac", "")), _anchor_mac(by_id[kid], a)):
+            problems.append(f"anchor on line {line} is not signed by the audit key it names")
+    if keys and count and keyed_from is None:
+        problems.append("no record is keyed although an audit key was given: the chain was "
+                        "never keyed, or its keyed records were rewritten as plain ones")
+    return VerifyResult(ok=not problems, records=count, problems=problems,
+                        anchors=len(anchors), keyed_from=keyed_from)
+
+
+def _detail(r: AuditRecord) -> dict[str, Any]:
+    try:
+        value = json.loads(r.detail or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def to_dict(r: AuditRecord) -> dict[str, Any]:

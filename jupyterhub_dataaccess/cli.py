@@ -1,6 +1,7 @@
 """The `jupyterhub-dataaccess` command: demo, service, catalog validate, db, audit, grants, requests.
 
-Subcommands that touch the database take --db-url (default: $DATAACCESS_DB_URL).
+Subcommands that touch the database take --db-url (default: $DATAACCESS_DB_URL) and --key-dir
+(where the audit key is found when DATAACCESS_AUDIT_KEY is not set; never generated here).
 """
 
 from __future__ import annotations
@@ -14,11 +15,17 @@ from typing import Any
 
 
 def _db(args: argparse.Namespace) -> Any:
+    """The database, with the audit key (never generated here) for the records a command writes."""
+    from .keys import KeyConfigError, read_key
     from .store import Database
 
     if not args.db_url:
         raise SystemExit("error: give --db-url or set DATAACCESS_DB_URL")
-    return Database(args.db_url)
+    try:
+        key, _ = read_key("audit", args.key_dir)
+    except KeyConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+    return Database(args.db_url, audit_key=key)
 
 
 def _operator() -> Any:
@@ -75,18 +82,58 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from . import audit
+    from .keys import KeyConfigError, all_audit_keys
 
+    try:
+        keys = all_audit_keys(args.key_dir)
+    except KeyConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+    anchors = []
+    for path in args.anchors or []:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                anchors += audit.read_anchors(f)
+        except OSError as e:
+            raise SystemExit(f"error: cannot read {path}: {e.strerror}") from None
     db = _db(args)
     with db.read() as s:
-        result = audit.verify(s)
+        result = audit.verify(s, keys=keys, anchors=anchors)
     if result.ok:
-        print(f"audit log OK: {result.records} records, chain intact")
+        keyed = (f", keyed from record {result.keyed_from}" if result.keyed_from
+                 else ", plain (no audit key given)" if not keys else "")
+        print(f"audit log OK: {result.records} records, chain intact{keyed}; "
+              f"{result.anchors} anchors match")
+        if not anchors:
+            print("note: without --anchors, records deleted from the end of the log together "
+                  "with the head cannot be seen", file=sys.stderr)
         return 0
     for problem in result.problems:
         print(f"TAMPERED: {problem}", file=sys.stderr)
     print(f"audit log FAILED verification: {len(result.problems)} problem(s) in "
           f"{result.records} records", file=sys.stderr)
     return 1
+
+
+def cmd_audit_anchor(args: argparse.Namespace) -> int:
+    """Publish the head now: append an anchor to the file (or print it)."""
+    import json
+    import socket
+
+    from . import audit
+
+    db = _db(args)
+    with db.read() as s:
+        anchor = audit.anchor(s, db.audit_key, source=f"cli:{socket.gethostname()}")
+    if anchor is None:
+        print("error: the audit head is missing", file=sys.stderr)
+        return 1
+    line = json.dumps(anchor, sort_keys=True)
+    if args.anchors:
+        fd = os.open(args.anchors, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a") as f:
+            f.write(line + "\n")
+    print(line)
+    return 0
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
@@ -152,6 +199,10 @@ def parser() -> argparse.ArgumentParser:
     def with_db(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sp.add_argument("--db-url", default=os.environ.get("DATAACCESS_DB_URL", ""),
                         help="SQLAlchemy URL (default: $DATAACCESS_DB_URL)")
+        sp.add_argument("--key-dir", default=os.environ.get("DATAACCESS_KEY_DIR",
+                                                            "dataaccess-keys"),
+                        help="the service's key directory, read when DATAACCESS_AUDIT_KEY is not "
+                             "set (default: $DATAACCESS_KEY_DIR, else ./dataaccess-keys)")
         return sp
 
     d = sub.add_parser("demo", help="run a demo JupyterHub on 127.0.0.1 with real public data")
@@ -173,8 +224,16 @@ def parser() -> argparse.ArgumentParser:
         func=cmd_db_upgrade)
 
     au = sub.add_parser("audit", help="the audit log").add_subparsers(dest="sub", required=True)
-    with_db(au.add_parser("verify", help="check the hash chain; exit 1 if tampered")).set_defaults(
-        func=cmd_audit_verify)
+    av = with_db(au.add_parser("verify", help="check the keyed hash chain (and the anchors "
+                                              "published outside the database); exit 1 if tampered"))
+    av.add_argument("--anchors", action="append", metavar="FILE",
+                    help="anchors the service published (anchor file, log, webhook JSON lines); "
+                         "may be repeated")
+    av.set_defaults(func=cmd_audit_verify)
+    an = with_db(au.add_parser("anchor", help="publish the audit head now (print it, and append "
+                                              "it to --anchors FILE)"))
+    an.add_argument("--anchors", metavar="FILE", help="append the anchor to this file")
+    an.set_defaults(func=cmd_audit_anchor)
     ex = with_db(au.add_parser("export", help="write the audit log as JSON lines"))
     ex.add_argument("--output", "-o", help="file to write (default: standard output)")
     ex.set_defaults(func=cmd_audit_export)

@@ -560,8 +560,8 @@ class Governance:
         if dataset:
             stmt = stmt.where(AuditRecord.dataset == dataset)
         if action:
-            if action not in audit.ACTIONS:
-                raise BadRequest(f"action must be one of {', '.join(audit.ACTIONS)}")
+            if action not in audit.RECORDED:
+                raise BadRequest(f"action must be one of {', '.join(audit.RECORDED)}")
             stmt = stmt.where(AuditRecord.action == action)
         if since:
             try:

@@ -59,6 +59,7 @@ def configure_hub(
     python: str = sys.executable,
     environment: dict[str, str] | None = None,
     mount_root: str = "",
+    key_dir: str = "dataaccess-keys",
 ) -> None:
     """Register the dataaccess service, its scopes and roles, the spawn hook and token scopes.
 
@@ -69,12 +70,16 @@ def configure_hub(
         refuse the spawn with a clear message).
     mount_root: where granted datasets with `mount:` appear in the user's server (default
         ~/datasets for local spawners, /home/jovyan/datasets for containers).
+    key_dir: where the service keeps the keys it generates when none is given in its
+        environment (relative to the hub's working directory; see keys.py). With several
+        replicas, give every key in the environment instead (DATAACCESS_MASK_KEY, ...).
     """
     service_url = f"http://{service_ip}:{service_port}"
     env = {
         "DATAACCESS_DB_URL": db_url,
         "DATAACCESS_CATALOG": os.path.abspath(catalog),
         "DATAACCESS_POLICY": os.path.abspath(policy),
+        "DATAACCESS_KEY_DIR": os.path.abspath(key_dir),
         "PYTHONUNBUFFERED": "1",
     }
     if webhook_url:

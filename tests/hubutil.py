@@ -128,6 +128,11 @@ class Hub:
         return f"{self.url}/services/dataaccess/api/v1"
 
     @property
+    def key_dir(self) -> str:
+        """Where the service generated its keys (configure_hub's default, in the hub's cwd)."""
+        return os.path.join(self.state, "dataaccess-keys")
+
+    @property
     def log_path(self) -> str:
         return os.path.join(self.state, "jupyterhub.log")
 

@@ -245,3 +245,158 @@ def test_when_the_audit_head_is_deleted_then_verify_fails(db):
     sql(db, "delete from audit_head")
     result = verify(db)
     assert not result.ok and result.problems == ["the audit head is missing"]
+
+
+# -- keyed records and anchors (SECURITY-CASES 47) -------------------------------------------------
+
+KEY = b"the audit key, kept outside the db"
+
+
+def keyed(db: Database, key: bytes = KEY) -> Database:
+    """The same database as a process holding the audit key sees it."""
+    return Database(db.url, audit_key=key)
+
+
+def fill_keyed(db: Database, plain: int, more: int) -> Database:
+    """`plain` records written before the upgrade, then `more` by a process with the key."""
+    fill(db, plain)
+    kdb = keyed(db)
+    for i in range(more):
+        with kdb.write() as s:
+            audit.append(s, "analyst", "data.read", dataset="ds", detail={"i": i},
+                         at=T0 + timedelta(minutes=i))
+    return kdb
+
+
+def anchor_of(db: Database, key: bytes = KEY) -> list[tuple[int, dict]]:
+    with db.read() as s:
+        a = audit.anchor(s, key, at=T0, source="test")
+    return [(1, a)]
+
+
+def verify_with(db: Database, keys=(KEY,), anchors=()) -> audit.VerifyResult:
+    with db.read() as s:
+        return audit.verify(s, keys=keys, anchors=anchors)
+
+
+def test_when_a_key_is_first_used_then_the_switch_is_a_record_and_later_records_are_keyed(db):
+    kdb = fill_keyed(db, 3, 3)
+    with db.read() as s:
+        rows = s.query(audit.AuditRecord).order_by(audit.AuditRecord.seq).all()
+        head = s.get(audit.AuditHead, 1)
+    assert [r.action for r in rows][3:] == ["audit.keyed", "data.read", "data.read", "data.read"]
+    assert json.loads(rows[3].detail)["key_id"] == audit.key_id(KEY) == head.key_id
+    result = verify_with(db)
+    assert (result.ok, result.records, result.keyed_from) == (True, 7, 4), result.problems
+    # the plain part still verifies as it did, the keyed part needs the key
+    result = verify_with(db, keys=())
+    assert result.problems == [f"record 4 onward are keyed with audit key {audit.key_id(KEY)}, "
+                               "which was not given: cannot verify them"]
+    # and a process without the key may not add plain records to a keyed chain
+    with pytest.raises(audit.AuditKeyMissing, match="DATAACCESS_AUDIT_KEY"), db.write() as s:
+        audit.append(s, "x", "data.read")
+    kdb.dispose()
+
+
+def test_when_a_keyed_record_is_edited_and_rehashed_without_the_key_then_verify_names_it(db):
+    fill_keyed(db, 2, 4).dispose()
+    with db.read() as s:
+        r = s.get(audit.AuditRecord, 5)
+        forged = audit.record_hash(r.prev_hash, r.seq, r.at, "mallory", r.action, r.dataset,
+                                   r.request_id, r.grant_id, r.detail)
+        guessed = audit.record_hash(r.prev_hash, r.seq, r.at, "mallory", r.action, r.dataset,
+                                    r.request_id, r.grant_id, r.detail, b"a guessed key!!!!")
+    for digest in (forged, guessed):
+        sql(db, "update audit set actor = 'mallory', hash = :h where seq = 5", h=digest)
+        problems = verify_with(db).problems
+        assert "record 5: contents do not match its hash" in problems, problems
+
+
+def test_when_every_record_is_rehashed_after_an_edit_then_verify_fails(db):
+    """The writer edits record 2 and recomputes every later hash as plain SHA-256 (all they can
+    do without the key), even turning the switch record into an ordinary one."""
+    fill_keyed(db, 3, 3).dispose()
+    with db.read() as s:
+        rows = [(r.seq, r.at, r.actor, r.action, r.dataset, r.request_id, r.grant_id, r.detail)
+                for r in s.query(audit.AuditRecord).order_by(audit.AuditRecord.seq)]
+    prev = audit.GENESIS
+    for seq, at, actor, action, dataset, rid, gid, detail in rows:
+        if seq == 2:
+            detail = '{"i":999}'
+        if action == "audit.keyed":
+            action, detail = "data.read", "{}"
+        digest = audit.record_hash(prev, seq, at, actor, action, dataset, rid, gid, detail)
+        sql(db, "update audit set action = :a, detail = :d, prev_hash = :p, hash = :h "
+                "where seq = :s", a=action, d=detail, p=prev, h=digest, s=seq)
+        prev = digest
+    sql(db, "update audit_head set hash = :h, key_id = null", h=prev)
+    assert verify_with(db, keys=()).ok  # the plain chain is self-consistent...
+    result = verify_with(db)  # ...but the key's holder knows it must be keyed
+    assert result.problems == ["no record is keyed although an audit key was given: the chain "
+                               "was never keyed, or its keyed records were rewritten as plain ones"]
+
+
+def test_when_the_last_records_are_deleted_and_the_head_moved_back_then_an_anchor_shows_it(db):
+    kdb = fill_keyed(db, 2, 6)
+    published = anchor_of(db)  # the service published the head at record 9
+    assert published[0][1]["seq"] == 9
+    with db.read() as s:
+        seven = s.get(audit.AuditRecord, 7)
+    sql(db, "delete from audit where seq > 7")
+    sql(db, "update audit_head set seq = 7, hash = :h", h=seven.hash)
+    assert verify_with(db).ok  # the chain alone cannot tell: the truncation window
+    result = verify_with(db, anchors=published)
+    assert result.problems == [
+        f"records 8 to 9 are missing: an anchor published at {published[0][1]['at']} (line 1) "
+        "names record 9, the log ends at 7"]
+    kdb.dispose()
+
+
+def test_when_an_anchor_is_forged_or_the_anchored_record_changed_then_verify_fails(db):
+    kdb = fill_keyed(db, 1, 3)
+    ((line, a),) = anchor_of(db)
+    assert verify_with(db, anchors=[(line, a)]).ok
+    forged = dict(a, hash="f" * 64, mac="0" * 64)
+    problems = verify_with(db, anchors=[(3, forged)]).problems
+    assert problems == [f"record {a['seq']} does not match the anchor published at {a['at']} "
+                        "(line 3)", "anchor on line 3 is not signed by the audit key it names"]
+    kdb.dispose()
+
+
+def test_anchors_are_found_in_the_anchor_file_the_log_and_webhook_bodies(db):
+    kdb = fill_keyed(db, 0, 2)
+    ((_, a),) = anchor_of(db)
+    lines = [json.dumps(a), "[I 2026-12-01 dataaccess] audit anchor " + json.dumps(a),
+             json.dumps({"event": "audit.anchor", "object": a, "at": "x"}), "noise {not json",
+             '{"event": "other"}']
+    assert [n for n, _ in audit.read_anchors(lines)] == [1, 2, 3]
+    kdb.dispose()
+
+
+def test_the_command_verifies_with_the_key_and_anchors_and_publishes_an_anchor(db, tmp_path):
+    fill_keyed(db, 2, 2).dispose()
+    key_dir = tmp_path / "keys"
+    key_dir.mkdir(mode=0o700)
+    (key_dir / "audit_key").write_text(KEY.decode())
+    (key_dir / "audit_key").chmod(0o600)
+    anchors = tmp_path / "anchors.jsonl"
+    done = cli("anchor", "--db-url", db.url, "--key-dir", str(key_dir), "--anchors", str(anchors))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(anchors.read_text())["seq"] == 5 and stat_mode(anchors) == 0o600
+    done = cli("verify", "--db-url", db.url, "--key-dir", str(key_dir), "--anchors", str(anchors))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ("audit log OK: 5 records, chain intact, keyed from record 3; "
+                                   "1 anchors match")
+    sql(db, "delete from audit where seq = 5")
+    sql(db, "update audit_head set seq = 4, hash = (select hash from audit where seq = 4)")
+    done = cli("verify", "--db-url", db.url, "--key-dir", str(key_dir), "--anchors", str(anchors))
+    assert done.returncode == 1
+    assert "TAMPERED: records 5 to 5 are missing" in done.stderr and "Traceback" not in done.stderr
+    done = cli("verify", "--db-url", db.url, "--key-dir", str(tmp_path / "none"))
+    assert done.returncode == 1 and "which was not given" in done.stderr
+
+
+def stat_mode(path) -> int:
+    import stat
+
+    return stat.S_IMODE(os.stat(path).st_mode)

@@ -202,7 +202,7 @@ def test_reads_are_refused_with_a_503_when_the_audit_insert_fails(quick_hub: Con
         f.seek(log_at)
         log = f.read().decode(errors="replace")
     assert "Traceback" not in log and "Database unavailable on GET" in log
-    assert cli("audit", "verify", "--db-url", hub.db_url).returncode == 0
+    assert cli("audit", "verify", "--db-url", hub.db_url, "--key-dir", hub.key_dir).returncode == 0
 
 
 def test_reads_are_refused_with_a_503_while_the_database_is_locked_or_read_only(
@@ -285,7 +285,7 @@ def test_fifty_concurrent_writers_lose_nothing_and_see_no_lock_error(busy_hub: C
     assert sql(hub.db_url, "SELECT count(*) FROM grants")[0][0] == 25
     assert audit_since(hub, before) == {
         "request.create": 100, "request.approve": 25, "request.deny": 25, "grant.create": 25}
-    assert cli("audit", "verify", "--db-url", hub.db_url).returncode == 0
+    assert cli("audit", "verify", "--db-url", hub.db_url, "--key-dir", hub.key_dir).returncode == 0
 
 
 # -- 37: the service killed mid-load --------------------------------------------------------------
@@ -361,5 +361,5 @@ def test_the_service_killed_mid_load_loses_no_accepted_request_or_decision(
     # every pair ends approved with one grant: what the kill interrupted was retried
     for user, ds in pairs:
         assert len(active_grants(hub, user, ds)) == 1, (user, ds)
-    assert cli("audit", "verify", "--db-url", hub.db_url).returncode == 0
+    assert cli("audit", "verify", "--db-url", hub.db_url, "--key-dir", hub.key_dir).returncode == 0
     assert set(refused) <= {"connection", 502, 503}, refused

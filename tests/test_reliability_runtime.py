@@ -7,6 +7,7 @@ stewards approving at the same instant (34).
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -133,7 +134,8 @@ def test_nothing_the_kernel_can_read_holds_a_source_path_or_credential(
     pid = service_pid(hub)
     with open(f"/proc/{pid}/environ", "rb") as f:
         service_env = dict(kv.split("=", 1) for kv in f.read().decode().split("\0") if "=" in kv)
-    (mask_key,) = sql(db_url, "SELECT value FROM settings WHERE name = 'mask_key'")[0]
+    keys = {name: open(os.path.join(hub.key_dir, name)).read().strip()
+            for name in ("mask_key", "audit_key", "ticket_key", "cookie_secret")}
     secrets = {
         "database URL": db_url,
         "database location": (db_url.split("///", 1)[1] if db_url.startswith("sqlite")
@@ -141,7 +143,7 @@ def test_nothing_the_kernel_can_read_holds_a_source_path_or_credential(
         "catalogue path": config_files["catalog"],
         "policy path": config_files["policy"],
         "data directory": config_files["data"],
-        "mask key": mask_key,
+        **keys,
         "service token": service_env["JUPYTERHUB_API_TOKEN"],
     }
     code = f"""
@@ -233,8 +235,8 @@ def test_every_operation_writes_exactly_one_audit_record(hub: Hub):
         "data.preview", "grant.revoke"]
 
 
-def _verify(db_url: str) -> tuple[int, str]:
-    p = cli("audit", "verify", "--db-url", db_url)
+def _verify(db_url: str, hub: Hub) -> tuple[int, str]:
+    p = cli("audit", "verify", "--db-url", db_url, "--key-dir", hub.key_dir)
     return p.returncode, p.stdout + p.stderr
 
 
@@ -244,7 +246,7 @@ def test_editing_or_deleting_an_audit_row_is_found_by_audit_verify(hub: Hub, db_
     hub.call("analyst", "GET", "/datasets/penguins/preview")  # at least a few records
     for _ in range(3):
         hub.call("analyst", "GET", "/datasets/salaries/preview")
-    rc, out = _verify(db_url)
+    rc, out = _verify(db_url, hub)
     assert rc == 0 and "chain intact" in out, out
     head = hub.call("admin", "GET", "/audit", params={"limit": 1}).json()["items"][0]["seq"]
     seq = head - 2
@@ -252,12 +254,13 @@ def test_editing_or_deleting_an_audit_row_is_found_by_audit_verify(hub: Hub, db_
     (row,) = sql(db_url, f"SELECT {cols} FROM audit WHERE seq = ?", (seq,))
 
     sql(db_url, "UPDATE audit SET actor = 'mallory' WHERE seq = ?", (seq,))
-    rc, out = _verify(db_url)
+    rc, out = _verify(db_url, hub)
     assert rc == 1 and f"TAMPERED: record {seq}: contents do not match its hash" in out, out
     sql(db_url, "UPDATE audit SET actor = ? WHERE seq = ?", (row[2], seq))
-    assert _verify(db_url)[0] == 0
+    assert _verify(db_url, hub)[0] == 0
 
-    # an editor who also recomputes the row's own hash breaks the link to the next record
+    # an editor who also recomputes the row's own hash (without the audit key, kept outside the
+    # database) makes a record whose keyed hash does not hold
     from jupyterhub_dataaccess.audit import record_hash
     from jupyterhub_dataaccess.store import AuditRecord, Database
 
@@ -269,16 +272,16 @@ def test_editing_or_deleting_an_audit_row_is_found_by_audit_verify(hub: Hub, db_
     db.dispose()
     sql(db_url, "UPDATE audit SET detail = ?, hash = ? WHERE seq = ?",
         ('{"forged":true}', forged, seq))
-    rc, out = _verify(db_url)
-    assert rc == 1 and f"record {seq + 1}: previous hash does not match record {seq}" in out, out
+    rc, out = _verify(db_url, hub)
+    assert rc == 1 and f"TAMPERED: record {seq}: contents do not match its hash" in out, out
     sql(db_url, "UPDATE audit SET detail = ?, hash = ? WHERE seq = ?", (row[7], row[9], seq))
 
     sql(db_url, "DELETE FROM audit WHERE seq = ?", (seq,))
-    rc, out = _verify(db_url)
+    rc, out = _verify(db_url, hub)
     assert rc == 1 and f"TAMPERED: record {seq} is missing (next is {seq + 1})" in out, out
     marks = ", ".join("?" * len(row))
     sql(db_url, f"INSERT INTO audit ({cols}) VALUES ({marks})", row)
-    rc, out = _verify(db_url)
+    rc, out = _verify(db_url, hub)
     assert rc == 0, out
 
 

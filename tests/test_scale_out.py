@@ -195,6 +195,7 @@ def test_concurrent_writes_through_both_replicas_keep_one_intact_audit_chain(rep
     # per round: request.create, grant.create, data.read, data.preview, grant.revoke
     assert after - before >= len(users) * rounds * 5
     verify = subprocess.run(
-        [sys.executable, "-m", "jupyterhub_dataaccess", "audit", "verify", "--db-url", db_url],
+        [sys.executable, "-m", "jupyterhub_dataaccess", "audit", "verify", "--db-url", db_url,
+         "--key-dir", hub.key_dir],
         capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=REPO))
     assert verify.returncode == 0, verify.stdout + verify.stderr

@@ -10,8 +10,8 @@ import asyncio
 import gc
 import json
 import os
-import secrets
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,15 +19,15 @@ from typing import Any
 from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubOAuth
-from sqlalchemy.exc import IntegrityError
 from tornado import httpclient, ioloop, web
 from tornado.httpserver import HTTPServer
 from traitlets import Float, Integer, Unicode, default
 from traitlets.config import Application
 
-from .. import __version__
+from .. import __version__, audit
 from ..config_files import CatalogError, load_catalog, load_policy
 from ..governance import Config, Governance, iso, utcnow
+from ..keys import DEFAULT_KEY_DIR, ENV, KEY_DIR_ENV, KeyConfigError, key_id, load_keys
 from ..store import Database, Setting
 from .handlers import routes
 
@@ -149,6 +149,23 @@ class DataAccessService(Application):
         "Hub on every request, so a deleted user's or an expired token stops at once; a few "
         "seconds saves one Hub round trip per request at that cost.",
     ).tag(config=True)
+    key_dir = Unicode(
+        os.environ.get(KEY_DIR_ENV, DEFAULT_KEY_DIR),
+        help="Directory of the key files generated for a single node (mode 0600) when a key is "
+             "not given in the environment; see jupyterhub_dataaccess/keys.py and the operator "
+             "guide. Several replicas must share their keys.",
+    ).tag(config=True)
+    audit_anchor_interval = Float(
+        float(os.environ.get("DATAACCESS_AUDIT_ANCHOR_INTERVAL", 60.0)),
+        help="Seconds between publications of the audit head (an anchor) outside the database: "
+             "a log line, the audit_anchor_file and the webhook. A truncation of the log after "
+             "the last anchor goes unseen for at most this long. SIGUSR1 publishes one at once.",
+    ).tag(config=True)
+    audit_anchor_file = Unicode(
+        os.environ.get("DATAACCESS_AUDIT_ANCHOR_FILE", ""),
+        help="If set, each anchor is also appended to this file (one JSON line; keep it on "
+             "append-only or remote storage): `jupyterhub-dataaccess audit verify --anchors`.",
+    ).tag(config=True)
     webhook_url = Unicode(
         os.environ.get("DATAACCESS_WEBHOOK_URL", ""),
         help="If set, a JSON POST is sent here for each request and decision.",
@@ -171,7 +188,18 @@ class DataAccessService(Application):
         _freeze_heap()
         self.db = Database(self.db_url, busy_timeout=self.db_busy_timeout)
         self.db.upgrade()
-        self.mask_key = self._mask_key()
+        self.keys = load_keys(self.key_dir, legacy_mask=self._legacy_mask_key)
+        for name, source in self.keys.sources.items():
+            self.log.info("The %s key comes from %s", name, source)
+            if source.startswith("generated") and not self.db.is_sqlite:
+                self.log.warning("The %s key was generated for this node only: every replica "
+                                 "needs the same one (%s)", name, ENV[name])
+        self.db.audit_key = self.keys.audit
+        with self.db.write() as s:
+            if audit.ensure_keyed(s, self.keys.audit):
+                self.log.info("The audit chain is keyed from now on (key id %s)",
+                              key_id(self.keys.audit))
+        self._last_anchor: tuple[int, str] | None = None
         self.governance = Governance(db=self.db, config=lambda: self.config_state.config)
         self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix="dataaccess")
         hub_api = os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api")
@@ -184,7 +212,7 @@ class DataAccessService(Application):
         prefix = self.service_prefix if self.service_prefix.endswith("/") else self.service_prefix + "/"
         self.web_app = web.Application(
             routes(prefix), dataaccess=self, hub_auth=self.hub_auth,
-            cookie_secret=os.urandom(32), xsrf_cookies=False, log_function=self._log_request,
+            cookie_secret=self.keys.cookie, xsrf_cookies=False, log_function=self._log_request,
         )
 
     def _log_request(self, handler: web.RequestHandler) -> None:
@@ -232,22 +260,15 @@ class DataAccessService(Application):
         self.log.info("Loaded %d datasets and %d policy rules", len(state.config.catalog.datasets),
                       len(state.config.policy.rules))
 
-    def _mask_key(self) -> bytes:
-        """The key of the `hash` mask, the same for every replica, kept in the database."""
-        env = os.environ.get("DATAACCESS_MASK_KEY")
-        if env:
-            return env.encode()
+    @property
+    def mask_key(self) -> bytes:  # the name code written before keys.py uses
+        return self.keys.mask
+
+    def _legacy_mask_key(self) -> bytes | None:
+        """The mask key an earlier release generated into the database, if any."""
         with self.db.read() as s:
             row = s.get(Setting, "mask_key")
-            if row:
-                return bytes.fromhex(row.value)
-        try:
-            with self.db.write() as s:
-                s.add(Setting(name="mask_key", value=secrets.token_hex(32)))
-        except IntegrityError:
-            pass  # another replica made it first
-        with self.db.read() as s:
-            return bytes.fromhex(s.get(Setting, "mask_key").value)
+            return bytes.fromhex(row.value) if row else None
 
     async def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -269,6 +290,36 @@ class DataAccessService(Application):
 
         ioloop.IOLoop.current().spawn_callback(send)
 
+    def _anchor(self) -> dict[str, Any] | None:
+        with self.db.read() as s:
+            return audit.anchor(s, self.keys.audit, source=f"{socket.gethostname()}:{os.getpid()}")
+
+    async def publish_anchor(self, force: bool = False) -> dict[str, Any] | None:
+        """Publish the audit head outside the database: a log line, the anchor file, the webhook.
+
+        Skipped when the head has not moved since this process last published it (unless forced).
+        """
+        try:
+            anchor = await self.run(self._anchor)
+        except Exception as e:
+            self.log.warning("Could not read the audit head to anchor it: %s", type(e).__name__)
+            return None
+        if anchor is None or (not force and self._last_anchor == (anchor["seq"], anchor["hash"])):
+            return anchor
+        line = json.dumps(anchor, sort_keys=True)
+        self.log.info("audit anchor %s", line)
+        if self.audit_anchor_file:
+            try:
+                fd = os.open(self.audit_anchor_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                with os.fdopen(fd, "a") as f:
+                    f.write(line + "\n")
+            except OSError as e:
+                self.log.error("Could not append the audit anchor to %s: %s",
+                               self.audit_anchor_file, e.strerror)
+        self.notify("audit.anchor", anchor)
+        self._last_anchor = (anchor["seq"], anchor["hash"])
+        return anchor
+
     async def _expire(self) -> None:
         try:
             n = await self.run(self.governance.expire_sweep)
@@ -287,9 +338,15 @@ class DataAccessService(Application):
         ioloop.PeriodicCallback(self.reload, self.reload_interval * 1000).start()
         ioloop.PeriodicCallback(self._expire, self.expire_interval * 1000).start()
         loop.add_callback(self._expire)
+        if self.audit_anchor_interval > 0:
+            ioloop.PeriodicCallback(self.publish_anchor,
+                                    self.audit_anchor_interval * 1000).start()
+        loop.add_callback(self.publish_anchor)
         try:
             signal.signal(signal.SIGHUP, lambda *_: loop.add_callback_from_signal(
                 self.reload, True))
+            signal.signal(signal.SIGUSR1, lambda *_: loop.add_callback_from_signal(
+                self.publish_anchor, True))
             for sig in (signal.SIGTERM, signal.SIGINT):  # JupyterHub stops services with these
                 signal.signal(sig, lambda *_: loop.add_callback_from_signal(loop.stop))
         except ValueError:
@@ -311,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     app = DataAccessService()
     try:
         app.initialize(argv)
-    except CatalogError as e:
+    except (CatalogError, KeyConfigError) as e:
         app.log.critical("Refusing to start: %s", e)
         return 2
     try:

@@ -275,7 +275,7 @@ class PreviewHandler(BaseHandler):
         import pyarrow as pa
 
         try:
-            schema, batches = governed_batches(ds, self.service.mask_key, columns, limit=limit)
+            schema, batches = governed_batches(ds, self.service.keys.mask, columns, limit=limit)
             table = pa.Table.from_batches(list(batches), schema=schema)
         except ColumnError as e:
             raise BadRequest(str(e)) from None
@@ -320,7 +320,7 @@ class DataHandler(BaseHandler):
             await self._send_file(ds.id, as_is)
             return
         try:
-            schema, batches = await self.run(governed_batches, ds, self.service.mask_key, columns)
+            schema, batches = await self.run(governed_batches, ds, self.service.keys.mask, columns)
         except ColumnError as e:
             raise BadRequest(str(e)) from None
         except SourceError as e:

@@ -25,9 +25,27 @@ MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
 SQLITE_BUSY_TIMEOUT = 30.0  # seconds a SQLite writer waits for the lock
 
 
+def private_sqlite_file(path: str) -> None:
+    """Create the SQLite file (and let SQLite give its -wal and -shm files the same mode) readable
+    by its owner only; tighten an existing one made before this rule."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    for name in (path, path + "-wal", path + "-shm"):
+        try:
+            st = os.stat(name)
+            if st.st_mode & 0o077 and st.st_uid == os.getuid():
+                os.chmod(name, 0o600)
+        except OSError:
+            pass
+
+
 def _make_engine(db_url: str, busy_timeout: float = SQLITE_BUSY_TIMEOUT) -> Engine:
     url = make_url(db_url)
     if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+            private_sqlite_file(url.database)
         engine = create_engine(
             url, connect_args={"timeout": busy_timeout, "check_same_thread": False},
             pool_pre_ping=False,
@@ -53,10 +71,16 @@ def _make_engine(db_url: str, busy_timeout: float = SQLITE_BUSY_TIMEOUT) -> Engi
 
 
 class Database:
-    """Sessions on one database URL: `read()` for queries, `write()` for one atomic change."""
+    """Sessions on one database URL: `read()` for queries, `write()` for one atomic change.
 
-    def __init__(self, db_url: str, busy_timeout: float = SQLITE_BUSY_TIMEOUT):
+    `audit_key` (kept outside the database, see keys.py) is handed to every session as
+    `session.info["audit_key"]`, where audit.append finds it.
+    """
+
+    def __init__(self, db_url: str, busy_timeout: float = SQLITE_BUSY_TIMEOUT,
+                 audit_key: bytes | None = None):
         self.url = db_url
+        self.audit_key = audit_key
         self.engine = _make_engine(db_url, busy_timeout)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(
@@ -69,13 +93,13 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with self._read() as session:
+        with self._read(info={"audit_key": self.audit_key}) as session:
             yield session
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One transaction: committed when the block ends, rolled back if it raises."""
-        with self._write() as session, session.begin():
+        with self._write(info={"audit_key": self.audit_key}) as session, session.begin():
             yield session
 
     def upgrade(self) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -60,7 +61,13 @@ class Request(Base):
         back_populates="request", order_by="Decision.id", lazy="selectin"
     )
 
-    __table_args__ = (Index("ix_requests_user_dataset_status", "user", "dataset", "status"),)
+    __table_args__ = (
+        Index("ix_requests_user_dataset_status", "user", "dataset", "status"),
+        # one pending request per user and dataset, even for two sent at the same instant
+        Index("uq_requests_pending", "user", "dataset", unique=True,
+              sqlite_where=text("status = 'pending'"),
+              postgresql_where=text("status = 'pending'")),
+    )
 
 
 class Decision(Base):
@@ -117,10 +124,11 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str | None] = mapped_column(String(16), nullable=True)  # None: a plain chain
 
 
 class Setting(Base):
-    """Service settings that must be the same for every replica (e.g. the mask hashing key)."""
+    """Service settings shared by every replica (an earlier release kept the mask key here)."""
 
     __tablename__ = "settings"
 
