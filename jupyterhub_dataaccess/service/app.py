@@ -30,6 +30,7 @@ from ..governance import Config, Governance, iso, utcnow
 from ..keys import DEFAULT_KEY_DIR, ENV, KEY_DIR_ENV, KeyConfigError, key_id, load_keys
 from ..store import Database, Setting
 from .handlers import routes
+from .streams import StreamSlots
 
 
 @dataclass
@@ -143,6 +144,22 @@ class DataAccessService(Application):
     rate_burst = Integer(
         int(os.environ.get("DATAACCESS_RATE_BURST", 200)), help="Burst of requests allowed per user."
     ).tag(config=True)
+    max_streams_per_user = Integer(
+        int(os.environ.get("DATAACCESS_MAX_STREAMS_PER_USER", 4)),
+        help="Data streams one user may have open at once (reads, queries, partitions); the "
+             "next is answered 429. 0: no cap.",
+    ).tag(config=True)
+    max_streams = Integer(
+        int(os.environ.get("DATAACCESS_MAX_STREAMS", 32)),
+        help="Data streams open at once in this process, all users together; each holds at most "
+             "a few encoded chunks and one encoder thread, so this bounds memory and threads. "
+             "0: no cap.",
+    ).tag(config=True)
+    stream_write_timeout = Float(
+        float(os.environ.get("DATAACCESS_STREAM_WRITE_TIMEOUT", 60.0)),
+        help="Seconds a client may leave a chunk of a data stream unread before the service "
+             "closes the connection and frees the stream's slot. 0: wait for ever.",
+    ).tag(config=True)
     token_cache_seconds = Float(
         float(os.environ.get("DATAACCESS_TOKEN_CACHE_SECONDS", 0)),
         help="How long the Hub's answer about a token may be reused. 0 (the default) asks the "
@@ -209,6 +226,8 @@ class DataAccessService(Application):
                                  allow_token_in_url=False)
         self.directory = HubDirectory(hub_api, token, self.group_cache_seconds, self.log)
         self.limiter = RateLimiter(self.rate_limit, self.rate_burst)
+        self.streams = StreamSlots(self.max_streams_per_user, self.max_streams,
+                                   self.stream_write_timeout, self.log)
         prefix = self.service_prefix if self.service_prefix.endswith("/") else self.service_prefix + "/"
         self.web_app = web.Application(
             routes(prefix), dataaccess=self, hub_auth=self.hub_auth,

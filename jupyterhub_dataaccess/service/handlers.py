@@ -299,10 +299,15 @@ class _SourceUnavailable(GovernanceError):
 
 class DataHandler(BaseHandler):
     """The governed data, streamed. With no `format`, Parquet when the caller accepts it and the
-    source file can go as it is (nothing to mask, filter or project), else an Arrow stream."""
+    source file can go as it is (nothing to mask, filter or project), else an Arrow stream.
+    Each stream holds a slot of service.streams (429 past the caps) until it ends."""
 
     async def get(self, dataset_id: str) -> None:
         who = await self.principal()
+        with self.service.streams.slot(who.name):
+            await self._stream(who, dataset_id)
+
+    async def _stream(self, who: Principal, dataset_id: str) -> None:
         fmt = self.arg("format")
         if fmt and fmt not in FORMATS:
             raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
@@ -327,12 +332,11 @@ class DataHandler(BaseHandler):
             self.log.warning("Cannot open %s: %s", ds.id, e)
             raise _SourceUnavailable() from None
         chunks = encode(schema, batches, fmt)
-        first = await self.run(self._next, chunks)
-        self._file_headers(ds.id, fmt)
         try:
+            first = await self.run(self._next, chunks)
+            self._file_headers(ds.id, fmt)
             while first is not None:
-                self.write(first)
-                await self.flush()
+                await self.service.streams.send(self, first)
                 first = await self.run(self._next, chunks)
         except StreamClosedError:
             return
@@ -340,6 +344,8 @@ class DataHandler(BaseHandler):
             self.log.warning("Read of %s failed mid-stream: %s", ds.id, e)
             self.request.connection.close()  # a truncated stream must not look complete
             return
+        finally:
+            chunks.close()  # stops the encoder thread at once, however the stream ended
         self.finish()
 
     def _file_headers(self, dataset: str, fmt: str) -> None:
@@ -359,8 +365,7 @@ class DataHandler(BaseHandler):
             self.set_header("Content-Length", str(os.fstat(f.fileno()).st_size))
             try:
                 while chunk := await self.run(f.read, 4 << 20):
-                    self.write(chunk)
-                    await self.flush()
+                    await self.service.streams.send(self, chunk)
             except StreamClosedError:
                 return
         self.finish()

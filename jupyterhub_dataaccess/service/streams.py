@@ -1,0 +1,84 @@
+"""Bounds on data streams: how many run at once (per user and in all), and how long a client may
+leave a chunk unread. Every route that streams data takes a slot and writes through `send`:
+
+    with service.streams.slot(who.name):
+        ...
+        await service.streams.send(handler, chunk)
+
+A stream holds at most a few encoded chunks and one encoder thread (sources/stream.py), so the
+caps bound the service's memory and threads however many clients stall; the write timeout frees
+a stalled stream's slot, thread and memory.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+from tornado import gen
+from tornado.iostream import StreamClosedError
+
+from ..errors import GovernanceError
+
+
+class TooManyStreams(GovernanceError):
+    status = 429
+
+
+class StreamSlots:
+    """Concurrent data streams: at most `per_user` for one user and `total` in all (0: no cap)."""
+
+    def __init__(self, per_user: int, total: int, write_timeout: float, log: Any = None):
+        self.per_user, self.total, self.write_timeout, self.log = (per_user, total, write_timeout,
+                                                                   log)
+        self._lock = threading.Lock()
+        self._by_user: dict[str, int] = {}
+        self.open = 0
+
+    @contextmanager
+    def slot(self, user: str) -> Iterator[None]:
+        """Hold a stream slot for the block; TooManyStreams (429) when none is free."""
+        with self._lock:
+            mine = self._by_user.get(user, 0)
+            if self.per_user and mine >= self.per_user:
+                raise TooManyStreams(
+                    f"You already have {mine} data streams open, the most allowed at once; "
+                    "finish or close one, then retry")
+            if self.total and self.open >= self.total:
+                raise TooManyStreams(
+                    f"The data access service is serving its maximum of {self.total} data "
+                    "streams; retry shortly")
+            self._by_user[user] = mine + 1
+            self.open += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.open -= 1
+                left = self._by_user[user] - 1
+                if left:
+                    self._by_user[user] = left
+                else:
+                    del self._by_user[user]
+
+    async def send(self, handler: Any, chunk: bytes) -> None:
+        """Write one chunk and wait until it is on its way; a client that leaves it unread for
+        `write_timeout` seconds is disconnected (StreamClosedError, as if it had gone)."""
+        handler.write(chunk)
+        flushed = handler.flush()
+        if self.write_timeout <= 0:
+            await flushed
+            return
+        try:
+            await gen.with_timeout(timedelta(seconds=self.write_timeout), flushed,
+                                   quiet_exceptions=(StreamClosedError,))
+        except gen.TimeoutError:
+            if self.log:
+                self.log.warning("Closing a data stream of %s to %s: nothing read for %.0f s",
+                                 handler.request.path, handler.request.remote_ip,
+                                 self.write_timeout)
+            handler.request.connection.close()
+            raise StreamClosedError() from None
