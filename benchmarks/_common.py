@@ -121,9 +121,9 @@ for _s in c.JupyterHub.services:
 """
 
 
-def token_cache(seconds: float) -> str:
-    """Config lines giving the service a token cache of `seconds` (0: none, the default)."""
-    if not seconds:
+def token_cache(seconds: float | None) -> str:
+    """Config lines giving the service a token cache of `seconds` (None: the shipped default)."""
+    if seconds is None:
         return ""
     return f"""
 for _s in c.JupyterHub.services:

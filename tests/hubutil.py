@@ -366,3 +366,15 @@ class Kernel:
 
     def shutdown(self) -> None:
         requests.delete(self.base + f"api/kernels/{self.id}", headers=self._headers(), timeout=30)
+
+
+def wait_for(check: Any, timeout: float, what: str, every: float = 0.2) -> Any:
+    """Poll `check()` until it returns something true (returned), or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(every)

@@ -83,8 +83,8 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
     async def _hub_user(self) -> dict[str, Any] | None:
         """The caller, as the Hub says now: the Authorization header's token, else the OAuth cookie.
 
-        Asked of the Hub on every request (unless the operator set token_cache_seconds), so a
-        token the Hub has revoked or expired, or whose user it deleted, stops working at once.
+        The Hub's answer is reused for `token_cache_seconds` (5 by default, 0: ask every time),
+        so a token the Hub has revoked or expired, or whose user it deleted, stops within it.
         A cookie is accepted on POST and DELETE only with its `_xsrf` token (403 otherwise).
         """
         auth = self.hub_auth
