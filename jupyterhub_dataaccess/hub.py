@@ -27,6 +27,7 @@ USER_SCOPES = [ACCESS_SCOPE, "custom:dataaccess:browse", "custom:dataaccess:requ
 SERVER_TOKEN_SCOPES = [ACCESS_SCOPE, *SCOPES]
 DEFAULT_SERVER_SCOPES = ["users:activity!user", "access:servers!server"]
 SPAWN_TIMEOUT = 15.0
+SETTINGS_ENV = "DATAACCESS_SETTINGS"  # read by the service (service/app.py)
 
 log = logging.getLogger("jupyterhub_dataaccess.hub")
 
@@ -60,6 +61,7 @@ def configure_hub(
     environment: dict[str, str] | None = None,
     mount_root: str = "",
     key_dir: str = "dataaccess-keys",
+    settings: dict[str, Any] | None = None,
 ) -> None:
     """Register the dataaccess service, its scopes and roles, the spawn hook and token scopes.
 
@@ -73,6 +75,8 @@ def configure_hub(
     key_dir: where the service keeps the keys it generates when none is given in its
         environment (relative to the hub's working directory; see keys.py). With several
         replicas, give every key in the environment instead (DATAACCESS_MASK_KEY, ...).
+    settings: the service's own settings, by name (`DataAccessService` traitlets, e.g.
+        {"threads": 16, "token_cache_seconds": 0}); a name it does not have is an error here.
     """
     service_url = f"http://{service_ip}:{service_port}"
     env = {
@@ -84,6 +88,8 @@ def configure_hub(
     }
     if webhook_url:
         env["DATAACCESS_WEBHOOK_URL"] = webhook_url
+    if settings:
+        env[SETTINGS_ENV] = service_settings(settings)
     for key in ("PYTHONPATH", "PATH"):
         if key in os.environ:
             env.setdefault(key, os.environ[key])
@@ -146,6 +152,18 @@ def configure_hub(
     hook = make_pre_spawn_hook(service_url + SERVICE_PREFIX, fail_open=fail_open,
                                mount_root=mount_root)
     c.Spawner.pre_spawn_hook = chain_hooks(_get(c.Spawner, "pre_spawn_hook"), hook)
+
+
+def service_settings(settings: dict[str, Any]) -> str:
+    """The service's settings as the JSON it reads from DATAACCESS_SETTINGS, names checked."""
+    from .service.app import DataAccessService
+
+    known = set(DataAccessService.class_trait_names(config=True))
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"configure_hub: the dataaccess service has no setting "
+                         f"{', '.join(map(repr, unknown))}; it has {', '.join(sorted(known))}")
+    return json.dumps(settings)
 
 
 def chain_hooks(first: Callable | None, second: Callable) -> Callable:

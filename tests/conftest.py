@@ -178,7 +178,7 @@ def hub(state_dir: str, config_files: dict[str, str], db_url: str):
     # is raised here (tests/test_security_input.py tests the limiter on a hub of its own).
     h = Hub(state=os.path.join(state_dir, "hub"), catalog=config_files["catalog"],
             policy=config_files["policy"], db_url=db_url,
-            service_env={"DATAACCESS_RATE_LIMIT": "1000", "DATAACCESS_RATE_BURST": "20000"})
+            extra=", settings={'rate_limit': 1000, 'rate_burst': 20000}")
     os.makedirs(h.state, exist_ok=True)
     h.start()
     yield h

@@ -1,13 +1,19 @@
 """Alembic migrations on SQLite and a real PostgreSQL: a database made at the first revision and
-filled keeps everything through `db upgrade` to head; the models and the migrations agree.
+filled keeps everything through `db upgrade` to head; the models and the migrations agree; the
+service creates the schema in an empty database, refuses an older one (unless told to upgrade it),
+and replicas starting at once take turns under the schema lock.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import requests
+from hubutil import REPO, free_port, wait_for
 from reliabilityutil import cli, new_database
 from sqlalchemy import create_engine, text
 
@@ -166,3 +172,106 @@ def test_every_migration_file_is_reachable_from_the_single_head():
     files = [f for f in os.listdir(os.path.join(MIGRATIONS, "versions")) if f.endswith(".py")]
     assert len(revisions) == len(files) and revisions[-1] == FIRST
     assert revisions[0] == _head()
+
+
+# -- the service at start: create an empty database, refuse an old one, upgrade on purpose -------
+
+def _start_replicas(db_url: str, config_files: dict[str, str], cwd: str, n: int = 2,
+                    upgrade: bool = False) -> list[tuple[subprocess.Popen, str]]:
+    """`n` service processes on one database, started at the same moment, as replicas are."""
+    out = []
+    for _ in range(n):
+        port = free_port()
+        env = dict(os.environ, PYTHONPATH=REPO, DATAACCESS_DB_URL=db_url,
+                   DATAACCESS_CATALOG=config_files["catalog"],
+                   DATAACCESS_POLICY=config_files["policy"],
+                   JUPYTERHUB_SERVICE_URL=f"http://127.0.0.1:{port}",
+                   JUPYTERHUB_API_URL="http://127.0.0.1:9/hub/api", JUPYTERHUB_API_TOKEN="x",
+                   DATAACCESS_UPGRADE_DB="1" if upgrade else "")
+        proc = subprocess.Popen([sys.executable, "-m", "jupyterhub_dataaccess", "service"],
+                                env=env, cwd=cwd, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        out.append((proc, f"http://127.0.0.1:{port}/services/dataaccess/api/v1/health"))
+    return out
+
+
+def _healthy(replicas: list[tuple[subprocess.Popen, str]], timeout: float = 60) -> None:
+    def all_up() -> bool:
+        for proc, url in replicas:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if requests.get(url, timeout=2).status_code != 200:
+                    return False
+            except requests.RequestException:
+                return False
+        return True
+
+    wait_for(all_up, timeout, "both replicas answering /health")
+
+
+def _stop(replicas: list[tuple[subprocess.Popen, str]]) -> None:
+    for proc, _ in replicas:
+        if proc.poll() is None:
+            proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        proc.stdout.close()
+
+
+def test_two_replicas_starting_at_once_on_an_empty_database_create_the_schema_once(
+        empty_db: str, config_files, tmp_path):
+    """Given an empty database, When two service processes start at the same moment, Then both
+    come up, the schema is at head, and writes through either work (one chain)."""
+    replicas = _start_replicas(empty_db, config_files, str(tmp_path))
+    try:
+        _healthy(replicas)
+    finally:
+        _stop(replicas)
+    engine = create_engine(empty_db)
+    try:
+        assert current_revision(engine) == _head()
+    finally:
+        engine.dispose()
+    p = cli("audit", "verify", "--db-url", empty_db)
+    assert p.returncode == 0, p.stderr
+
+
+def test_replicas_refuse_an_older_database_until_it_is_upgraded_or_told_to_upgrade(
+        empty_db: str, config_files, tmp_path):
+    """Given a database at the first revision with rows in it, When two replicas start, Then both
+    refuse, naming `jupyterhub-dataaccess db upgrade`, and change nothing; When two start at once
+    with upgrade_db, Then the schema is upgraded once, under the lock, and both come up."""
+    assert _head() != FIRST, "needs a revision after the first"
+    engine = create_engine(empty_db)
+    upgrade(engine, FIRST)
+    engine.dispose()
+    _fill_at_first_revision(empty_db)
+
+    replicas = _start_replicas(empty_db, config_files, str(tmp_path))
+    try:
+        for proc, _ in replicas:
+            assert proc.wait(60) == 2
+            log = proc.stdout.read()
+            assert "Refusing to start" in log and "run `jupyterhub-dataaccess db upgrade`" in log
+            assert "Traceback" not in log
+    finally:
+        _stop(replicas)
+    engine = create_engine(empty_db)
+    assert current_revision(engine) == FIRST
+    engine.dispose()
+
+    replicas = _start_replicas(empty_db, config_files, str(tmp_path), upgrade=True)
+    try:
+        _healthy(replicas)
+    finally:
+        _stop(replicas)
+    engine = create_engine(empty_db)
+    try:
+        assert current_revision(engine) == _head()
+    finally:
+        engine.dispose()
+    p = cli("audit", "verify", "--db-url", empty_db)
+    assert p.returncode == 0 and "5 records, chain intact" in p.stdout, p.stderr

@@ -11,7 +11,6 @@ import time
 import pytest
 import requests
 from hubutil import Hub, Kernel, wait_for
-from jupyterhub_dataaccess.service.app import DataAccessService
 from secutil import (
     MISSING_ID,
     SECRETS,
@@ -25,6 +24,8 @@ from secutil import (
     service_routes,
     service_xsrf,
 )
+
+from jupyterhub_dataaccess.service.app import DataAccessService
 
 ROUTES = service_routes()
 AUTH_REQUIRED = {"status": 401, "message": "Authentication required: log in to JupyterHub"}

@@ -30,6 +30,7 @@ configure_hub(
     service_port=int(os.environ.get("DATAACCESS_DEMO_SERVICE_PORT", "10101")),
     reviewer_groups=["stewards"],
     admin_groups=["admins"],
+    settings={"upgrade_db": True},  # one replica: a demo kept from an older release upgrades
 )
 
 # --- the hub ---------------------------------------------------------------------------------------

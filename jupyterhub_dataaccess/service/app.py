@@ -15,6 +15,7 @@ import signal
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -22,14 +23,16 @@ from urllib.parse import urlparse
 from jupyterhub.services.auth import HubOAuth
 from tornado import httpclient, ioloop, web
 from tornado.httpserver import HTTPServer
-from traitlets import Float, Integer, Unicode, default
+from traitlets import Bool, Float, Integer, Unicode, default
 from traitlets.config import Application
+from traitlets.config import Config as TraitletsConfig
 
 from .. import __version__, audit
 from ..config_files import CatalogError, load_catalog, load_policy
 from ..governance import Config, Governance, iso, utcnow
+from ..hub import SETTINGS_ENV
 from ..keys import DEFAULT_KEY_DIR, ENV, KEY_DIR_ENV, KeyConfigError, key_id, load_keys
-from ..store import Database, Setting
+from ..store import Database, SchemaError, Setting
 from .handlers import routes
 from .streams import StreamSlots
 
@@ -137,6 +140,12 @@ class DataAccessService(Application):
         help="SQLite: seconds a write waits for the database lock before the request is "
              "answered 503 (ignored on PostgreSQL).",
     ).tag(config=True)
+    upgrade_db = Bool(
+        os.environ.get("DATAACCESS_UPGRADE_DB", "") in ("1", "true", "yes"),
+        help="Upgrade an existing database's schema at start (under a database lock) instead of "
+             "refusing to start until `jupyterhub-dataaccess db upgrade` is run. For "
+             "single-replica installs and the demo; an empty database always gets the schema.",
+    ).tag(config=True)
     threads = Integer(8, help="Worker threads for database and data work.").tag(config=True)
     rate_limit = Float(
         float(os.environ.get("DATAACCESS_RATE_LIMIT", 50.0)),
@@ -191,23 +200,43 @@ class DataAccessService(Application):
         help="If set, a JSON POST is sent here for each request and decision.",
     ).tag(config=True)
 
+    config_file = Unicode(
+        os.environ.get("DATAACCESS_CONFIG_FILE", ""),
+        help="A traitlets config file (Python, `c.DataAccessService.threads = 16`) read at start; "
+             "its settings override configure_hub's `settings` and are overridden by the "
+             "command line.",
+    ).tag(config=True)
+
     aliases = {
         "catalog": "DataAccessService.catalog",
         "policy": "DataAccessService.policy",
         "db-url": "DataAccessService.db_url",
         "webhook-url": "DataAccessService.webhook_url",
+        "config": "DataAccessService.config_file",
     }
 
     @default("log_level")
     def _log_level(self) -> int:
         return 20
 
+    def load_settings(self, argv: list[str] | None = None) -> None:
+        """Settings, lowest first: defaults (some read the environment), configure_hub's
+        `settings` (DATAACCESS_SETTINGS, JSON), the config file, the command line."""
+        self.parse_command_line(argv)
+        command_line = deepcopy(self.config)
+        given = os.environ.get(SETTINGS_ENV)
+        if given:
+            self.update_config(TraitletsConfig({"DataAccessService": json.loads(given)}))
+        if self.config_file:
+            self.load_config_file(self.config_file)
+        self.update_config(command_line)
+
     def initialize(self, argv: list[str] | None = None) -> None:
-        super().initialize(argv)
+        self.load_settings(argv)
         self.config_state = self._read_config()  # raises CatalogError on a bad file
         _freeze_heap()
         self.db = Database(self.db_url, busy_timeout=self.db_busy_timeout)
-        self.db.upgrade()
+        self.db.prepare(allow_upgrade=self.upgrade_db)  # raises SchemaError when behind
         self.keys = load_keys(self.key_dir, legacy_mask=self._legacy_mask_key)
         for name, source in self.keys.sources.items():
             self.log.info("The %s key comes from %s", name, source)
@@ -390,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     app = DataAccessService()
     try:
         app.initialize(argv)
-    except (CatalogError, KeyConfigError) as e:
+    except (CatalogError, KeyConfigError, SchemaError) as e:
         app.log.critical("Refusing to start: %s", e)
         return 2
     try:

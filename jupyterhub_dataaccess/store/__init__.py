@@ -14,11 +14,12 @@ from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from .models import AuditHead, AuditRecord, Base, Decision, Grant, Request, Setting
+from .models import AuditHead, AuditRecord, Base, Decision, Delivery, Grant, Request, Setting
 
 __all__ = [
-    "AuditHead", "AuditRecord", "Base", "Database", "Decision", "Grant", "Request", "Setting",
-    "upgrade",
+    "AuditHead", "AuditRecord", "Base", "Database", "Decision", "Delivery", "Grant", "Request",
+    "SchemaError",
+    "Setting", "prepare", "upgrade",
 ]
 
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
@@ -105,11 +106,14 @@ class Database:
     def upgrade(self) -> None:
         upgrade(self.engine)
 
+    def prepare(self, allow_upgrade: bool = False) -> str:
+        return prepare(self.engine, allow_upgrade)
+
     def dispose(self) -> None:
         self.engine.dispose()
 
 
-def _alembic_config(engine: Engine):
+def _alembic_config(engine: Engine | None):
     from alembic.config import Config
 
     cfg = Config()
@@ -119,10 +123,93 @@ def _alembic_config(engine: Engine):
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to `revision` (Alembic), creating it on an empty database."""
+    """Bring the schema to `revision` (Alembic), creating it on an empty database, under the
+    schema lock (replicas and `db upgrade` never migrate at the same time)."""
     from alembic import command
 
-    command.upgrade(_alembic_config(engine), revision)
+    with schema_lock(engine):
+        command.upgrade(_alembic_config(engine), revision)
+
+
+class SchemaError(RuntimeError):
+    """The database's schema is not the one this release needs; the message says what to do."""
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config(None)).get_current_head()
+
+
+def known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    return {r.revision for r in ScriptDirectory.from_config(_alembic_config(None))
+            .walk_revisions()}
+
+
+def prepare(engine: Engine, allow_upgrade: bool = False) -> str:
+    """Make the database ready for this release at start, as JupyterHub does: an empty database
+    gets the schema; an existing one must be at this release's revision, else SchemaError names
+    the command to run — or, with `allow_upgrade` (single-replica installs, the demo), it is
+    upgraded here. All of it under the schema lock, so replicas starting at once take turns.
+    Returns the revision the database is at."""
+    head = head_revision()
+    with schema_lock(engine):
+        current = current_revision(engine)
+        if current == head:
+            return head
+        if current is None and not has_schema(engine):
+            _upgrade_locked(engine)
+            return head
+        if current is not None and current not in known_revisions():
+            raise SchemaError(
+                f"The database is at revision {current}, which this release of "
+                f"jupyterhub-dataaccess does not know (its newest is {head}): run the release "
+                "that made it, or a newer one")
+        if not allow_upgrade:
+            raise SchemaError(
+                f"The database is at revision {current}, this release needs {head}: back it up, "
+                "then run `jupyterhub-dataaccess db upgrade` (or set "
+                "DataAccessService.upgrade_db = True to upgrade at start on a single replica)")
+        _upgrade_locked(engine)
+        return head
+
+
+def _upgrade_locked(engine: Engine) -> None:
+    from alembic import command
+
+    command.upgrade(_alembic_config(engine), "head")
+
+
+SCHEMA_LOCK_KEY = 0x6461_7461_6163  # "dataac": the PostgreSQL advisory lock of schema changes
+
+
+@contextmanager
+def schema_lock(engine: Engine) -> Iterator[None]:
+    """Held while the schema is checked or changed: a PostgreSQL advisory lock (released when
+    its connection ends, even if the process dies), or an flock beside a SQLite file."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({SCHEMA_LOCK_KEY})")
+            try:
+                yield
+            finally:
+                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({SCHEMA_LOCK_KEY})")
+                conn.commit()
+        return
+    path = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not path or path == ":memory:":
+        yield
+        return
+    import fcntl
+
+    with open(path + ".schema-lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def current_revision(engine: Engine) -> str | None:

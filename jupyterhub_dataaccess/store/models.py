@@ -1,4 +1,4 @@
-"""SQLAlchemy models: requests, decisions, grants, the audit log and service settings."""
+"""SQLAlchemy models: requests, decisions, grants, the audit log, service settings, deliveries."""
 
 from __future__ import annotations
 
@@ -134,3 +134,21 @@ class Setting(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class Delivery(Base):
+    """Where a consumer of the audit log (the webhook) has got to, shared by every replica.
+
+    `cursor` is the last audit sequence number delivered; the replica holding the lease
+    (`lease_owner` until `lease_until`) is the one delivering; after a failure nobody tries
+    again before `retry_at` (backoff doubles with each of the `failures` in a row).
+    """
+
+    __tablename__ = "deliveries"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    cursor: Mapped[int] = mapped_column(Integer)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
