@@ -63,6 +63,10 @@ class LocalAdapter(MountAdapter):
 
     This gives no isolation: a local process can read whatever its Unix user can. Operators who
     need isolation use containers (Docker or Kubernetes) and file permissions.
+
+    The hub may run as root and the directory is the user's, who may swap it for a symlink at
+    any moment: it is opened once with O_NOFOLLOW and every later call works through that file
+    descriptor (dir_fd), never through the path again, so nothing outside it is ever touched.
     """
 
     def apply(self, spawner: Any, mounts: list[dict[str, Any]], root: str) -> None:
@@ -70,28 +74,45 @@ class LocalAdapter(MountAdapter):
         if not home:
             return
         root = root or os.path.join(home, "datasets")
+        wanted = {m["dataset"]: m["path"] for m in mounts}
         try:
             os.makedirs(home, exist_ok=True)
-            st = os.lstat(root) if os.path.lexists(root) else None
-            if st is not None and not stat.S_ISDIR(st.st_mode):
-                log.warning("Not linking datasets for %s: %s is not a directory", spawner.user.name,
-                            root)
-                return
-            if st is None:
-                os.mkdir(root, 0o755)
-            wanted = {m["dataset"]: m["path"] for m in mounts}
-            for entry in os.listdir(root):
-                path = os.path.join(root, entry)
-                if os.path.islink(path) and os.readlink(path) != wanted.get(entry):
-                    os.unlink(path)
+            fd = _open_own_dir(root)
+        except OSError as e:
+            log.warning("Not linking datasets for %s: %s is not a directory of theirs (%s)",
+                        spawner.user.name, root, e.strerror)
+            return
+        try:
+            for entry in os.listdir(fd):
+                st = os.stat(entry, dir_fd=fd, follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode) and os.readlink(entry, dir_fd=fd) != wanted.get(entry):
+                    os.unlink(entry, dir_fd=fd)
             for dataset, target in wanted.items():
-                link = os.path.join(root, dataset)
-                if not os.path.lexists(link):
-                    os.symlink(target, link)
-                    _chown_like(link, home)
-            _chown_like(root, home)
+                try:
+                    os.symlink(target, dataset, dir_fd=fd)
+                except FileExistsError:
+                    pass  # the right link, or a file of the user's: left as it is
+            owner = os.stat(home)
+            os.fchown(fd, owner.st_uid, owner.st_gid)
         except OSError as e:
             log.warning("Could not link datasets for %s: %s", spawner.user.name, e)
+        finally:
+            os.close(fd)
+
+
+def _open_own_dir(path: str) -> int:
+    """A directory file descriptor of `path` (made if missing); its last component is never
+    followed if it is a symlink (ELOOP), nor taken if it is not a directory (ENOTDIR)."""
+    parent = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        name = os.path.basename(path)
+        try:
+            os.mkdir(name, 0o755, dir_fd=parent)
+        except FileExistsError:
+            pass
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+    finally:
+        os.close(parent)
 
 
 def _ours(name: str) -> bool:
@@ -125,14 +146,6 @@ def _home_of(spawner: Any) -> str:
         return pwd.getpwnam(spawner.user.name).pw_dir
     except (KeyError, ImportError):
         return ""
-
-
-def _chown_like(path: str, like: str) -> None:
-    try:
-        st = os.stat(like)
-        os.chown(path, st.st_uid, st.st_gid, follow_symlinks=False)
-    except OSError:
-        pass
 
 
 def adapter_for(spawner: Any) -> MountAdapter:

@@ -196,3 +196,51 @@ def test_local_spawner_refuses_a_datasets_link_pointing_elsewhere(tmp_path):
     spawner.home_dir = str(home)
     LocalAdapter().apply(spawner, [{"dataset": "s", "path": str(tmp_path)}], "")
     assert os.listdir(elsewhere) == []
+
+
+def test_case45_a_swap_of_datasets_for_a_symlink_mid_apply_touches_nothing_outside(
+        tmp_path, monkeypatch):
+    """Given ~/datasets holds a link to a revoked dataset, When the user's process swaps the
+    directory for a symlink to another place right after the hub looked at it (injected, not
+    raced: at the hub's first listing), Then nothing in that other place is deleted or planted;
+    the hub's work lands in the directory it opened, the user's own."""
+    from jupyterhub.spawner import LocalProcessSpawner
+
+    home = tmp_path / "home"
+    datasets = home / "datasets"
+    datasets.mkdir(parents=True)
+    os.symlink("/srv/revoked", datasets / "revoked")
+    elsewhere = tmp_path / "etc"  # stands for a place only root may change
+    elsewhere.mkdir()
+    os.symlink("/srv/important", elsewhere / "keep-me")
+    spawner = LocalProcessSpawner(user=_user())
+    spawner.home_dir = str(home)
+    real_listdir = os.listdir
+
+    def swap_then_list(path=".", *args):
+        if os.path.lexists(home / "datasets") and not os.path.islink(home / "datasets"):
+            os.rename(home / "datasets", home / "moved")
+            os.symlink(elsewhere, home / "datasets")
+        return real_listdir(path, *args)
+
+    monkeypatch.setattr(os, "listdir", swap_then_list)
+    LocalAdapter().apply(spawner, [{"dataset": "granted", "path": str(tmp_path / "data")}], "")
+    monkeypatch.undo()
+    assert sorted(os.listdir(elsewhere)) == ["keep-me"]
+    assert os.readlink(elsewhere / "keep-me") == "/srv/important"
+    assert os.listdir(home / "moved") == ["granted"]  # the revoked link went, the grant came
+
+
+def test_case45_a_symlink_in_place_of_datasets_is_never_followed(tmp_path):
+    from jupyterhub.spawner import LocalProcessSpawner
+
+    home = tmp_path / "home"
+    home.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink("/srv/x", elsewhere / "keep-me")
+    os.symlink(elsewhere, home / "datasets")
+    spawner = LocalProcessSpawner(user=_user())
+    spawner.home_dir = str(home)
+    LocalAdapter().apply(spawner, [{"dataset": "s", "path": str(tmp_path)}], "")
+    assert os.listdir(elsewhere) == ["keep-me"]
