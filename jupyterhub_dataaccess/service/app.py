@@ -29,6 +29,7 @@ from traitlets.config import Config as TraitletsConfig
 
 from .. import __version__, audit
 from ..config_files import CatalogError, load_catalog, load_policy
+from ..events import BATCH, AuditDelivery
 from ..governance import Config, Governance, iso, utcnow
 from ..hub import SETTINGS_ENV
 from ..keys import DEFAULT_KEY_DIR, ENV, KEY_DIR_ENV, KeyConfigError, key_id, load_keys
@@ -197,7 +198,13 @@ class DataAccessService(Application):
     ).tag(config=True)
     webhook_url = Unicode(
         os.environ.get("DATAACCESS_WEBHOOK_URL", ""),
-        help="If set, a JSON POST is sent here for each request and decision.",
+        help="If set, a JSON POST is sent here for every request and decision, however it was "
+             "made (API, pages, command line, expiry), read from the audit log: once across "
+             "replicas, in order, retried with backoff while the receiver fails; and each "
+             "audit anchor.",
+    ).tag(config=True)
+    webhook_interval = Float(
+        1.0, help="Seconds between looks at the audit log for decisions to send to the webhook."
     ).tag(config=True)
 
     config_file = Unicode(
@@ -258,6 +265,12 @@ class DataAccessService(Application):
                                  allow_token_in_url=False)
         self.directory = HubDirectory(hub_api, token, self.group_cache_seconds, self.log)
         self.limiter = RateLimiter(self.rate_limit, self.rate_burst)
+        self.webhook = None
+        if self.webhook_url:
+            self.webhook = AuditDelivery(self.db, self._post_webhook, self.run,
+                                         owner=f"{socket.gethostname()}:{os.getpid()}",
+                                         log=self.log)
+            self.webhook.start_at_head()
         self.streams = StreamSlots(self.max_streams_per_user, self.max_streams,
                                    self.stream_write_timeout, self.log)
         prefix = self.service_prefix if self.service_prefix.endswith("/") else self.service_prefix + "/"
@@ -325,8 +338,22 @@ class DataAccessService(Application):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, lambda: fn(*args, **kwargs))
 
+    async def _post_webhook(self, event: dict[str, Any]) -> None:
+        await httpclient.AsyncHTTPClient().fetch(
+            self.webhook_url, method="POST", body=json.dumps(event), request_timeout=5,
+            headers={"Content-Type": "application/json"})
+
+    async def _deliver(self) -> None:
+        """Send the decisions the audit log holds past the webhook's cursor (events.py)."""
+        try:
+            while (await self.webhook.deliver()).sent == BATCH:
+                pass
+        except Exception as e:
+            self.log.warning("Webhook delivery failed, will retry: %s", type(e).__name__)
+
     def notify(self, event: str, payload: dict[str, Any]) -> None:
-        """Send the webhook, if configured, without ever delaying or failing the decision."""
+        """Send one webhook POST now (audit anchors), never delaying or failing the caller;
+        decisions go through the audit log instead (_deliver)."""
         if not self.webhook_url:
             return
         body = json.dumps({"event": event, "object": payload, "at": iso(utcnow())})
@@ -389,6 +416,8 @@ class DataAccessService(Application):
         ioloop.PeriodicCallback(self.reload, self.reload_interval * 1000).start()
         ioloop.PeriodicCallback(self._expire, self.expire_interval * 1000).start()
         loop.add_callback(self._expire)
+        if self.webhook is not None:
+            ioloop.PeriodicCallback(self._deliver, self.webhook_interval * 1000).start()
         if self.audit_anchor_interval > 0:
             ioloop.PeriodicCallback(self.publish_anchor,
                                     self.audit_anchor_interval * 1000).start()

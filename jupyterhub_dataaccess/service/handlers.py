@@ -393,7 +393,6 @@ class RequestsHandler(BaseHandler):
         who = await self.principal()
         body = self.json_body()
         req = await self.run(self.service.governance.create_request, who, body)
-        self.service.notify("request.create", req)
         self.send(req, 201)
 
 
@@ -414,13 +413,11 @@ class RequestActionHandler(BaseHandler):
             req = await self.run(gov.withdraw, who, request_id)
         elif action == "renew":
             req = await self.run(gov.renew, who, request_id, body)
-            self.service.notify("request.create", req)
             self.send(req, 201)
             return
         else:
             req = await self.run(gov.decide, who, request_id,
                                  "approve" if action == "approve" else "deny", body)
-        self.service.notify(f"request.{action}", req)
         self.send(req)
 
 
@@ -437,7 +434,6 @@ class GrantHandler(BaseHandler):
     async def delete(self, grant_id: str) -> None:
         who = await self.principal()
         grant = await self.run(self.service.governance.revoke, who, grant_id)
-        self.service.notify("grant.revoke", grant)
         self.send(grant)
 
 
