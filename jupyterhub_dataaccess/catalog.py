@@ -37,6 +37,7 @@ class Source:
     table: str = ""
     query: str = ""
     options: dict[str, Any] = field(default_factory=dict)  # s3/fsspec storage options (env refs)
+    catalog: dict[str, Any] = field(default_factory=dict)  # iceberg: pyiceberg catalog properties
 
 
 @dataclass(frozen=True)

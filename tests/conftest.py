@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from hubutil import REPO, Hub, Kernel  # noqa: E402
+from hubutil import REPO, Hub, Kernel, free_port  # noqa: E402
 
 sys.path.insert(0, REPO)
 
@@ -158,6 +159,44 @@ def db_url(state_dir: str, request: pytest.FixtureRequest) -> str:
     if ON_POSTGRES:
         return request.getfixturevalue("postgres").url
     return f"sqlite:///{state_dir}/dataaccess.sqlite"
+
+
+BUCKET = "lake"
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory):
+    """moto's S3 server on loopback, one per session (moto keeps its buckets in the process),
+    with bucket BUCKET holding three Parquet files under events/ and one.jsonl."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        import s3fs
+        from moto.server import ThreadedMotoServer
+    except ImportError as e:  # never a skip: the test extra installs them
+        raise RuntimeError(f"{e}: install the test extra (pip install '.[test]')") from None
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    fs = s3fs.S3FileSystem(key="admin", secret="admin", endpoint_url=endpoint)
+    fs.mkdir(BUCKET)
+    d = tmp_path_factory.mktemp("s3")
+    for part in range(3):  # a partitioned dataset: three files under one prefix
+        pq.write_table(pa.table({"id": [part * 10 + i for i in range(10)],
+                                 "team": ["a", "b"] * 5}), d / f"{part}.parquet")
+        fs.put(str(d / f"{part}.parquet"), f"{BUCKET}/events/{part}.parquet")
+    (d / "one.jsonl").write_text('{"x": 1, "y": "p"}\n{"x": 2, "y": null}\n')
+    fs.put(str(d / "one.jsonl"), f"{BUCKET}/one.jsonl")
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def creds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random S3 credentials in the environment (moto accepts any)."""
+    monkeypatch.setenv("TEST_S3_KEY", "AKIA" + uuid.uuid4().hex[:12])
+    monkeypatch.setenv("TEST_S3_SECRET", uuid.uuid4().hex)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,4 +1,4 @@
-"""S3 sources in the service process, against moto's S3 server on loopback (started here).
+"""S3 sources in the service process, against moto's S3 server on loopback (conftest.py `s3`).
 
 Credentials are ${ENV} references in the catalogue's source.options, resolved from the service's
 environment at read time and handed to s3fs as its storage options.
@@ -6,55 +6,21 @@ environment at read time and handed to s3fs as its storage options.
 
 from __future__ import annotations
 
-import uuid
-
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-from hubutil import free_port
+from conftest import BUCKET
 
 from jupyterhub_dataaccess.catalog import Dataset, Source
 from jupyterhub_dataaccess.sources.filters import parse_filter
 from jupyterhub_dataaccess.sources.readers import SourceError, dataset_info, governed_batches
 
 KEY = b"k" * 32
-BUCKET = "lake"
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    try:
-        import s3fs
-        from moto.server import ThreadedMotoServer
-    except ImportError as e:  # never a skip: the test extra installs them
-        raise RuntimeError(f"{e}: install the test extra (pip install '.[test]')") from None
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    fs = s3fs.S3FileSystem(key="admin", secret="admin", endpoint_url=endpoint)
-    fs.mkdir(BUCKET)
-    d = tmp_path_factory.mktemp("s3")
-    for part in range(3):  # a partitioned dataset: three files under one prefix
-        pq.write_table(pa.table({"id": [part * 10 + i for i in range(10)],
-                                 "team": ["a", "b"] * 5}), d / f"{part}.parquet")
-        fs.put(str(d / f"{part}.parquet"), f"{BUCKET}/events/{part}.parquet")
-    (d / "one.jsonl").write_text('{"x": 1, "y": "p"}\n{"x": 2, "y": null}\n')
-    fs.put(str(d / "one.jsonl"), f"{BUCKET}/one.jsonl")
-    yield endpoint
-    server.stop()
 
 
 def _ds(endpoint: str, uri: str, fmt: str = "parquet", **kw) -> Dataset:
     options = {"key": "${TEST_S3_KEY}", "secret": "${TEST_S3_SECRET}", "endpoint_url": endpoint}
     return Dataset(id="s3data", title="s3", source=Source(kind="s3", uri=uri, format=fmt,
                                                           options=options), **kw)
-
-
-@pytest.fixture
-def creds(monkeypatch):
-    monkeypatch.setenv("TEST_S3_KEY", "AKIA" + uuid.uuid4().hex[:12])
-    monkeypatch.setenv("TEST_S3_SECRET", uuid.uuid4().hex)
 
 
 def _rows(ds: Dataset, columns=None) -> pa.Table:

@@ -7,6 +7,7 @@ columns, filter or format can unmask a column.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import threading
@@ -19,6 +20,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from ..catalog import Dataset
+from .filters import RowFilter
 from .masks import mask_array, mask_key, masked_type
 
 BATCH_ROWS = 128 * 1024
@@ -39,11 +41,22 @@ class ColumnError(ValueError):
     """Columns asked for that the dataset does not have."""
 
 
+class UnknownVersion(LookupError):
+    """A version the source does not have (or, for sources without history, not the current
+    one): the message names it."""
+
+    def __init__(self, dataset: str, version: str):
+        shown = version if len(version) <= 80 else version[:80] + "..."
+        super().__init__(f"dataset {dataset!r} has no version {shown!r}")
+        self.dataset, self.version = dataset, version
+
+
 @dataclass(frozen=True)
 class Info:
     columns: list[dict[str, Any]]
     rows: int | None
     updated_at: str | None
+    version: str | None = None
 
 
 def _file_format(fmt: str) -> Any:
@@ -113,10 +126,23 @@ def _filesystem(ds: Dataset) -> tuple[Any, str]:
 
 
 class Reader:
-    """Reads one dataset; build with `reader_for(ds)`."""
+    """Reads one dataset, at its current version or at the one `version` names (raising
+    UnknownVersion when the source has no such version); build with `reader_for(ds, version)`.
+    A reader is for one request: what it loaded first (a table's snapshot) it keeps."""
 
-    def __init__(self, ds: Dataset):
+    def __init__(self, ds: Dataset, version: str | None = None):
         self.ds = ds
+        self.pinned = version
+
+    def version(self) -> str | None:
+        """The version this reader reads, always a string (None: the source has none)."""
+        if self.pinned is not None:
+            raise UnknownVersion(self.ds.id, self.pinned)
+        return None
+
+    def cache_token(self) -> str | None:
+        """Changes whenever what dataset_info shows may have changed (None: never cache)."""
+        return self.updated_at()
 
     def raw_schema(self) -> pa.Schema:
         raise NotImplementedError
@@ -194,6 +220,28 @@ class FileReader(Reader):
 
     def count(self, filter_expr: Any) -> int | None:
         return self._dataset().count_rows(filter=filter_expr)
+
+    def version(self) -> str | None:
+        """A digest of each file's path, size and modification time (ETag on object stores).
+        Files keep no history: a version other than the current one is unknown."""
+        dataset = self._dataset()
+        fs = dataset.filesystem
+        digest = hashlib.sha256()
+        for path in sorted(dataset.files):
+            if hasattr(fs, "handler"):  # fsspec (s3fs): its own info knows ETag and LastModified
+                info = fs.handler.fs.info(path)
+                stamp = info.get("ETag") or info.get("LastModified") or info.get("mtime")
+                digest.update(f"{path}\0{info.get('size')}\0{stamp}\n".encode())
+            else:
+                info = fs.get_file_info(path)
+                digest.update(f"{path}\0{info.size}\0{info.mtime_ns}\n".encode())
+        current = digest.hexdigest()[:16]
+        if self.pinned is not None and self.pinned != current:
+            raise UnknownVersion(self.ds.id, self.pinned)
+        return current
+
+    def cache_token(self) -> str | None:
+        return self.version()
 
     def updated_at(self) -> str | None:
         fs, path = _filesystem(self.ds)
@@ -314,8 +362,57 @@ def whole_file(ds: Dataset, columns: list[str] | None) -> str | None:
     return path if fs is None and os.path.isfile(path) else None
 
 
-def reader_for(ds: Dataset) -> Reader:
-    return SQLReader(ds) if ds.source.kind == "sql" else FileReader(ds)
+def _iceberg() -> type[Reader]:
+    from .iceberg import IcebergReader
+
+    return IcebergReader
+
+
+def _delta() -> type[Reader]:
+    from .delta import DeltaReader
+
+    return DeltaReader
+
+
+# Every source kind and its reader, in one place (lakehouse readers import their library late).
+READERS = {"file": lambda: FileReader, "s3": lambda: FileReader, "sql": lambda: SQLReader,
+           "iceberg": _iceberg, "delta": _delta}
+
+
+def reader_for(ds: Dataset, version: str | None = None) -> Reader:
+    """The reader of a dataset, at `version` when given (checked when the reader first reads:
+    UnknownVersion if the source has no such version)."""
+    return READERS[ds.source.kind]()(ds, version)
+
+
+def pushdown_tree(ds: Dataset, filter_expr: Any) -> Any:
+    """The filter tree to push down: the filter's own tree when it is one; otherwise the
+    dataset's row filter, which every filter a reader is given includes."""
+    if isinstance(filter_expr, RowFilter):
+        return filter_expr.tree
+    if filter_expr is None or hasattr(filter_expr, "equals"):  # a pyarrow Expression
+        return ds.row_filter.tree if ds.row_filter else None
+    return filter_expr
+
+
+def plain_types(schema: pa.Schema) -> pa.Schema:
+    """Arrow's large string and binary types as the plain ones, which every other reader gives
+    (a dataset's column types do not depend on the library that read it)."""
+    plain = {pa.large_string(): pa.string(), pa.large_binary(): pa.binary()}
+    return pa.schema([f.with_type(plain.get(f.type, f.type)) for f in schema],
+                     metadata=schema.metadata)
+
+
+def scrub(ds: Dataset, error: BaseException) -> str:
+    """An error's text for the log, with every value a ${NAME} of the source resolved to
+    blanked out (drivers may echo a URL or a header)."""
+    text = f"{type(error).__name__}: {error}"[:500]
+    names = set(ENV_REF.findall(repr(ds.source)))
+    for name in names:
+        value = os.environ.get(name, "")
+        if len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
 
 
 def governed_schema(ds: Dataset, raw: pa.Schema, columns: list[str] | None = None) -> pa.Schema:
@@ -336,12 +433,16 @@ def check_columns(raw: pa.Schema, columns: list[str] | None) -> list[str]:
 
 
 def governed_batches(ds: Dataset, key: bytes, columns: list[str] | None = None,
-                     limit: int | None = None) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    """(schema, batches) of the dataset with row filter, projection and masks applied."""
-    reader = reader_for(ds)
+                     limit: int | None = None, reader: Reader | None = None
+                     ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """(schema, batches) of the dataset with row filter, projection and masks applied; read by
+    `reader` when given (a reader pinned to the version the caller was told and audited)."""
+    reader = reader or reader_for(ds)
     try:
+        if reader.pinned is not None:
+            reader.version()  # UnknownVersion before any data
         raw = reader.raw_schema()
-    except SourceError:
+    except (SourceError, UnknownVersion):
         raise
     except Exception as e:
         raise SourceError(str(e)) from e
@@ -377,18 +478,26 @@ def governed_batches(ds: Dataset, key: bytes, columns: list[str] | None = None,
 _info_cache: dict[tuple, Info] = {}
 
 
-def dataset_info(ds: Dataset) -> Info:
-    """Governed schema, row count (after the row filter) and update time; cached per file mtime."""
-    reader = reader_for(ds)
-    updated = reader.updated_at()
+def dataset_info(ds: Dataset, reader: Reader | None = None) -> Info:
+    """Governed schema, row count (after the row filter), update time and version; cached per
+    version of the source (a file's size and mtime, a table's metadata)."""
+    reader = reader or reader_for(ds)
+    try:
+        token = reader.cache_token()
+    except (SourceError, UnknownVersion):
+        raise
+    except Exception as e:
+        raise SourceError(str(e)) from e
     cache_key = (ds.id, repr(ds.source), ds.row_filter.text if ds.row_filter else "",
-                 tuple(sorted(ds.masks.items())), updated)
-    if updated is not None and cache_key in _info_cache:
+                 tuple(sorted(ds.masks.items())), token)
+    if token is not None and cache_key in _info_cache:
         return _info_cache[cache_key]
     try:
+        updated = reader.updated_at()
+        version = reader.version()
         raw = reader.raw_schema()
         rows = reader.count(ds.row_filter.to_arrow() if ds.row_filter else None)
-    except SourceError:
+    except (SourceError, UnknownVersion):
         raise
     except Exception as e:
         raise SourceError(str(e)) from e
@@ -396,9 +505,9 @@ def dataset_info(ds: Dataset) -> Info:
     info = Info(
         columns=[{"name": f.name, "type": str(f.type), "mask": ds.masks.get(f.name)}
                  for f in schema],
-        rows=rows, updated_at=updated,
+        rows=rows, updated_at=updated, version=version,
     )
-    if updated is not None:
+    if token is not None:
         if len(_info_cache) > 10_000:
             _info_cache.clear()
         _info_cache[cache_key] = info
