@@ -26,6 +26,7 @@ from .catalog import (
     Stewards,
 )
 from .policy import DECISIONS, DEFAULT_MAX_DAYS, Match, Policy, Rule
+from .sources.base import ENV_REF
 from .sources.filters import FilterError, parse_filter
 
 
@@ -121,10 +122,12 @@ def _parse_source(where: _Where, raw: Any) -> Source:
     kind = raw.get("kind")
     if kind not in SOURCE_KINDS:
         raise sw.error("kind", f"must be one of {', '.join(SOURCE_KINDS)}")
-    allowed = {"kind", "uri", "format", "options"} if kind != "sql" else {"kind", "url", "table",
-                                                                          "query"}
+    allowed = {"sql": {"kind", "url", "table", "query"}, "iceberg": {"kind", "table", "catalog"},
+               "delta": {"kind", "uri", "options"}}.get(kind, {"kind", "uri", "format", "options"})
     for key in sorted(set(raw) - allowed, key=str):
         raise sw.error(str(key)[:80], f"is not a known field of a {kind} source")
+    if kind in ("iceberg", "delta"):
+        return _parse_table_source(sw, kind, raw)
     if kind in ("file", "s3"):
         uri = raw.get("uri")
         if not isinstance(uri, str) or not uri:
@@ -147,6 +150,58 @@ def _parse_source(where: _Where, raw: Any) -> Source:
     if table and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?", table):
         raise sw.error("table", "must be a plain (optionally schema-qualified) table name")
     return Source(kind="sql", url=url, table=table or "", query=query or "")
+
+
+# Settings that hold a secret: only as ${NAME}, so the catalogue file never holds one.
+_SECRET_SETTING = re.compile(r"credential|token|secret|password|access.?key|key.?id|sas|"
+                             r"private.?key|session", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@:]*:([^/@]+)@", re.IGNORECASE)
+
+
+def _settings(sw: _Where, name: str, value: Any) -> dict[str, Any]:
+    """A mapping of library settings (pyiceberg catalog properties, delta-rs storage options):
+    scalar values, secrets only as ${ENV} references."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise sw.error(name, "must be a mapping")
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, (str, int, float, bool)):
+            raise sw.error(name, f"{str(key)[:80]!r} must be a name with a plain value")
+        text = str(item)
+        secret = _SECRET_SETTING.search(key) and not ENV_REF.fullmatch(text.strip())
+        password = _URL_PASSWORD.match(text)
+        if secret or (password and not ENV_REF.fullmatch(password.group(1))):
+            raise sw.error(name, f"{key!r} holds a credential: write it as ${{ENV_VARIABLE}} "
+                                 "and set that variable in the service's environment")
+    return dict(value)
+
+
+def _parse_table_source(sw: _Where, kind: str, raw: dict) -> Source:
+    if kind == "delta":
+        uri = raw.get("uri")
+        if not isinstance(uri, str) or not uri:
+            raise sw.error("uri", "is required for a delta source (the table's root)")
+        return Source(kind=kind, uri=uri, options=_settings(sw, "options", raw.get("options")))
+    table = raw.get("table")
+    if not isinstance(table, str) or not re.fullmatch(r"[^.\s]+(\.[^.\s]+)+", table):
+        raise sw.error("table", "is required for an iceberg source, as namespace.name")
+    catalog = raw.get("catalog")
+    if not isinstance(catalog, dict) or not catalog:
+        raise sw.error("catalog", "is required for an iceberg source: pyiceberg catalog "
+                                  "properties such as {type: rest, uri: ...}")
+    return Source(kind=kind, table=table, catalog=_settings(sw, "catalog", catalog))
+
+
+def missing_env(catalog: Catalog) -> list[tuple[str, str]]:
+    """(dataset, variable) for every ${variable} a source names that the environment lacks:
+    the service logs them at load (names only), and those datasets fail to read until set."""
+    out = []
+    for ds in catalog.datasets.values():
+        for name in dict.fromkeys(ENV_REF.findall(repr(ds.source))):
+            if name not in os.environ:
+                out.append((ds.id, name))
+    return out
 
 
 def _format_from_uri(uri: str) -> str:

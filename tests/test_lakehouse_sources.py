@@ -345,3 +345,52 @@ def test_a_sql_table_has_no_version(tmp_path):
     assert dataset_info(ds).version is None
     with pytest.raises(UnknownVersion):
         _rows(ds, version="1")
+
+
+# -- the catalogue file ----------------------------------------------------------------------
+
+def _load(tmp_path, source: str):
+    from jupyterhub_dataaccess.config_files import load_catalog
+
+    path = tmp_path / "catalog.yaml"
+    path.write_text(f"datasets:\n  - id: ds\n    source: {source}\n", encoding="utf-8")
+    return load_catalog(str(path)).datasets["ds"].source
+
+
+def test_catalogue_entries_for_iceberg_and_delta_keep_their_settings(tmp_path):
+    src = _load(tmp_path, "{kind: iceberg, table: lake.penguins, catalog: {type: rest, "
+                          "uri: 'https://cat.example.org', credential: '${ICE_CRED}'}}")
+    assert (src.kind, src.table, src.catalog) == ("iceberg", "lake.penguins", {
+        "type": "rest", "uri": "https://cat.example.org", "credential": "${ICE_CRED}"})
+    src = _load(tmp_path, "{kind: delta, uri: 's3://b/t', options: {AWS_REGION: eu-west-1, "
+                          "AWS_SECRET_ACCESS_KEY: '${SECRET}'}}")
+    assert (src.kind, src.uri, src.options["AWS_SECRET_ACCESS_KEY"]) == ("delta", "s3://b/t",
+                                                                          "${SECRET}")
+
+
+@pytest.mark.parametrize("source, problem", [
+    ("{kind: iceberg, table: penguins, catalog: {type: sql}}", "as namespace.name"),
+    ("{kind: iceberg, table: lake.penguins}", "'catalog': is required"),
+    ("{kind: iceberg, table: a.b, catalog: {type: rest, token: abc123}}", "'token' holds a cred"),
+    ("{kind: iceberg, table: a.b, catalog: {uri: 'postgresql://u:pw@h/db'}}", "'uri' holds a c"),
+    ("{kind: delta, uri: /t, options: {AWS_SECRET_ACCESS_KEY: plain}}", "holds a credential"),
+    ("{kind: delta, options: {}}", "'uri': is required"),
+    ("{kind: delta, uri: /t, format: parquet}", "'format': is not a known field"),
+])
+def test_bad_lakehouse_entries_are_refused_with_the_field_named(tmp_path, source, problem):
+    from jupyterhub_dataaccess.config_files import CatalogError
+
+    with pytest.raises(CatalogError, match=problem) as e:
+        _load(tmp_path, source)
+    assert "line 3" in str(e.value) and "abc123" not in str(e.value)
+
+
+def test_variables_a_catalogue_names_but_the_environment_lacks_are_listed(tmp_path, monkeypatch):
+    from jupyterhub_dataaccess.config_files import load_catalog, missing_env
+
+    monkeypatch.setenv("ICE_SET", "x")
+    monkeypatch.delenv("ICE_UNSET", raising=False)
+    path = tmp_path / "c.yaml"
+    path.write_text("datasets:\n  - id: ds\n    source: {kind: iceberg, table: a.b, catalog: "
+                    "{uri: 'https://x', credential: '${ICE_UNSET}', token: '${ICE_SET}'}}\n")
+    assert missing_env(load_catalog(str(path))) == [("ds", "ICE_UNSET")]

@@ -28,7 +28,7 @@ from traitlets.config import Application
 from traitlets.config import Config as TraitletsConfig
 
 from .. import __version__, audit
-from ..config_files import CatalogError, load_catalog, load_policy
+from ..config_files import CatalogError, load_catalog, load_policy, missing_env
 from ..events import BATCH, AuditDelivery
 from ..governance import Config, Governance, iso, utcnow
 from ..hub import SETTINGS_ENV
@@ -292,6 +292,9 @@ class DataAccessService(Application):
         if not self.catalog or not self.policy:
             raise CatalogError("the service needs --catalog=FILE and --policy=FILE")
         catalog = load_catalog(self.catalog)
+        for ds_id, name in missing_env(catalog):  # the name only, never a value
+            self.log.warning("Dataset %s: the service's environment lacks %s; reads of it fail "
+                             "until it is set", ds_id, name)
         policy = load_policy(self.policy)
         return ConfigState(Config(catalog, policy), None, iso(utcnow()), self._mtimes())
 

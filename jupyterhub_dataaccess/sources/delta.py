@@ -16,20 +16,20 @@ from typing import Any
 import pyarrow as pa
 
 from ..catalog import Dataset
-from .filters import BoolOp, Compare, InList, IsNull, RowFilter, _columns, _to_arrow
-from .readers import (
+from .base import (
     BATCH_READAHEAD,
     BATCH_ROWS,
     FRAGMENT_READAHEAD,
     Reader,
     SourceError,
     UnknownVersion,
-    _resolve_options,
     plain_types,
     pushdown_tree,
     resolve_env,
+    resolve_options,
     scrub,
 )
+from .filters import BoolOp, Compare, InList, IsNull, RowFilter, _columns, _to_arrow
 
 
 class DeltaReader(Reader):
@@ -45,7 +45,7 @@ class DeltaReader(Reader):
             return self._loaded
         from deltalake import DeltaTable
 
-        options = {k: str(v) for k, v in _resolve_options(self.ds.id,
+        options = {k: str(v) for k, v in resolve_options(self.ds.id,
                                                           dict(self.ds.source.options)).items()}
         uri = resolve_env(self.ds.source.uri)
         try:

@@ -21,16 +21,16 @@ from typing import Any
 import pyarrow as pa
 
 from ..catalog import Dataset
-from .filters import BoolOp, Column, Compare, InList, IsNull, Literal
-from .readers import (
+from .base import (
     Reader,
     SourceError,
     UnknownVersion,
-    _resolve_options,
     plain_types,
     pushdown_tree,
+    resolve_options,
     scrub,
 )
+from .filters import BoolOp, Column, Compare, InList, IsNull, Literal
 
 _catalogs: dict[str, Any] = {}
 _lock = threading.Lock()
@@ -39,7 +39,7 @@ _lock = threading.Lock()
 def _catalog(ds: Dataset) -> Any:
     """The pyiceberg catalog of a dataset, one per distinct set of properties (kept: a SQL
     catalog holds a connection pool, a REST catalog its session and token)."""
-    props = _resolve_options(ds.id, dict(ds.source.catalog))
+    props = resolve_options(ds.id, dict(ds.source.catalog))
     name = str(props.pop("name", "") or ds.id)
     props["init_catalog_tables"] = "false"  # read only: never create tables in the catalog DB
     key = hashlib.sha256(json.dumps([name, props], sort_keys=True, default=str).encode()).hexdigest()

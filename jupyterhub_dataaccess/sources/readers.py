@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,35 +19,25 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from ..catalog import Dataset
-from .filters import RowFilter
+from .base import (
+    BATCH_READAHEAD,
+    BATCH_ROWS,
+    FRAGMENT_READAHEAD,
+    Reader,
+    SourceError,
+    UnknownVersion,
+    resolve_env,
+    resolve_options,
+)
 from .masks import mask_array, mask_key, masked_type
 
-BATCH_ROWS = 128 * 1024
 CSV_BLOCK_BYTES = 4 << 20
 PARQUET_BUFFER_BYTES = 1 << 20
 PREBUFFER_MAX_BYTES = 64 << 20  # compressed size of a row group read ahead whole
-# Batches decoded ahead of the one being sent: enough to keep both cores busy, few enough to
-# bound memory (pyarrow's defaults, 16 batches and 4 files, hold far more).
-BATCH_READAHEAD = 2
-FRAGMENT_READAHEAD = 1
-
-
-class SourceError(Exception):
-    """The source could not be read: a message for the user; details go to the service log."""
 
 
 class ColumnError(ValueError):
     """Columns asked for that the dataset does not have."""
-
-
-class UnknownVersion(LookupError):
-    """A version the source does not have (or, for sources without history, not the current
-    one): the message names it."""
-
-    def __init__(self, dataset: str, version: str):
-        shown = version if len(version) <= 80 else version[:80] + "..."
-        super().__init__(f"dataset {dataset!r} has no version {shown!r}")
-        self.dataset, self.version = dataset, version
 
 
 @dataclass(frozen=True)
@@ -74,34 +63,6 @@ def _file_format(fmt: str) -> Any:
         pre_buffer=False, buffer_size=PARQUET_BUFFER_BYTES))
 
 
-ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")  # ${NAME} in a source setting
-
-
-def resolve_env(value: str) -> str:
-    """Replace each ${NAME} in a source setting with the service's environment variable NAME
-    (source credentials live there only)."""
-    return ENV_REF.sub(lambda m: os.environ.get(m.group(1), ""), value)
-
-
-def _resolve_options(ds_id: str, value: Any) -> Any:
-    """Storage options with ${ENV} references taken from the service's environment.
-
-    A reference to a variable the service does not have is an error naming the variable (never
-    its value): an empty key would silently fall back to anonymous or ambient credentials.
-    """
-    if isinstance(value, dict):
-        return {k: _resolve_options(ds_id, v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_resolve_options(ds_id, v) for v in value]
-    if isinstance(value, str):
-        missing = [n for n in ENV_REF.findall(value) if n not in os.environ]
-        if missing:
-            raise SourceError(f"dataset {ds_id!r}: the service environment lacks "
-                              + ", ".join(missing))
-        return resolve_env(value)
-    return value
-
-
 def _filesystem(ds: Dataset) -> tuple[Any, str]:
     """(filesystem, path) for a file or s3 source; credentials come from the service's env.
 
@@ -115,7 +76,7 @@ def _filesystem(ds: Dataset) -> tuple[Any, str]:
         import fsspec
         from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-        options = _resolve_options(ds.id, dict(ds.source.options))
+        options = resolve_options(ds.id, dict(ds.source.options))
         try:
             fs, path = fsspec.core.url_to_fs(uri, **options)
         except (ImportError, ValueError, TypeError) as e:
@@ -123,38 +84,6 @@ def _filesystem(ds: Dataset) -> tuple[Any, str]:
                               f"storage: {e}") from e
         return PyFileSystem(FSSpecHandler(fs)), path
     return None, uri.removeprefix("file://")
-
-
-class Reader:
-    """Reads one dataset, at its current version or at the one `version` names (raising
-    UnknownVersion when the source has no such version); build with `reader_for(ds, version)`.
-    A reader is for one request: what it loaded first (a table's snapshot) it keeps."""
-
-    def __init__(self, ds: Dataset, version: str | None = None):
-        self.ds = ds
-        self.pinned = version
-
-    def version(self) -> str | None:
-        """The version this reader reads, always a string (None: the source has none)."""
-        if self.pinned is not None:
-            raise UnknownVersion(self.ds.id, self.pinned)
-        return None
-
-    def cache_token(self) -> str | None:
-        """Changes whenever what dataset_info shows may have changed (None: never cache)."""
-        return self.updated_at()
-
-    def raw_schema(self) -> pa.Schema:
-        raise NotImplementedError
-
-    def raw_batches(self, columns: list[str], filter_expr: Any) -> Iterator[pa.RecordBatch]:
-        raise NotImplementedError
-
-    def count(self, filter_expr: Any) -> int | None:
-        return None
-
-    def updated_at(self) -> str | None:
-        return None
 
 
 class FileReader(Reader):
@@ -383,36 +312,6 @@ def reader_for(ds: Dataset, version: str | None = None) -> Reader:
     """The reader of a dataset, at `version` when given (checked when the reader first reads:
     UnknownVersion if the source has no such version)."""
     return READERS[ds.source.kind]()(ds, version)
-
-
-def pushdown_tree(ds: Dataset, filter_expr: Any) -> Any:
-    """The filter tree to push down: the filter's own tree when it is one; otherwise the
-    dataset's row filter, which every filter a reader is given includes."""
-    if isinstance(filter_expr, RowFilter):
-        return filter_expr.tree
-    if filter_expr is None or hasattr(filter_expr, "equals"):  # a pyarrow Expression
-        return ds.row_filter.tree if ds.row_filter else None
-    return filter_expr
-
-
-def plain_types(schema: pa.Schema) -> pa.Schema:
-    """Arrow's large string and binary types as the plain ones, which every other reader gives
-    (a dataset's column types do not depend on the library that read it)."""
-    plain = {pa.large_string(): pa.string(), pa.large_binary(): pa.binary()}
-    return pa.schema([f.with_type(plain.get(f.type, f.type)) for f in schema],
-                     metadata=schema.metadata)
-
-
-def scrub(ds: Dataset, error: BaseException) -> str:
-    """An error's text for the log, with every value a ${NAME} of the source resolved to
-    blanked out (drivers may echo a URL or a header)."""
-    text = f"{type(error).__name__}: {error}"[:500]
-    names = set(ENV_REF.findall(repr(ds.source)))
-    for name in names:
-        value = os.environ.get(name, "")
-        if len(value) >= 4:
-            text = text.replace(value, "***")
-    return text
 
 
 def governed_schema(ds: Dataset, raw: pa.Schema, columns: list[str] | None = None) -> pa.Schema:

@@ -1,0 +1,128 @@
+"""What every reader shares: the Reader interface, its errors, and ${ENV} source settings.
+
+The readers of each kind live in readers.py (files, SQL), iceberg.py and delta.py; readers.py
+registers them (reader_for) and applies governance to what they give.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+
+from ..catalog import Dataset
+from .filters import RowFilter
+
+BATCH_ROWS = 128 * 1024
+# Batches decoded ahead of the one being sent: enough to keep both cores busy, few enough to
+# bound memory (pyarrow's defaults, 16 batches and 4 files, hold far more).
+BATCH_READAHEAD = 2
+FRAGMENT_READAHEAD = 1
+
+
+class SourceError(Exception):
+    """The source could not be read: a message for the user; details go to the service log."""
+
+
+class UnknownVersion(LookupError):
+    """A version the source does not have (or, for sources without history, not the current
+    one): the message names it."""
+
+    def __init__(self, dataset: str, version: str):
+        shown = version if len(version) <= 80 else version[:80] + "..."
+        super().__init__(f"dataset {dataset!r} has no version {shown!r}")
+        self.dataset, self.version = dataset, version
+
+
+
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")  # ${NAME} in a source setting
+
+
+def resolve_env(value: str) -> str:
+    """Replace each ${NAME} in a source setting with the service's environment variable NAME
+    (source credentials live there only)."""
+    return ENV_REF.sub(lambda m: os.environ.get(m.group(1), ""), value)
+
+
+def resolve_options(ds_id: str, value: Any) -> Any:
+    """Storage options with ${ENV} references taken from the service's environment.
+
+    A reference to a variable the service does not have is an error naming the variable (never
+    its value): an empty key would silently fall back to anonymous or ambient credentials.
+    """
+    if isinstance(value, dict):
+        return {k: resolve_options(ds_id, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_options(ds_id, v) for v in value]
+    if isinstance(value, str):
+        missing = [n for n in ENV_REF.findall(value) if n not in os.environ]
+        if missing:
+            raise SourceError(f"dataset {ds_id!r}: the service environment lacks "
+                              + ", ".join(missing))
+        return resolve_env(value)
+    return value
+
+
+class Reader:
+    """Reads one dataset, at its current version or at the one `version` names (raising
+    UnknownVersion when the source has no such version); build with `reader_for(ds, version)`.
+    A reader is for one request: what it loaded first (a table's snapshot) it keeps."""
+
+    def __init__(self, ds: Dataset, version: str | None = None):
+        self.ds = ds
+        self.pinned = version
+
+    def version(self) -> str | None:
+        """The version this reader reads, always a string (None: the source has none)."""
+        if self.pinned is not None:
+            raise UnknownVersion(self.ds.id, self.pinned)
+        return None
+
+    def cache_token(self) -> str | None:
+        """Changes whenever what dataset_info shows may have changed (None: never cache)."""
+        return self.updated_at()
+
+    def raw_schema(self) -> pa.Schema:
+        raise NotImplementedError
+
+    def raw_batches(self, columns: list[str], filter_expr: Any) -> Iterator[pa.RecordBatch]:
+        raise NotImplementedError
+
+    def count(self, filter_expr: Any) -> int | None:
+        return None
+
+    def updated_at(self) -> str | None:
+        return None
+
+
+def pushdown_tree(ds: Dataset, filter_expr: Any) -> Any:
+    """The filter tree to push down: the filter's own tree when it is one; otherwise the
+    dataset's row filter, which every filter a reader is given includes."""
+    if isinstance(filter_expr, RowFilter):
+        return filter_expr.tree
+    if filter_expr is None or hasattr(filter_expr, "equals"):  # a pyarrow Expression
+        return ds.row_filter.tree if ds.row_filter else None
+    return filter_expr
+
+
+def plain_types(schema: pa.Schema) -> pa.Schema:
+    """Arrow's large string and binary types as the plain ones, which every other reader gives
+    (a dataset's column types do not depend on the library that read it)."""
+    plain = {pa.large_string(): pa.string(), pa.large_binary(): pa.binary()}
+    return pa.schema([f.with_type(plain.get(f.type, f.type)) for f in schema],
+                     metadata=schema.metadata)
+
+
+def scrub(ds: Dataset, error: BaseException) -> str:
+    """An error's text for the log, with every value a ${NAME} of the source resolved to
+    blanked out (drivers may echo a URL or a header)."""
+    text = f"{type(error).__name__}: {error}"[:500]
+    names = set(ENV_REF.findall(repr(ds.source)))
+    for name in names:
+        value = os.environ.get(name, "")
+        if len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
