@@ -21,6 +21,7 @@ SCOPES = {
     "custom:dataaccess:review": "Approve or deny requests for datasets one stewards.",
     "custom:dataaccess:admin": "Administer data access: all grants, revocation, the audit log.",
 }
+METRICS_SCOPE = "custom:dataaccess:metrics"  # for a scraper's service token; no user holds it
 ACCESS_SCOPE = f"access:services!service={SERVICE_NAME}"
 USER_SCOPES = [ACCESS_SCOPE, "custom:dataaccess:browse", "custom:dataaccess:request"]
 # The server token gets at most what its user holds (JupyterHub takes the intersection).
@@ -110,6 +111,7 @@ def configure_hub(
     scopes = dict(_get(c.JupyterHub, "custom_scopes") or {})
     for name, description in SCOPES.items():
         scopes.setdefault(name, {"description": description})
+    scopes.setdefault(METRICS_SCOPE, {"description": "Read the dataaccess service's metrics."})
     c.JupyterHub.custom_scopes = scopes
 
     roles = list(_get(c.JupyterHub, "load_roles") or [])

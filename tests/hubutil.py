@@ -24,6 +24,7 @@ import requests
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADMIN_TOKEN = "test-admin-" + uuid.uuid4().hex
+SCRAPER_TOKEN = "scraper-" + uuid.uuid4().hex  # a service holding custom:dataaccess:metrics
 
 USERS = {
     "analyst": ["analysts"],
@@ -91,10 +92,14 @@ c.Spawner.environment = {{"PYTHONPATH": {repo!r},
 c.JupyterHub.cleanup_servers = True
 c.JupyterHub.allow_named_servers = True
 c.JupyterHub.log_level = "DEBUG"
-c.JupyterHub.services = [{{"name": "test-admin", "api_token": {admin_token!r}}}]
+c.JupyterHub.services = [{{"name": "test-admin", "api_token": {admin_token!r}}},
+                         {{"name": "scraper", "api_token": {scraper_token!r}}}]
 c.JupyterHub.load_roles = [{{"name": "test-admin", "services": ["test-admin"],
                             "scopes": ["admin:users", "admin:servers", "tokens", "admin:groups",
-                                       "read:users", "access:servers"]}}]
+                                       "read:users", "access:servers"]}},
+                          {{"name": "metrics-scraper", "services": ["scraper"],
+                            "scopes": ["custom:dataaccess:metrics",
+                                       "access:services!service=dataaccess"]}}]
 configure_hub(c, catalog={catalog!r}, policy={policy!r}, db_url={db_url!r},
               service_port={service_port}, reviewer_groups=["stewards", "otherstewards"],
               admin_groups=["admins"], fail_open={fail_open!r},
@@ -145,7 +150,8 @@ class Hub:
                 chp=find_chp(), state=self.state, password=self.password, users=sorted(USERS),
                 groups={g: [u for u, gs in USERS.items() if g in gs]
                         for g in sorted({g for gs in USERS.values() for g in gs})},
-                repo=REPO, admin_token=ADMIN_TOKEN, catalog=self.catalog, policy=self.policy,
+                repo=REPO, admin_token=ADMIN_TOKEN, scraper_token=SCRAPER_TOKEN,
+                catalog=self.catalog, policy=self.policy,
                 db_url=self.db_url, service_port=self.service_port, fail_open=self.fail_open,
                 extra=self.extra, service_env={"PYTHONPATH": REPO, **self.service_env},
             ))

@@ -35,6 +35,7 @@ from ..hub import SETTINGS_ENV
 from ..keys import DEFAULT_KEY_DIR, ENV, KEY_DIR_ENV, KeyConfigError, key_id, load_keys
 from ..store import Database, SchemaError, Setting
 from .handlers import routes
+from .metrics import Metrics
 from .streams import StreamSlots
 
 
@@ -84,8 +85,8 @@ class HubDirectory:
 class RateLimiter:
     """Per-user token bucket: `rate` requests a second, bursts up to `burst`; 429 past it."""
 
-    def __init__(self, rate: float, burst: int):
-        self.rate, self.burst = rate, burst
+    def __init__(self, rate: float, burst: int, on_refuse: Any = None):
+        self.rate, self.burst, self.on_refuse = rate, burst, on_refuse
         self._buckets: dict[str, tuple[float, float]] = {}
 
     async def check(self, handler: Any, user: str) -> None:
@@ -96,6 +97,8 @@ class RateLimiter:
         tokens = min(self.burst, tokens + (now - last) * self.rate)
         if tokens < 1:
             handler.set_header("Retry-After", str(max(1, int((1 - tokens) / self.rate))))
+            if self.on_refuse:
+                self.on_refuse()
             raise web.HTTPError(429, "Too many requests; slow down and retry shortly")
         if len(self._buckets) > 100_000:
             self._buckets.clear()
@@ -264,7 +267,8 @@ class DataAccessService(Application):
                                  cache_max_age=math.ceil(self.token_cache_seconds),
                                  allow_token_in_url=False)
         self.directory = HubDirectory(hub_api, token, self.group_cache_seconds, self.log)
-        self.limiter = RateLimiter(self.rate_limit, self.rate_burst)
+        self.metrics = Metrics(self.db)
+        self.limiter = RateLimiter(self.rate_limit, self.rate_burst, self.metrics.rate_limited)
         self.webhook = None
         if self.webhook_url:
             self.webhook = AuditDelivery(self.db, self._post_webhook, self.run,
@@ -280,6 +284,7 @@ class DataAccessService(Application):
         )
 
     def _log_request(self, handler: web.RequestHandler) -> None:
+        self.metrics.observe_request(handler)
         # path only: never the query string (it may hold a token) nor any header
         status = handler.get_status()
         ms = 1000.0 * handler.request.request_time()

@@ -23,6 +23,7 @@ from ..sources.readers import (
     whole_file,
 )
 from ..sources.stream import FORMATS, encode
+from .metrics import CONTENT_TYPE, METRICS_SCOPE
 
 MAX_JSON_BODY = 64 * 1024
 PREVIEW_MAX = 100
@@ -32,6 +33,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
     """Every route: Hub authentication (token or OAuth cookie), JSON in and out, no tracebacks."""
 
     public = False  # only /health says True
+    service_tokens_welcome = False  # only /metrics says True (a scraper's service token)
 
     @property
     def service(self) -> Any:
@@ -68,7 +70,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
                 self.redirect(self.get_login_url())
                 return
             raise web.HTTPError(401, "Authentication required: log in to JupyterHub")
-        if model.get("kind", "user") != "user":
+        if model.get("kind", "user") != "user" and not self.service_tokens_welcome:
             raise web.HTTPError(403, "Only hub users may use the data access service")
         self.current_user = model
         length = int(self.request.headers.get("Content-Length") or 0)
@@ -269,6 +271,7 @@ class PreviewHandler(BaseHandler):
         ds, _ = await self.run(gov.authorize_read, who, dataset_id, "data.preview",
                                {"limit": limit, "columns": columns})
         rows = await self.run(self._preview, ds, columns, limit)
+        self.service.metrics.served(self.service.metrics.route(self), rows=len(rows["rows"]))
         self.send(rows)
 
     def _preview(self, ds: Any, columns: list[str] | None, limit: int) -> dict[str, Any]:
@@ -331,12 +334,14 @@ class DataHandler(BaseHandler):
         except SourceError as e:
             self.log.warning("Cannot open %s: %s", ds.id, e)
             raise _SourceUnavailable() from None
-        chunks = encode(schema, batches, fmt)
+        metrics, route = self.service.metrics, self.service.metrics.route(self)
+        chunks = encode(schema, metrics.counting_rows(route, batches), fmt)
         try:
             first = await self.run(self._next, chunks)
             self._file_headers(ds.id, fmt)
             while first is not None:
                 await self.service.streams.send(self, first)
+                metrics.served(route, len(first))
                 first = await self.run(self._next, chunks)
         except StreamClosedError:
             return
@@ -363,9 +368,12 @@ class DataHandler(BaseHandler):
         with f:
             self._file_headers(dataset, "parquet")
             self.set_header("Content-Length", str(os.fstat(f.fileno()).st_size))
+            metrics, route = self.service.metrics, self.service.metrics.route(self)
+            metrics.served(route, rows=await self.run(_parquet_rows, path))
             try:
                 while chunk := await self.run(f.read, 4 << 20):
                     await self.service.streams.send(self, chunk)
+                    metrics.served(route, len(chunk))
             except StreamClosedError:
                 return
         self.finish()
@@ -379,6 +387,15 @@ class DataHandler(BaseHandler):
             raise
         except (OSError, pa.ArrowException) as e:
             raise SourceError(str(e)) from e
+
+
+def _parquet_rows(path: str) -> int:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_metadata(path).num_rows
+    except (OSError, pa.ArrowException):
+        return 0
 
 
 class RequestsHandler(BaseHandler):
@@ -473,6 +490,19 @@ class SpawnHandler(BaseHandler):
         self.send(await self.run(self.service.governance.spawn_plan, who))
 
 
+class MetricsHandler(BaseHandler):
+    """Prometheus metrics, for a token (a scraper service's, typically) with the metrics scope."""
+
+    service_tokens_welcome = True
+
+    async def get(self) -> None:
+        if METRICS_SCOPE not in self.current_user.get("scopes", []):
+            raise web.HTTPError(403, f"Metrics need the {METRICS_SCOPE} scope")
+        body = await self.run(self.service.metrics.exposition)
+        self.set_header("Content-Type", CONTENT_TYPE)
+        self.finish(body)
+
+
 class NotFoundHandler(BaseHandler):
     async def prepare(self) -> None:
         await super().prepare()
@@ -511,6 +541,7 @@ def routes(prefix: str) -> list[tuple]:
         (api + r"/notifications", NotificationsHandler),
         (api + r"/policies", PoliciesHandler),
         (api + r"/spawn", SpawnHandler),
+        (api + r"/metrics", MetricsHandler),
         (prefix + r"oauth_callback", OAuthCallbackHandler),
         (re.escape(prefix) + r".*", NotFoundHandler),
     ]
