@@ -61,8 +61,13 @@ def test_when_prepared_then_the_catalog_names_every_tier_with_absolute_existing_
         "planes",
     } <= set(datasets)
     for dataset in datasets.values():
-        uri = Path(dataset["source"]["uri"])
-        assert dataset["source"]["kind"] == "file"
+        source = dataset["source"]
+        if source["kind"] == "iceberg":
+            db = Path(source["catalog"]["uri"].removeprefix("sqlite:///"))
+            assert db.is_absolute() and db.exists(), db
+            continue
+        uri = Path(source["uri"])
+        assert source["kind"] in ("file", "delta")
         assert uri.is_absolute() and uri.exists(), uri
         assert dataset["owner"] in DEMO_USERS
         assert set(dataset["stewards"]["users"]) <= set(DEMO_USERS)
@@ -72,6 +77,26 @@ def test_when_prepared_then_the_catalog_names_every_tier_with_absolute_existing_
     assert datasets["flights"]["row_filter"] == "origin != 'LGA'"
     assert datasets["planes"]["classification"] == "restricted"
     assert datasets["planes"]["columns"]["manufacturer"] == {"mask": "redact"}
+
+
+def test_when_prepared_then_an_iceberg_and_a_delta_table_hold_two_versions_of_real_data(
+        demo_state):
+    from jupyterhub_dataaccess.config_files import load_catalog
+    from jupyterhub_dataaccess.sources.readers import dataset_info, reader_for
+
+    catalog = load_catalog(str(demo_state / "catalog.yaml"))
+    weather = catalog.get("seattle-weather-iceberg")
+    table = reader_for(weather)._table()
+    first, second = [s.snapshot_id for s in table.snapshots()]
+    assert dataset_info(weather).rows == EXPECTED_ROWS["seattle-weather.csv"]
+    assert dataset_info(weather).version == str(second)
+    assert reader_for(weather, str(first)).count(None) == 1096  # 2012-2014
+    stocks = catalog.get("stocks-delta")
+    assert dataset_info(stocks).version == "1"
+    assert dataset_info(stocks).rows == EXPECTED_ROWS["stocks.csv"]
+    assert 0 < reader_for(stocks, "0").count(None) < EXPECTED_ROWS["stocks.csv"]
+    prepare_demo(demo_state)  # a second start keeps the tables, so versions stay citable
+    assert dataset_info(weather).version == str(second)
 
 
 def test_when_prepared_then_the_policy_has_the_four_tiers_of_the_design(demo_state):

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from .auth import ensure_passwords
-from .data import prepare_data, write_catalog_and_policy
+from .data import prepare_data, prepare_lakehouse, write_catalog_and_policy
 
 __all__ = ["DEMO_GROUPS", "DEMO_USERS", "run_demo", "prepare_demo"]
 
@@ -47,13 +47,14 @@ def _prepare_homes(state: Path) -> None:
 
 
 def prepare_demo(state_dir: str | Path) -> dict[str, str]:
-    """Create ``state_dir`` with data, ``catalog.yaml``, ``policy.yaml``, homes and passwords.
+    """Create ``state_dir`` with data (files, an Iceberg and a Delta table), ``catalog.yaml``, ``policy.yaml``, homes and passwords.
 
     Idempotent: data files and passwords already there are kept. Returns the passwords.
     """
     state = Path(state_dir).resolve()
     state.mkdir(parents=True, exist_ok=True)
     prepare_data(state)
+    prepare_lakehouse(state)
     write_catalog_and_policy(state)
     _prepare_homes(state)
     return ensure_passwords(state / "passwords.json", list(DEMO_USERS))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import shutil
 import zipfile
 from pathlib import Path
 from string import Template
@@ -89,6 +90,65 @@ def prepare_data(state_dir: str | Path) -> Path:
     return data_dir
 
 
+ICEBERG_TABLE = "demo.seattle_weather"
+
+
+def _write_iceberg(lake: Path, csv: Path) -> None:
+    """Seattle weather as an Iceberg table in a SQL catalog (SQLite) with two snapshots: 2012-2014,
+    then 2015 appended. Iceberg metadata holds absolute paths: a catalog left from a state
+    directory that has since moved is written again."""
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    warehouse = lake / "warehouse"
+    db = lake / "catalog.db"
+    if db.exists():
+        try:
+            location = SqlCatalog("demo", uri=f"sqlite:///{db}", init_catalog_tables="false"
+                                  ).load_table(ICEBERG_TABLE).location()
+            if location.startswith(f"file://{warehouse}/"):
+                return
+        except Exception:  # noqa: BLE001 (any trouble: write it again)
+            pass
+        db.unlink()
+    shutil.rmtree(warehouse, ignore_errors=True)
+    warehouse.mkdir(parents=True)
+    weather = pacsv.read_csv(csv)
+    before = pc.less(pc.year(weather.column("date")), 2015)
+    catalog = SqlCatalog("demo", uri=f"sqlite:///{db}", warehouse=f"file://{warehouse}")
+    catalog.create_namespace("demo")
+    table = catalog.create_table(ICEBERG_TABLE, schema=weather.schema)
+    table.append(weather.filter(before))
+    table.append(weather.filter(pc.invert(before)))
+
+
+def _write_delta(path: Path, csv: Path) -> None:
+    """Stock prices as a Delta table with two versions: 2000-2007, then 2008-2010 appended."""
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+    from deltalake import write_deltalake
+
+    if (path / "_delta_log").is_dir():
+        return
+    shutil.rmtree(path, ignore_errors=True)
+    stocks = pacsv.read_csv(csv)
+    year = pc.year(stocks.column("date"))
+    write_deltalake(str(path), stocks.filter(pc.less(year, 2008)))
+    write_deltalake(str(path), stocks.filter(pc.greater_equal(year, 2008)), mode="append")
+
+
+def prepare_lakehouse(state_dir: str | Path) -> Path:
+    """Write the demo's Iceberg and Delta tables into ``<state_dir>/lakehouse/`` (from the
+    prepared data files) and return that directory; tables already there are kept."""
+    state = Path(state_dir).resolve()
+    lake = state / "lakehouse"
+    lake.mkdir(parents=True, exist_ok=True)
+    _write_iceberg(lake, state / "data" / "seattle-weather.csv")
+    _write_delta(lake / "stocks-delta", state / "data" / "stocks.csv")
+    return lake
+
+
 def render_template(name: str, **values: str) -> str:
     """The packaged template ``name`` with ``$placeholders`` filled in."""
     return Template((HERE / name).read_text(encoding="utf-8")).substitute(values)
@@ -101,6 +161,8 @@ def write_catalog_and_policy(state_dir: str | Path) -> tuple[Path, Path]:
     policy = state / "policy.yaml"
     # The template quotes paths in single quotes, where YAML escapes a quote by doubling it.
     data_dir = str(state / "data").replace("'", "''")
-    catalog.write_text(render_template("catalog.yaml", data_dir=data_dir), encoding="utf-8")
+    lake_dir = str(state / "lakehouse").replace("'", "''")
+    catalog.write_text(render_template("catalog.yaml", data_dir=data_dir, lake_dir=lake_dir),
+                       encoding="utf-8")
     policy.write_text(render_template("policy.yaml"), encoding="utf-8")
     return catalog, policy
