@@ -42,27 +42,65 @@ class Conflict(GovernanceError):
 
 @dataclass(frozen=True)
 class Principal:
-    """A hub user as the Hub described them to the service."""
+    """A hub user as the Hub described them to the service.
+
+    `capabilities` are what this credential may do; `holds` what the person holds (review, admin)
+    even when this credential may not use it (their server's token: it may only tell).
+    """
 
     name: str
     groups: frozenset[str] = frozenset()
     capabilities: frozenset[str] = frozenset()
+    holds: frozenset[str] = frozenset()
+    refused_scopes: tuple[str, ...] = ()
 
     def can(self, capability: str) -> bool:
         return capability in self.capabilities
 
+    def holds_role(self, capability: str) -> bool:
+        return capability in self.holds or self.can(capability)
+
     @classmethod
     def from_scopes(cls, name: str, groups: list[str], scopes: list[str]) -> Principal:
-        caps = {s[len(SCOPE_PREFIX):] for s in scopes if s.startswith(SCOPE_PREFIX)}
-        caps = {c.split("!", 1)[0] for c in caps} & set(CAPABILITIES)
+        """The capabilities a token's scopes give. A filtered scope (`...!user=x`, `!group=g`)
+        counts only where it is exact: browse and request act on the caller alone, so a filter
+        naming the caller or one of their groups is honoured; review and admin act over other
+        people, so a filtered one is refused (listed in `refused_scopes`), never widened."""
+        caps: set[str] = set()
+        holds: set[str] = set()
+        refused: list[str] = []
+        for scope in scopes:
+            if not scope.startswith(SCOPE_PREFIX):
+                continue
+            base, _, where = scope[len(SCOPE_PREFIX):].partition("!")
+            if where and base.endswith(":status"):
+                continue  # expanded from a filtered review/admin scope, refused with it
+            if where and not (base in ("browse", "request") and _names_caller(where, name, groups)):
+                refused.append(scope)
+            elif base in CAPABILITIES:
+                caps.add(base)
+            elif base in ("review:status", "admin:status"):
+                holds.add(base.split(":", 1)[0])
         if "admin" in caps:
             caps |= {"browse", "review"}
-        return cls(name=name, groups=frozenset(groups), capabilities=frozenset(caps))
+        holds |= caps & {"review", "admin"}
+        if "admin" in holds:
+            holds.add("review")
+        return cls(name=name, groups=frozenset(groups), capabilities=frozenset(caps),
+                   holds=frozenset(holds), refused_scopes=tuple(sorted(refused)))
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "groups": sorted(self.groups),
                 "capabilities": [c for c in CAPABILITIES if self.can(c)],
-                "admin": self.can("admin")}
+                "admin": self.can("admin"), "can_review": self.holds_role("review"),
+                "can_admin": self.holds_role("admin"),
+                "refused_scopes": list(self.refused_scopes)}
+
+
+def _names_caller(where: str, name: str, groups: frozenset[str] | list[str]) -> bool:
+    """Whether a scope filter (`user=x`, `group=g`) covers the caller themselves."""
+    kind, _, value = where.partition("=")
+    return (kind == "user" and value == name) or (kind == "group" and value in groups)
 
 
 __all__ = ["CAPABILITIES", "SCOPE_PREFIX", "BadRequest", "Conflict", "Forbidden",

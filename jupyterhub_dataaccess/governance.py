@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from . import audit
 from .catalog import Catalog, Dataset
-from .errors import BadRequest, Conflict, Forbidden, NotFound, Principal
+from .errors import SCOPE_PREFIX, BadRequest, Conflict, Forbidden, NotFound, Principal
 from .policy import Policy, approvals_met, decide, may_decide
 from .store import AuditRecord, Database, Decision, Grant, Request
 
@@ -26,6 +26,13 @@ MAX_PAGE = 200
 MAX_ID = 2**31 - 1  # ids, sequence numbers and offsets are SQL INTEGER: nothing lies beyond
 MAX_JUSTIFICATION = 4000
 MAX_COMMENT = 4000
+PERSON_NEEDED = ("A server's token may only browse and request: deciding, revoking and the audit "
+                 "need you, through the Approvals or Admin page (your own login) or a token you "
+                 "made on the hub's token page")
+GRANT_SORT = {"id": Grant.id, "user": Grant.user, "dataset": Grant.dataset,
+              "created_at": Grant.created_at, "expires_at": Grant.expires_at}
+AUDIT_SORT = {"seq": AuditRecord.seq, "at": AuditRecord.at, "actor": AuditRecord.actor,
+              "action": AuditRecord.action, "dataset": AuditRecord.dataset}
 
 
 def utcnow() -> datetime:
@@ -47,7 +54,8 @@ def grant_status(g: Grant, now: datetime) -> str:
 def request_dict(r: Request) -> dict[str, Any]:
     return {
         "id": r.id, "dataset": r.dataset, "user": r.user, "justification": r.justification,
-        "days": r.days, "status": r.status, "reason": r.reason,
+        "days": r.days, "asked_days": r.asked_days, "max_days": r.max_days, "status": r.status,
+        "reason": r.reason,
         "approvals_required": r.approvals_required,
         "created_at": iso(r.created_at), "updated_at": iso(r.updated_at),
         "decisions": [{"by": d.by, "decision": d.decision, "comment": d.comment, "at": iso(d.at)}
@@ -74,6 +82,21 @@ def page(limit: Any, offset: Any, default: int = 50) -> tuple[int, int]:
     if lim < 0 or off < 0:
         raise BadRequest("limit and offset must not be negative")
     return min(lim, MAX_PAGE), min(off, MAX_ID)
+
+
+def ordered(stmt: Any, sort: str, columns: dict[str, Any], default: str) -> Any:
+    """`stmt` ordered by `sort` ("field" ascending, "-field" descending), a field on the allow
+    list `columns` only (a 400 naming the choices otherwise); ties broken by the first column."""
+    sort = sort or default
+    field_name = sort.removeprefix("-")
+    if field_name not in columns:
+        raise BadRequest(f"sort must be one of {', '.join(columns)} (with - for descending)")
+    column, first = columns[field_name], next(iter(columns.values()))
+    desc = sort.startswith("-")
+    keys = [column.desc() if desc else column.asc()]
+    if column is not first:
+        keys.append(first.desc() if desc else first.asc())
+    return stmt.order_by(*keys)
 
 
 def row_id(value: Any) -> int | None:
@@ -129,7 +152,25 @@ class Governance:
 
     def _require(self, who: Principal, capability: str) -> None:
         if not who.can(capability):
+            self._refuse_holder(who, capability)
             raise Forbidden(f"You lack the dataaccess {capability!r} permission")
+
+    def require(self, who: Principal, capability: str) -> None:
+        """Forbidden unless this credential of `who` may use `capability` (the pages ask)."""
+        self._require(who, capability)
+
+    @staticmethod
+    def _refuse_holder(who: Principal, *capabilities: str) -> None:
+        """A clear 403 for a person whose credential may not use what they hold: their server's
+        token (browse and request only) or a filtered scope (never widened)."""
+        if any(who.can(c) for c in capabilities):
+            return
+        for scope in who.refused_scopes:
+            if scope.split("!", 1)[0].removeprefix(SCOPE_PREFIX) in capabilities:
+                raise Forbidden(f"The filtered scope {scope} is not honoured by the data access "
+                                "service (a filter never counts as unfiltered)")
+        if any(who.holds_role(c) for c in capabilities):
+            raise Forbidden(PERSON_NEEDED)
 
     def access_map(self, s: Session, user: str) -> dict[str, dict[str, Any]]:
         """The user's access status for every dataset they have asked for."""
@@ -239,7 +280,8 @@ class Governance:
         with self.db.write() as s:
             self._refuse_duplicate(s, who.name, ds.id, now, allow_active=renews is not None)
             req = Request(dataset=ds.id, user=who.name, justification=justification,
-                          days=decision.days, status="pending", reason=decision.reason,
+                          days=decision.days, asked_days=None if days is None else float(days),
+                          max_days=decision.max_days, status="pending", reason=decision.reason,
                           approvals_required=decision.approvals, created_at=now, updated_at=now)
             s.add(req)
             s.flush()
@@ -339,9 +381,61 @@ class Governance:
             rows = s.execute(stmt.order_by(Request.id.desc()).limit(lim).offset(off)).scalars()
             return {"items": [request_dict(r) for r in rows], "total": total}
 
+    def _decidable(self, who: Principal) -> Any:
+        """Pending requests `who` may still decide: for datasets they steward, not their own,
+        not yet decided by them."""
+        mine = self.config().catalog.stewarded_by(who.name, who.groups)
+        decided = select(Decision.request_id).where(Decision.by == who.name)
+        return select(Request).where(Request.status == "pending", Request.dataset.in_(mine),
+                                     Request.user != who.name, Request.id.not_in(decided))
+
+    def me(self, who: Principal) -> dict[str, Any]:
+        """Who the caller is to the service, and how many requests await their decision. Any
+        credential may read this; the count comes from what the person holds, the decision
+        itself needs their own login."""
+        out = who.as_dict()
+        out["pending_reviews"] = 0
+        if who.holds_role("review"):
+            with self.db.read() as s:
+                out["pending_reviews"] = s.execute(select(func.count()).select_from(
+                    self._decidable(who).subquery())).scalar_one()
+        return out
+
+    def inbox(self, who: Principal, limit: Any = None, offset: Any = None) -> dict[str, Any]:
+        """The approvals inbox: each request `who` may decide, oldest first, with what the
+        requester would see (masks, row filter), the days asked against the rule's maximum, the
+        approvals still needed, and the requester's grants on datasets `who` stewards."""
+        self._require(who, "review")
+        lim, off = page(limit, offset)
+        catalog, now = self.config().catalog, self.clock()
+        stmt = self._decidable(who)
+        with self.db.read() as s:
+            total = s.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
+            rows = s.execute(stmt.order_by(Request.id).limit(lim).offset(off)).scalars().all()
+            grants: dict[str, list[dict[str, Any]]] = {}
+            if rows:
+                for g in s.execute(select(Grant).where(
+                        Grant.user.in_({r.user for r in rows}),
+                        Grant.dataset.in_(catalog.stewarded_by(who.name, who.groups)))
+                        .order_by(Grant.id.desc())).scalars():
+                    grants.setdefault(g.user, []).append(grant_dict(g, now))
+            items = []
+            for r in rows:
+                ds = catalog.get(r.dataset)
+                given = len({d.by for d in r.decisions if d.decision == "approve"} - {r.user})
+                items.append({
+                    "request": request_dict(r),
+                    "dataset": dict(ds.public_dict(), masks=dict(ds.masks)) if ds else None,
+                    "approvals_given": given,
+                    "approvals_needed": max(1, r.approvals_required) - given,
+                    "requester_grants": grants.get(r.user, []),
+                })
+            return {"items": items, "total": total}
+
     def decide(self, who: Principal, request_id: Any, verdict: str, body: dict[str, Any]
                ) -> dict[str, Any]:
         """A steward approves or denies; the requester never decides their own request."""
+        self._refuse_holder(who, "review")
         _no_unknown(body, {"comment"})
         comment = clean_text(body.get("comment"), "comment", MAX_COMMENT, required=False)
         now = self.clock()
@@ -400,7 +494,7 @@ class Governance:
     # -- grants ----------------------------------------------------------------------------
 
     def list_grants(self, who: Principal, user: str = "", dataset: str = "", active: Any = None,
-                    limit: Any = None, offset: Any = None) -> dict[str, Any]:
+                    limit: Any = None, offset: Any = None, sort: str = "") -> dict[str, Any]:
         self._require(who, "browse")
         lim, off = page(limit, offset)
         now = self.clock()
@@ -421,7 +515,8 @@ class Governance:
             raise BadRequest("active must be true or false")
         with self.db.read() as s:
             total = s.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
-            rows = s.execute(stmt.order_by(Grant.id.desc()).limit(lim).offset(off)).scalars()
+            rows = s.execute(ordered(stmt, sort, GRANT_SORT, "-id").limit(lim).offset(off)
+                             ).scalars()
             return {"items": [grant_dict(g, now) for g in rows], "total": total}
 
     def spawn_plan(self, who: Principal) -> dict[str, Any]:
@@ -446,6 +541,7 @@ class Governance:
         return {"user": who.name, "grants": grants, "mounts": mounts}
 
     def revoke(self, who: Principal, grant_id: Any) -> dict[str, Any]:
+        self._refuse_holder(who, "review", "admin")
         now = self.clock()
         gid = row_id(grant_id)
         if gid is None:
@@ -547,10 +643,12 @@ class Governance:
     # -- audit -----------------------------------------------------------------------------
 
     def audit_records(self, who: Principal, user: str = "", dataset: str = "", action: str = "",
-                      since: str = "", limit: Any = None, offset: Any = None) -> dict[str, Any]:
+                      since: str = "", limit: Any = None, offset: Any = None, sort: str = ""
+                      ) -> dict[str, Any]:
         lim, off = page(limit, offset, default=100)
         stmt = select(AuditRecord)
         if not who.can("admin"):
+            self._refuse_holder(who, "admin", "review")
             self._require(who, "review")
             stewarded = self.config().catalog.stewarded_by(
                 who.name, who.groups)
@@ -573,7 +671,8 @@ class Governance:
             stmt = stmt.where(AuditRecord.at >= when)
         with self.db.read() as s:
             total = s.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
-            rows = s.execute(stmt.order_by(AuditRecord.seq.desc()).limit(lim).offset(off)).scalars()
+            rows = s.execute(ordered(stmt, sort, AUDIT_SORT, "-seq").limit(lim).offset(off)
+                             ).scalars()
             return {"items": [audit.to_dict(r) for r in rows], "total": total}
 
 

@@ -15,17 +15,31 @@ from typing import Any
 
 SERVICE_NAME = "dataaccess"
 SERVICE_PREFIX = f"/services/{SERVICE_NAME}/"
+# A person who holds review or admin also holds its read-only `:status` subscope; the server's
+# token asks for the status scopes only, so it can tell the panel what to show, never act.
 SCOPES = {
-    "custom:dataaccess:browse": "Browse the data catalogue and see one's own access.",
-    "custom:dataaccess:request": "Request access to datasets.",
-    "custom:dataaccess:review": "Approve or deny requests for datasets one stewards.",
-    "custom:dataaccess:admin": "Administer data access: all grants, revocation, the audit log.",
+    "custom:dataaccess:browse": {
+        "description": "Browse the data catalogue and see one's own access."},
+    "custom:dataaccess:request": {"description": "Request access to datasets."},
+    "custom:dataaccess:review:status": {
+        "description": "Know that one may review (read-only: the Approvals entry and its count)."},
+    "custom:dataaccess:admin:status": {
+        "description": "Know that one administers data access (read-only: the Admin entry)."},
+    "custom:dataaccess:review": {
+        "description": "Approve or deny requests for datasets one stewards.",
+        "subscopes": ["custom:dataaccess:review:status"]},
+    "custom:dataaccess:admin": {
+        "description": "Administer data access: all grants, revocation, the audit log.",
+        "subscopes": ["custom:dataaccess:admin:status"]},
 }
 METRICS_SCOPE = "custom:dataaccess:metrics"  # for a scraper's service token; no user holds it
 ACCESS_SCOPE = f"access:services!service={SERVICE_NAME}"
 USER_SCOPES = [ACCESS_SCOPE, "custom:dataaccess:browse", "custom:dataaccess:request"]
-# The server token gets at most what its user holds (JupyterHub takes the intersection).
-SERVER_TOKEN_SCOPES = [ACCESS_SCOPE, *SCOPES]
+# A server's token is not its person: browse and request, and the read-only status scopes (which
+# JupyterHub keeps only for users who hold them: it intersects with the owner's permissions).
+# Deciding, revoking and the audit need the person's own login or a token they made.
+SERVER_TOKEN_SCOPES = [*USER_SCOPES, "custom:dataaccess:review:status",
+                       "custom:dataaccess:admin:status"]
 DEFAULT_SERVER_SCOPES = ["users:activity!user", "access:servers!server"]
 SPAWN_TIMEOUT = 15.0
 SETTINGS_ENV = "DATAACCESS_SETTINGS"  # read by the service (service/app.py)
@@ -109,8 +123,8 @@ def configure_hub(
     c.JupyterHub.services = services
 
     scopes = dict(_get(c.JupyterHub, "custom_scopes") or {})
-    for name, description in SCOPES.items():
-        scopes.setdefault(name, {"description": description})
+    for name, definition in SCOPES.items():
+        scopes.setdefault(name, dict(definition))
     scopes.setdefault(METRICS_SCOPE, {"description": "Read the dataaccess service's metrics."})
     c.JupyterHub.custom_scopes = scopes
 

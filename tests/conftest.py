@@ -201,8 +201,10 @@ def creds(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test that runs against the service's database as `integration`: `make test`
-    runs those a second time on PostgreSQL."""
+    runs those a second time on PostgreSQL. Browser tests are not: they run once."""
     for item in items:
+        if item.get_closest_marker("browser"):
+            continue  # browser tests run once (no second run on PostgreSQL)
         if {"hub", "db_url", "postgres"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
 

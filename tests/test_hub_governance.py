@@ -25,6 +25,9 @@ def _spec_routes() -> set[tuple[str, str]]:
 def _app_routes() -> set[tuple[str, str]]:
     out = set()
     for pattern, handler in handlers.routes("/p/"):
+        if pattern.startswith("/p/pages/"):  # the service's pages: one spec path, {page}
+            out.add(("GET", "/pages/{page}"))
+            continue
         if not pattern.startswith("/p/api/v1"):
             continue
         path = pattern[len("/p/api/v1"):]

@@ -71,7 +71,10 @@ def test_unknown_path_under_the_service_is_a_json_404_after_authentication(hub: 
 def test_me_reports_name_groups_and_capabilities(hub: Hub):
     assert hub.call("analyst", "GET", "/me").json() == {
         "name": "analyst", "groups": ["analysts"], "capabilities": ["browse", "request"],
-        "admin": False}
+        "admin": False, "can_review": False, "can_admin": False, "pending_reviews": 0,
+        "refused_scopes": [],
+        "pages": {"approvals": "/services/dataaccess/pages/approvals",
+                  "admin": "/services/dataaccess/pages/admin"}}
     steward = hub.call("steward", "GET", "/me").json()
     assert steward["capabilities"] == ["browse", "request", "review"]
     admin = hub.call("admin", "GET", "/me").json()

@@ -266,8 +266,9 @@ def test_case5_the_servers_token_cannot_review_administer_or_see_others(hub: Hub
     assert len(token) >= 16
     SECRETS.add(token)
     me = hub.call(None, "GET", "/me", token=token).json()
-    assert me == {"name": "analyst", "groups": ["analysts"], "capabilities": ["browse", "request"],
-                  "admin": False}
+    assert {k: me[k] for k in ("name", "groups", "capabilities", "admin", "can_review")} == {
+        "name": "analyst", "groups": ["analysts"], "capabilities": ["browse", "request"],
+        "admin": False, "can_review": False}
     assert_error(hub.call(None, "GET", "/audit", token=token), 403,
                  "You lack the dataaccess 'review' permission")
     assert_error(hub.call(None, "GET", "/requests", token=token, params={"scope": "review"}),

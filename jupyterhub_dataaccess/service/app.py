@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 from jupyterhub.services.auth import HubOAuth
 from tornado import httpclient, ioloop, web
 from tornado.httpserver import HTTPServer
-from traitlets import Bool, Float, Integer, Unicode, default
+from traitlets import Bool, Float, Integer, List, Unicode, default
 from traitlets.config import Application
 from traitlets.config import Config as TraitletsConfig
 
@@ -199,6 +199,13 @@ class DataAccessService(Application):
         help="If set, each anchor is also appended to this file (one JSON line; keep it on "
              "append-only or remote storage): `jupyterhub-dataaccess audit verify --anchors`.",
     ).tag(config=True)
+    frame_ancestors = List(
+        Unicode(), os.environ.get("DATAACCESS_FRAME_ANCESTORS", "").split(),
+        help="Origins, besides the service's own, allowed to show its review and admin pages in "
+             "a frame: with JupyterHub's subdomains, the origin(s) of users' JupyterLab "
+             "(e.g. https://*.hub.example.org; environment: DATAACCESS_FRAME_ANCESTORS, space-separated). "
+             "Nothing else may frame them.",
+    ).tag(config=True)
     webhook_url = Unicode(
         os.environ.get("DATAACCESS_WEBHOOK_URL", ""),
         help="If set, a JSON POST is sent here for every request and decision, however it was "
@@ -279,7 +286,7 @@ class DataAccessService(Application):
                                    self.stream_write_timeout, self.log)
         prefix = self.service_prefix if self.service_prefix.endswith("/") else self.service_prefix + "/"
         self.web_app = web.Application(
-            routes(prefix), dataaccess=self, hub_auth=self.hub_auth,
+            routes(prefix), dataaccess=self, hub_auth=self.hub_auth, prefix=prefix,
             cookie_secret=self.keys.cookie, xsrf_cookies=False, log_function=self._log_request,
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -24,6 +25,7 @@ from ..sources.readers import (
 )
 from ..sources.stream import FORMATS, encode
 from .metrics import CONTENT_TYPE, METRICS_SCOPE
+from .pages import PAGES, render_page
 
 MAX_JSON_BODY = 64 * 1024
 PREVIEW_MAX = 100
@@ -218,8 +220,21 @@ class HealthHandler(BaseHandler):
 
 
 class MeHandler(BaseHandler):
+    """Who I am; any credential may read it (the server's token included: the panel learns from
+    it whether to offer the Approvals and Admin pages, which then need the person's login)."""
+
     async def get(self) -> None:
-        self.send((await self.principal()).as_dict())
+        out = await self.run(self.service.governance.me, await self.principal())
+        prefix = self.settings["prefix"]
+        out["pages"] = {name: f"{prefix}pages/{name}" for name in PAGES}
+        self.send(out)
+
+
+class InboxHandler(BaseHandler):
+    async def get(self) -> None:
+        who = await self.principal()
+        self.send(await self.run(self.service.governance.inbox, who, limit=self.arg("limit"),
+                                 offset=self.arg("offset")))
 
 
 class DatasetsHandler(BaseHandler):
@@ -444,7 +459,7 @@ class GrantsHandler(BaseHandler):
         self.send(await self.run(
             self.service.governance.list_grants, who, user=self.arg("user"),
             dataset=self.arg("dataset"), active=self.arg("active") or None,
-            limit=self.arg("limit"), offset=self.arg("offset")))
+            limit=self.arg("limit"), offset=self.arg("offset"), sort=self.arg("sort")))
 
 
 class GrantHandler(BaseHandler):
@@ -467,7 +482,7 @@ class AuditHandler(BaseHandler):
         self.send(await self.run(
             self.service.governance.audit_records, who, user=self.arg("user"),
             dataset=self.arg("dataset"), action=self.arg("action"), since=self.arg("since"),
-            limit=self.arg("limit"), offset=self.arg("offset")))
+            limit=self.arg("limit"), offset=self.arg("offset"), sort=self.arg("sort")))
 
 
 class PoliciesHandler(BaseHandler):
@@ -503,6 +518,29 @@ class MetricsHandler(BaseHandler):
         self.finish(body)
 
 
+class PageHandler(BaseHandler):
+    """The approvals inbox and the admin workspace: the service's own pages, for the person
+    logged in to the service (a server's token cannot open them). Their script talks to the
+    API with the same login cookie and the page's XSRF token."""
+
+    async def get(self, name: str) -> None:
+        self.service.governance.require(await self.principal(), PAGES[name])
+        who = self.current_user
+        theme = self.arg("theme", "light")
+        if theme not in ("light", "dark"):
+            raise BadRequest("theme must be light or dark")
+        nonce = base64.b64encode(os.urandom(18)).decode()
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Content-Security-Policy", "; ".join([
+            "default-src 'none'", f"script-src 'nonce-{nonce}'", f"style-src 'nonce-{nonce}'",
+            "connect-src 'self'", "img-src 'self' data:", "base-uri 'none'", "form-action 'none'",
+            " ".join(["frame-ancestors 'self'", *self.service.frame_ancestors])]))
+        self.set_header("Referrer-Policy", "no-referrer")
+        self.finish(render_page(name, theme=theme, nonce=nonce, user=who["name"],
+                                api=self.settings["prefix"] + "api/v1",
+                                xsrf=self.xsrf_token.decode()))
+
+
 class NotFoundHandler(BaseHandler):
     async def prepare(self) -> None:
         await super().prepare()
@@ -528,6 +566,7 @@ def routes(prefix: str) -> list[tuple]:
     return [
         (api + r"/health", HealthHandler),
         (api + r"/me", MeHandler),
+        (api + r"/inbox", InboxHandler),
         (api + r"/datasets", DatasetsHandler),
         (api + rf"/datasets/{ID}", DatasetHandler),
         (api + rf"/datasets/{ID}/preview", PreviewHandler),
@@ -542,6 +581,7 @@ def routes(prefix: str) -> list[tuple]:
         (api + r"/policies", PoliciesHandler),
         (api + r"/spawn", SpawnHandler),
         (api + r"/metrics", MetricsHandler),
+        (prefix + r"pages/(approvals|admin)", PageHandler),
         (prefix + r"oauth_callback", OAuthCallbackHandler),
         (re.escape(prefix) + r".*", NotFoundHandler),
     ]

@@ -51,7 +51,9 @@ class Request(Base):
     dataset: Mapped[str] = mapped_column(String(64), index=True)
     user: Mapped[str] = mapped_column(String(255), index=True)
     justification: Mapped[str] = mapped_column(Text)
-    days: Mapped[float] = mapped_column(Float)
+    days: Mapped[float] = mapped_column(Float)  # granted days: asked_days capped at max_days
+    asked_days: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: not said
+    max_days: Mapped[float | None] = mapped_column(Float, nullable=True)  # the rule's, then
     status: Mapped[str] = mapped_column(String(16), index=True)  # pending approved denied withdrawn
     reason: Mapped[str] = mapped_column(Text, default="")
     approvals_required: Mapped[int] = mapped_column(Integer, default=0)
