@@ -11,6 +11,7 @@ from typing import Any
 
 SCOPE_PREFIX = "custom:dataaccess:"
 CAPABILITIES = ("browse", "request", "review", "admin")
+METRICS_SCOPE = SCOPE_PREFIX + "metrics"  # a scraper's service token; not a capability of users
 
 
 class GovernanceError(Exception):
@@ -103,5 +104,5 @@ def _names_caller(where: str, name: str, groups: frozenset[str] | list[str]) -> 
     return (kind == "user" and value == name) or (kind == "group" and value in groups)
 
 
-__all__ = ["CAPABILITIES", "SCOPE_PREFIX", "BadRequest", "Conflict", "Forbidden",
+__all__ = ["CAPABILITIES", "METRICS_SCOPE", "SCOPE_PREFIX", "BadRequest", "Conflict", "Forbidden",
            "GovernanceError", "NotFound", "Principal"]

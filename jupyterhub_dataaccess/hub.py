@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .errors import METRICS_SCOPE
+
 SERVICE_NAME = "dataaccess"
 SERVICE_PREFIX = f"/services/{SERVICE_NAME}/"
 # A person who holds review or admin also holds its read-only `:status` subscope; the server's
@@ -32,7 +34,6 @@ SCOPES = {
         "description": "Administer data access: all grants, revocation, the audit log.",
         "subscopes": ["custom:dataaccess:admin:status"]},
 }
-METRICS_SCOPE = "custom:dataaccess:metrics"  # for a scraper's service token; no user holds it
 ACCESS_SCOPE = f"access:services!service={SERVICE_NAME}"
 USER_SCOPES = [ACCESS_SCOPE, "custom:dataaccess:browse", "custom:dataaccess:request"]
 # A server's token is not its person: browse and request, and the read-only status scopes (which
@@ -42,7 +43,6 @@ SERVER_TOKEN_SCOPES = [*USER_SCOPES, "custom:dataaccess:review:status",
                        "custom:dataaccess:admin:status"]
 DEFAULT_SERVER_SCOPES = ["users:activity!user", "access:servers!server"]
 SPAWN_TIMEOUT = 15.0
-SETTINGS_ENV = "DATAACCESS_SETTINGS"  # read by the service (service/app.py)
 
 log = logging.getLogger("jupyterhub_dataaccess.hub")
 
@@ -104,6 +104,8 @@ def configure_hub(
     if webhook_url:
         env["DATAACCESS_WEBHOOK_URL"] = webhook_url
     if settings:
+        from .service.app import SETTINGS_ENV
+
         env[SETTINGS_ENV] = service_settings(settings)
     for key in ("PYTHONPATH", "PATH"):
         if key in os.environ:

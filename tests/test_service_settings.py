@@ -8,8 +8,8 @@ import json
 import pytest
 from traitlets.config import Config
 
-from jupyterhub_dataaccess.hub import SETTINGS_ENV, configure_hub
-from jupyterhub_dataaccess.service.app import DataAccessService
+from jupyterhub_dataaccess.hub import configure_hub
+from jupyterhub_dataaccess.service.app import SETTINGS_ENV, DataAccessService
 
 
 def test_every_service_setting_has_help():

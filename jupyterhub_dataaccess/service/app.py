@@ -31,12 +31,13 @@ from .. import __version__, audit
 from ..config_files import CatalogError, load_catalog, load_policy, missing_env
 from ..events import BATCH, AuditDelivery
 from ..governance import Config, Governance, iso, utcnow
-from ..hub import SETTINGS_ENV
 from ..keys import DEFAULT_KEY_DIR, ENV, KEY_DIR_ENV, KeyConfigError, key_id, load_keys
 from ..store import Database, SchemaError, Setting
 from .handlers import routes
 from .metrics import Metrics
 from .streams import StreamSlots
+
+SETTINGS_ENV = "DATAACCESS_SETTINGS"  # configure_hub(settings=...), as JSON
 
 
 @dataclass

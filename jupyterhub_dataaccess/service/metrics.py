@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 
-from ..hub import METRICS_SCOPE
+from ..errors import METRICS_SCOPE
 from ..store import AuditHead, Database, Grant, Request
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
