@@ -29,15 +29,12 @@ from sqlalchemy.orm import Session
 
 from .keys import key_id
 from .store import AuditHead, AuditRecord
+from .vocabulary import AUDIT_ACTIONS
 
 GENESIS = "0" * 64
 KEYED = "audit.keyed"  # written by this module only, when the chain's key changes
-ACTIONS = (  # what callers append
-    "request.create", "request.approve", "request.deny", "request.withdraw",
-    "grant.create", "grant.revoke", "grant.expire", "data.read", "data.preview",
-    "access.denied", "spawn.mounts",
-)
-RECORDED = (*ACTIONS, KEYED)  # what the log may hold
+RECORDED = AUDIT_ACTIONS  # what the log may hold (openapi.yaml: AuditRecord.action)
+ACTIONS = tuple(a for a in RECORDED if a != KEYED)  # what callers append
 
 
 class AuditKeyMissing(RuntimeError):

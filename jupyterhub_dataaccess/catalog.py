@@ -13,7 +13,6 @@ from typing import Any
 from .sources.filters import RowFilter
 
 DATASET_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-CLASSIFICATIONS = ("public", "internal", "confidential", "restricted")
 MASKS = ("redact", "hash", "null")
 SOURCE_KINDS = ("file", "sql", "s3", "iceberg", "delta")
 FILE_FORMATS = ("csv", "parquet", "jsonl")

@@ -193,6 +193,8 @@ def cmd_requests_list(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from .vocabulary import REQUEST_STATUSES
+
     p = argparse.ArgumentParser(prog="jupyterhub-dataaccess", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -251,7 +253,7 @@ def parser() -> argparse.ArgumentParser:
 
     rq = sub.add_parser("requests", help="requests").add_subparsers(dest="sub", required=True)
     rl = with_db(rq.add_parser("list", help="list requests"))
-    rl.add_argument("--status", choices=["pending", "approved", "denied", "withdrawn"])
+    rl.add_argument("--status", choices=REQUEST_STATUSES)
     rl.add_argument("--json", action="store_true")
     rl.set_defaults(func=cmd_requests_list)
     return p

@@ -15,7 +15,6 @@ from typing import Any
 import yaml
 
 from .catalog import (
-    CLASSIFICATIONS,
     DATASET_ID,
     FILE_FORMATS,
     MASKS,
@@ -28,6 +27,7 @@ from .catalog import (
 from .policy import DECISIONS, DEFAULT_MAX_DAYS, Match, Policy, Rule
 from .sources.base import ENV_REF
 from .sources.filters import FilterError, parse_filter
+from .vocabulary import CLASSIFICATIONS
 
 
 class CatalogError(ValueError):

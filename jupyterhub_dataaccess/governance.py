@@ -21,6 +21,7 @@ from .catalog import Catalog, Dataset
 from .errors import SCOPE_PREFIX, BadRequest, Conflict, Forbidden, NotFound, Principal
 from .policy import Policy, approvals_met, decide, may_decide
 from .store import AuditRecord, Database, Decision, Grant, Request
+from .vocabulary import REQUEST_STATUSES
 
 MAX_PAGE = 200
 MAX_ID = 2**31 - 1  # ids, sequence numbers and offsets are SQL INTEGER: nothing lies beyond
@@ -359,8 +360,8 @@ class Governance:
                       dataset: str = "", limit: Any = None, offset: Any = None) -> dict[str, Any]:
         self._require(who, "browse")
         lim, off = page(limit, offset)
-        if status and status not in ("pending", "approved", "denied", "withdrawn"):
-            raise BadRequest("status must be one of pending, approved, denied, withdrawn")
+        if status and status not in REQUEST_STATUSES:
+            raise BadRequest(f"status must be one of {', '.join(REQUEST_STATUSES)}")
         stmt = select(Request)
         if scope == "mine":
             stmt = stmt.where(Request.user == who.name)
