@@ -292,7 +292,7 @@ ITEM = """  - id: {id}
     owner: steward
     stewards: {{users: [steward]}}
     classification: public
-    source: {{kind: file, uri: {path}, format: parquet}}
+    source: {source}
 {extra}"""
 POLICY = "rules:\n  - match: {classification: public}\n    decision: auto\n    max_days: 1\n"
 
@@ -300,13 +300,16 @@ POLICY = "rules:\n  - match: {classification: public}\n    decision: auto\n    m
 @contextmanager
 def running_hub(datasets: dict[str, str | tuple[str, str]]) -> Iterator[Hub]:
     """A real hub whose catalogue holds these {id: parquet path, or (path, more catalogue
-    lines)}, each granted to `analyst`."""
+    lines)}, each granted to `analyst`. A "path" that starts with "{" is the source itself, as a
+    YAML flow mapping (an Iceberg table, say)."""
     state = tempfile.mkdtemp(prefix="dataaccess-bench-")
     catalog, policy = os.path.join(state, "catalog.yaml"), os.path.join(state, "policy.yaml")
     with open(catalog, "w") as f:
         items = [(k, v) if isinstance(v, tuple) else (k, (v, "")) for k, v in datasets.items()]
-        f.write(CATALOG.format(items="".join(ITEM.format(id=k, path=path, extra=extra)
-                                             for k, (path, extra) in items)))
+        f.write(CATALOG.format(items="".join(
+            ITEM.format(id=k, extra=extra, source=path if path.startswith("{")
+                        else f"{{kind: file, uri: {path}, format: parquet}}")
+            for k, (path, extra) in items)))
     with open(policy, "w") as f:
         f.write(POLICY)
     hub = Hub(state=os.path.join(state, "hub"), catalog=catalog, policy=policy,
