@@ -29,10 +29,13 @@ from .client import (  # noqa: E402
     open,
     request,
     requests,
+    scan,
+    without_token,
 )
 
 __all__ = [
     "AccessDenied", "DataAccessError", "__version__", "datasets", "duckdb", "grants", "info", "load",
-    "open", "request", "requests", "_jupyter_labextension_paths",
+    "open", "request", "requests", "scan", "without_token",
+    "_jupyter_labextension_paths",
     "_jupyter_server_extension_points", "_load_jupyter_server_extension",
 ]

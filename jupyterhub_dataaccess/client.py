@@ -7,14 +7,16 @@ applies masks and filters, and audits, on every read.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["AccessDenied", "DataAccessError", "datasets", "duckdb", "grants", "info", "load",
-           "open", "request", "requests"]
+           "open", "request", "requests", "scan", "without_token"]
 
 _FORMATS = ("arrow", "parquet", "csv")
 
@@ -229,13 +231,18 @@ def _stream(dataset: str, fmt: str | None, columns: list[str] | None) -> Any:
     return resp, _Body(resp, dataset)
 
 
-def load(dataset: str, columns: list[str] | None = None, as_: str = "pandas") -> Any:
-    """Read a granted dataset, masks and row filters applied: pandas, arrow or polars.
+def load(dataset: str, columns: list[str] | None = None, as_: str = "pandas", *,
+         where: str | None = None, version: str | None = None) -> Any:
+    """Read a granted dataset, masks and row filters applied: pandas, arrow, polars or dask.
 
+    as_="dask" gives a Dask DataFrame with a partition per ticket of a scan plan (`da.scan`):
+    its tasks fetch with their ticket alone, so the workers need no token.
     Raises AccessDenied (with the exact `da.request(...)` to make) without an active grant.
     """
-    if as_ not in ("pandas", "arrow", "polars"):
-        raise ValueError("as_ must be 'pandas', 'arrow' or 'polars'")
+    if as_ not in ("pandas", "arrow", "polars", "dask"):
+        raise ValueError("as_ must be 'pandas', 'arrow', 'polars' or 'dask'")
+    if as_ == "dask":
+        return _dask_frame(scan(dataset, columns, where, version))
     import pyarrow as pa
 
     resp, body = _stream(dataset, None, columns)
@@ -323,3 +330,209 @@ def duckdb(dataset: str, columns: list[str] | None = None, *, connection: Any = 
     con = connection if connection is not None else _duckdb.default_connection()
     con.register(dataset, table)
     return con.view(dataset)
+
+
+# -- scan plans and tickets: parallel and distributed reads -------------------------------------
+
+def scan(dataset: str, columns: list[str] | None = None, where: str | None = None,
+         version: str | None = None) -> dict[str, Any]:
+    """The scan plan of a governed read, for engines that read in parallel (Ray, Spark, your own):
+    `{"dataset", "version", "expires_at", "audit_seq", "columns", "schema", "partitions":
+    [{"url", "ticket", "rows"}]}`. Fetch a partition with `GET url` and the header
+    `Authorization: ticket <ticket>` (no other credential); the answer is an Arrow IPC stream.
+    Tickets are secrets that expire (15 minutes by default): keep them out of logs.
+    """
+    body: dict[str, Any] = {}
+    if columns is not None:
+        if isinstance(columns, str):
+            raise ValueError("columns must be a list of column names, e.g. ['species']")
+        body["columns"] = list(columns)
+    if where is not None:
+        body["where"] = where
+    if version is not None:
+        body["version"] = version
+    return _call("POST", f"datasets/{_quote(dataset)}/scan", json=body).json()
+
+
+class Partition:
+    """One partition of a plan: its URL, its ticket (a secret, never shown) and its rows."""
+
+    def __init__(self, url: str, ticket: str, rows: int | None = None):
+        self.url, self.ticket, self.rows = url, ticket, rows
+
+    def __repr__(self) -> str:  # Dask prints task arguments in its logs: never the ticket
+        return f"Partition(url={self.url!r}, rows={self.rows})"
+
+    def __dask_tokenize__(self) -> str:
+        return self.url
+
+
+def partitions(plan: dict[str, Any]) -> list[Partition]:
+    return [Partition(p["url"], p["ticket"], p.get("rows")) for p in plan["partitions"]]
+
+
+def plan_schema(plan: dict[str, Any]) -> Any:
+    """The governed Arrow schema of a plan."""
+    import base64
+
+    import pyarrow as pa
+
+    raw = base64.urlsafe_b64decode(plan["schema"] + "=" * (-len(plan["schema"]) % 4))
+    return pa.ipc.read_schema(pa.py_buffer(raw))
+
+
+RETRY_STATUSES = (429, 503)
+MAX_TRIES = 8
+
+
+def fetch_partition(part: Partition) -> Any:
+    """One partition as an Arrow table. A 429 (too many reads at once) or 503 is retried with
+    backoff (Retry-After when the service gives one); other errors raise DataAccessError."""
+    import random
+
+    delay = 0.2
+    for attempt in range(MAX_TRIES):
+        try:
+            return _fetch_once(part)
+        except DataAccessError as e:
+            if e.status not in RETRY_STATUSES or attempt == MAX_TRIES - 1:
+                raise
+            wait = e.body.get("retry_after") or delay
+            time.sleep(float(wait) * (0.5 + random.random()))
+            delay = min(delay * 2, 10.0)
+    raise AssertionError("unreachable")
+
+
+_local = None
+
+
+def _connection(scheme: str, netloc: str) -> Any:
+    """A keep-alive connection of this thread to the service (one per thread and host)."""
+    import http.client
+    import threading
+
+    global _local
+    if _local is None:
+        _local = threading.local()
+    pool = getattr(_local, "pool", None)
+    if pool is None:
+        pool = _local.pool = {}
+    key = (scheme, netloc)
+    if key not in pool:
+        cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+        pool[key] = cls(netloc, timeout=300)
+    return pool[key]
+
+
+def _fetch_once(part: Partition) -> Any:
+    import http.client
+    import json as _json
+    from urllib.parse import urlsplit
+
+    import pyarrow as pa
+
+    url = urlsplit(part.url)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise DataAccessError("A partition URL must be http(s)://...")
+    conn = _connection(url.scheme, url.netloc)
+    path = url.path + (f"?{url.query}" if url.query else "")
+    headers = {"Authorization": f"ticket {part.ticket}",
+               "Accept": "application/vnd.apache.arrow.stream"}
+    for fresh in (False, True):  # a kept-alive connection the server closed: one new try
+        try:
+            if fresh:
+                conn.close()
+            conn.request("GET", path, headers=headers)
+            resp = conn.getresponse()
+            break
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            if fresh:
+                raise DataAccessError(f"The data access service at {url.netloc} closed the "
+                                      "connection; try again") from None
+        except OSError:
+            conn.close()
+            raise DataAccessError(f"The data access service at {url.netloc} did not answer; "
+                                  "try again") from None
+    if resp.status >= 400:
+        raw = resp.read()
+        try:
+            body = _json.loads(raw)
+            message = body.get("message") or resp.reason
+        except ValueError:
+            body, message = {}, resp.reason
+        retry = resp.getheader("Retry-After")
+        if retry and retry.isdigit():
+            body["retry_after"] = int(retry)
+        cls = AccessDenied if resp.status == 403 else DataAccessError
+        raise cls(message, resp.status, body)
+    try:
+        with pa.ipc.open_stream(resp) as reader:
+            table = reader.read_all()
+        if resp.read(1):
+            raise pa.ArrowInvalid("data after the end of the stream")
+    except (pa.ArrowInvalid, http.client.IncompleteRead, OSError) as e:
+        conn.close()
+        raise DataAccessError(f"The read of {url.path.rsplit('/', 1)[-1]!r} was cut short; "
+                              f"try again ({type(e).__name__})") from None
+    return table
+
+
+def load_partitions(plan: dict[str, Any], parallel: int = 4) -> Any:
+    """Every partition of a plan, fetched `parallel` at a time, as one Arrow table (in order)."""
+    import pyarrow as pa
+
+    parts = partitions(plan)
+    schema = plan_schema(plan)
+    if len(parts) <= 1 or parallel <= 1:
+        tables = [fetch_partition(p) for p in parts]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(parallel, len(parts)),
+                                thread_name_prefix="dataaccess-fetch") as pool:
+            tables = list(pool.map(fetch_partition, parts))
+    if not tables:
+        return schema.empty_table()
+    return pa.concat_tables([t.cast(schema) if t.schema != schema else t for t in tables])
+
+
+TOKEN_VARIABLES = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
+
+
+@contextlib.contextmanager
+def without_token() -> Iterator[None]:
+    """Hide the server's token from processes started inside the block, such as the workers
+    of a Dask LocalCluster, which otherwise inherit it with the kernel's environment::
+
+        with da.without_token():
+            cluster = LocalCluster(n_workers=2)
+        ddf = da.load("flights", as_="dask")   # the tasks carry tickets, never the token
+
+    Every variable holding the token (JUPYTERHUB_API_TOKEN, JPY_API_TOKEN...) is put back after.
+    """
+    token = os.environ.get("JUPYTERHUB_API_TOKEN")
+    hidden = {k: v for k, v in os.environ.items()
+              if k in TOKEN_VARIABLES or (token and v == token)}
+    for k in hidden:
+        del os.environ[k]
+    try:
+        yield
+    finally:
+        os.environ.update(hidden)
+
+
+def _partition_frame(part: Partition) -> Any:
+    """A Dask task: one partition as pandas, fetched with its ticket alone (no token needed)."""
+    return fetch_partition(part).to_pandas()
+
+
+def _dask_frame(plan: dict[str, Any]) -> Any:
+    """A Dask DataFrame of a plan: a partition per ticket, the governed schema as meta."""
+    import dask.dataframe as dd
+
+    meta = plan_schema(plan).empty_table().to_pandas()
+    parts = partitions(plan)
+    if not parts:
+        return dd.from_pandas(meta, npartitions=1)
+    return dd.from_map(_partition_frame, parts, meta=meta, enforce_metadata=False,
+                       label=f"dataaccess-{plan['dataset']}")

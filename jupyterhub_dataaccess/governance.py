@@ -584,27 +584,42 @@ class Governance:
 
         No active grant: an `access.denied` record and Forbidden, whose message says how to ask.
         """
+        ds, g, _ = self.authorize(who, dataset_id, action, detail)
+        return ds, g
+
+    def authorize(self, who: Principal, dataset_id: Any, action: str,
+                  detail: dict[str, Any] | None = None, grant_id: int | None = None
+                  ) -> tuple[Dataset, Grant, int]:
+        """authorize_read, also giving the audit record's sequence number; with `grant_id`,
+        only that grant counts (a ticket's: a newer grant does not revive a revoked one)."""
         self._require(who, "browse")
         ds = self._dataset(dataset_id)
         now = self.clock()
         with self.db.write() as s:
             # the row lock orders this read after a revoke committing at the same moment
-            g = s.execute(select(Grant).where(
+            stmt = select(Grant).where(
                 Grant.user == who.name, Grant.dataset == ds.id, Grant.revoked_at.is_(None),
-                Grant.expires_at > now).order_by(Grant.expires_at.desc())
-                .with_for_update()).scalars().first()
+                Grant.expires_at > now)
+            if grant_id is not None:
+                stmt = stmt.where(Grant.id == grant_id)
+            g = s.execute(stmt.order_by(Grant.expires_at.desc())
+                          .with_for_update()).scalars().first()
             if g is None:
-                audit.append(s, who.name, "access.denied", dataset=ds.id,
-                             detail=dict(detail or {}, attempted=action), at=now)
+                rec = audit.append(s, who.name, "access.denied", dataset=ds.id,
+                                   grant_id=grant_id, detail=dict(detail or {}, attempted=action),
+                                   at=now)
             else:
-                audit.append(s, who.name, action, dataset=ds.id, request_id=g.request_id,
-                             grant_id=g.id, detail=detail or {}, at=now)
+                rec = audit.append(s, who.name, action, dataset=ds.id, request_id=g.request_id,
+                                   grant_id=g.id, detail=detail or {}, at=now)
+            seq = rec.seq
         if g is None:
+            held = "the grant this ticket was given under is no longer active" if grant_id \
+                else f"you have no active grant for {ds.id!r}"
             raise Forbidden(
-                f"You have no active grant for {ds.id!r}. Ask for it with "
+                f"{held[0].upper() + held[1:]}. Ask for it with "
                 f"da.request({ds.id!r}, justification=\"why you need it\") "
                 f"or with 'Request access' in the Data panel.", dataset=ds.id)
-        return ds, g
+        return ds, g, seq
 
     # -- notifications ---------------------------------------------------------------------
 

@@ -107,7 +107,8 @@ def make_data(data: str) -> None:
     os.makedirs(os.path.join(data, "mounts", "salaries"), exist_ok=True)
     penguins = palmerpenguins.load_penguins()
     penguins.to_csv(os.path.join(data, "penguins.csv"), index=False)
-    penguins.to_parquet(os.path.join(data, "penguins.parquet"), index=False)
+    # in row groups of 100 rows: a scan plan of penguins-masked has several partitions
+    penguins.to_parquet(os.path.join(data, "penguins.parquet"), index=False, row_group_size=100)
     rng = np.random.default_rng(7)
     pd.DataFrame({
         "region": rng.choice(["north", "south", "east", "west"], 5000),
@@ -140,6 +141,8 @@ def config_files(state_dir: str) -> dict[str, str]:
 
 
 ON_POSTGRES = os.environ.get("DATAACCESS_TEST_DB", "sqlite") == "postgresql"
+# the session hub's ticket key, so that tests can make tickets the service would (expired ones)
+TICKET_KEY = "test-ticket-key-" + os.urandom(16).hex()
 
 
 @pytest.fixture(scope="session")
@@ -203,8 +206,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Mark every test that runs against the service's database as `integration`: `make test`
     runs those a second time on PostgreSQL. Browser tests are not: they run once."""
     for item in items:
-        if item.get_closest_marker("browser"):
-            continue  # browser tests run once (no second run on PostgreSQL)
+        if item.get_closest_marker("browser") or item.get_closest_marker("once"):
+            continue  # browser and Dask tests run once (no second run on PostgreSQL)
         if {"hub", "db_url", "postgres"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
 
@@ -219,7 +222,9 @@ def hub(state_dir: str, config_files: dict[str, str], db_url: str):
     # is raised here (tests/test_security_input.py tests the limiter on a hub of its own).
     h = Hub(state=os.path.join(state_dir, "hub"), catalog=config_files["catalog"],
             policy=config_files["policy"], db_url=db_url,
-            extra=", settings={'rate_limit': 1000, 'rate_burst': 20000}")
+            extra=", settings={'rate_limit': 1000, 'rate_burst': 20000, "
+                  "'scan_partition_mb': 0.001}",  # scan plans: a partition per row group
+            service_env={"DATAACCESS_TICKET_KEY": TICKET_KEY})
     os.makedirs(h.state, exist_ok=True)
     h.start()
     yield h

@@ -31,6 +31,8 @@ ROUTES = service_routes()
 AUTH_REQUIRED = {"status": 401, "message": "Authentication required: log in to JupyterHub"}
 # the stated bound for a token the Hub deleted or expired (the shipped token_cache_seconds)
 TOKEN_BOUND = DataAccessService.token_cache_seconds.default_value
+TICKET_REQUIRED = ("A ticket is required: send it as 'Authorization: ticket <ticket>' (da.scan and "
+                   "da.load(..., as_='dask') hand them out)")
 
 
 def _id(route: tuple[str, str]) -> str:
@@ -60,6 +62,9 @@ def test_case1_every_service_route_refuses_a_caller_without_credentials(hub: Hub
         if path == "/health":
             assert r.status_code == 200 and set(r.json()) == {
                 "status", "datasets", "config_error", "config_loaded_at"}
+            continue
+        if path.startswith("/tickets/"):  # a partition of a scan plan: its ticket is the credential
+            assert_error(r, 401, TICKET_REQUIRED)
             continue
         assert_error(r, 401, AUTH_REQUIRED["message"])
 

@@ -207,6 +207,15 @@ class DataAccessService(Application):
              "(e.g. https://*.hub.example.org; environment: DATAACCESS_FRAME_ANCESTORS, space-separated). "
              "Nothing else may frame them.",
     ).tag(config=True)
+    ticket_seconds = Float(
+        float(os.environ.get("DATAACCESS_TICKET_SECONDS", 900.0)),
+        help="How long the tickets of a scan plan (POST /datasets/{id}/scan) stay valid. Each "
+             "fetch also checks the grant, so a revocation bites sooner.",
+    ).tag(config=True)
+    scan_partition_mb = Float(
+        64.0, help="Size a scan plan aims at per partition (MB at the source, e.g. compressed "
+                   "Parquet): the source's units (files, row groups) are merged up to it.",
+    ).tag(config=True)
     webhook_url = Unicode(
         os.environ.get("DATAACCESS_WEBHOOK_URL", ""),
         help="If set, a JSON POST is sent here for every request and decision, however it was "
@@ -286,6 +295,7 @@ class DataAccessService(Application):
         self.streams = StreamSlots(self.max_streams_per_user, self.max_streams,
                                    self.stream_write_timeout, self.log)
         prefix = self.service_prefix if self.service_prefix.endswith("/") else self.service_prefix + "/"
+        self.api_prefix = prefix + "api/v1"
         self.web_app = web.Application(
             routes(prefix), dataaccess=self, hub_auth=self.hub_auth, prefix=prefix,
             cookie_secret=self.keys.cookie, xsrf_cookies=False, log_function=self._log_request,

@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import re
+import time
 from typing import Any
 
 import pyarrow as pa
@@ -15,6 +16,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from tornado import web
 from tornado.iostream import StreamClosedError
 
+from .. import tickets
 from ..errors import BadRequest, GovernanceError, Principal
 from ..sources.readers import (
     ColumnError,
@@ -349,11 +351,15 @@ class DataHandler(BaseHandler):
         except SourceError as e:
             self.log.warning("Cannot open %s: %s", ds.id, e)
             raise _SourceUnavailable() from None
+        await self._send_batches(ds.id, schema, batches, fmt)
+
+    async def _send_batches(self, dataset: str, schema: pa.Schema, batches: Any, fmt: str
+                            ) -> None:
         metrics, route = self.service.metrics, self.service.metrics.route(self)
         chunks = encode(schema, metrics.counting_rows(route, batches), fmt)
         try:
             first = await self.run(self._next, chunks)
-            self._file_headers(ds.id, fmt)
+            self._file_headers(dataset, fmt)
             while first is not None:
                 await self.service.streams.send(self, first)
                 metrics.served(route, len(first))
@@ -361,7 +367,7 @@ class DataHandler(BaseHandler):
         except StreamClosedError:
             return
         except SourceError as e:
-            self.log.warning("Read of %s failed mid-stream: %s", ds.id, e)
+            self.log.warning("Read of %s failed mid-stream: %s", dataset, e)
             self.request.connection.close()  # a truncated stream must not look complete
             return
         finally:
@@ -411,6 +417,45 @@ def _parquet_rows(path: str) -> int:
         return pq.read_metadata(path).num_rows
     except (OSError, pa.ArrowException):
         return 0
+
+
+class ScanHandler(BaseHandler):
+    """A scan plan: the governed read split into partitions, a ticket for each (tickets.py)."""
+
+    async def post(self, dataset_id: str) -> None:
+        who = await self.principal()
+        req = tickets.ScanRequest.from_body(self.json_body())
+        service = self.service
+        base = f"{self.request.protocol}://{self.request.host}{service.api_prefix}/tickets/"
+        self.send(await self.run(
+            tickets.plan_scan, service.governance, who, dataset_id, req,
+            ticket_key=service.keys.ticket, ttl=service.ticket_seconds,
+            target_bytes=int(service.scan_partition_mb * (1 << 20)), url_for=base.__add__))
+
+
+class TicketHandler(DataHandler):
+    """One partition of a scan plan for whoever holds its ticket, which is the only credential:
+    `Authorization: ticket <ticket>`. The URL holds the ticket's id, never the ticket."""
+
+    async def prepare(self) -> None:
+        if self.request.method != "GET":
+            raise web.HTTPError(405)
+        if "token" in self.request.query_arguments:
+            raise web.HTTPError(400, "Tokens in URLs are refused; send an Authorization header")
+
+    async def get(self, ticket_id: str) -> None:
+        service = self.service
+        claims = tickets.verify(service.keys.ticket, ticket_id,
+                                self.request.headers.get("Authorization", ""), time.time())
+        try:
+            await service.limiter.check(self, claims.user)
+        except web.HTTPError:
+            self._retry_after = self._headers.get("Retry-After")
+            raise
+        with service.streams.slot(claims.user):  # the same per-user cap as every stream
+            schema, batches = await self.run(tickets.open_partition, service.governance, claims,
+                                             service.keys.mask)
+            await self._send_batches(claims.dataset, schema, batches, "arrow")
 
 
 class RequestsHandler(BaseHandler):
@@ -571,6 +616,8 @@ def routes(prefix: str) -> list[tuple]:
         (api + rf"/datasets/{ID}", DatasetHandler),
         (api + rf"/datasets/{ID}/preview", PreviewHandler),
         (api + rf"/datasets/{ID}/data", DataHandler),
+        (api + rf"/datasets/{ID}/scan", ScanHandler),
+        (api + rf"/tickets/{ID}", TicketHandler),
         (api + r"/requests", RequestsHandler),
         (api + rf"/requests/{ID}", RequestHandler),
         (api + rf"/requests/{ID}/(approve|deny|withdraw|renew)", RequestActionHandler),

@@ -6,9 +6,11 @@ registers them (reader_for) and applies governance to what they give.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -36,6 +38,48 @@ class UnknownVersion(LookupError):
         super().__init__(f"dataset {dataset!r} has no version {shown!r}")
         self.dataset, self.version = dataset, version
 
+
+
+class PartitionChanged(SourceError):
+    """The partition a plan named is no longer in the source (its files changed)."""
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One unit of a partitioned read (a file, a run of Parquet row groups, the whole source).
+
+    `spec` names it to the reader that made it (plain JSON values, no source path: it travels in
+    tickets); `rows` and `nbytes` are its size at the source, before any filter (None: unknown).
+    """
+
+    spec: tuple
+    rows: int | None = None
+    nbytes: int | None = None
+
+
+WHOLE = ("all",)
+
+
+def path_tag(path: str) -> str:
+    """A short digest of a file's path: a partition names its file by position and this tag, so
+    a file added or removed since the plan is noticed and the path itself never leaves."""
+    return hashlib.sha256(path.encode()).hexdigest()[:12]
+
+
+def merge_row_groups(sizes: list[tuple[int, int]], target_bytes: int
+                     ) -> list[tuple[int, int, int, int]]:
+    """Runs of consecutive row groups, each near `target_bytes` (a group bigger than it stands
+    alone): [(first, stop, rows, bytes)] from [(rows, compressed bytes)] per group."""
+    out: list[tuple[int, int, int, int]] = []
+    first, rows, size = 0, 0, 0
+    for i, (n, b) in enumerate(sizes):
+        if i > first and size + b > target_bytes:
+            out.append((first, i, rows, size))
+            first, rows, size = i, 0, 0
+        rows, size = rows + n, size + b
+    if sizes:
+        out.append((first, len(sizes), rows, size))
+    return out
 
 
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")  # ${NAME} in a source setting
@@ -96,6 +140,18 @@ class Reader:
 
     def updated_at(self) -> str | None:
         return None
+
+    def partitions(self, target_bytes: int) -> list[Partition]:
+        """The source's own units of reading, merged to about `target_bytes` each."""
+        return [Partition(WHOLE)]
+
+    def partition_batches(self, spec: tuple, columns: list[str], filter_expr: Any
+                          ) -> Iterator[pa.RecordBatch]:
+        """The raw batches of one partition that `partitions` named (checked at once to be
+        still the one planned: PartitionChanged)."""
+        if tuple(spec) != WHOLE:
+            raise PartitionChanged("the source is no longer partitioned as planned")
+        return self.raw_batches(columns, filter_expr)
 
 
 def pushdown_tree(ds: Dataset, filter_expr: Any) -> Any:

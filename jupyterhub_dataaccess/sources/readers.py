@@ -23,9 +23,14 @@ from .base import (
     BATCH_READAHEAD,
     BATCH_ROWS,
     FRAGMENT_READAHEAD,
+    WHOLE,
+    Partition,
+    PartitionChanged,
     Reader,
     SourceError,
     UnknownVersion,
+    merge_row_groups,
+    path_tag,
     resolve_env,
     resolve_options,
 )
@@ -125,6 +130,66 @@ class FileReader(Reader):
                 for group in range(meta.num_row_groups):
                     yield from self._row_group(f, meta, group, columns, needed, target,
                                                filter_expr)
+
+    def partitions(self, target_bytes: int) -> list[Partition]:
+        """A partition per file; Parquet files by runs of row groups of about `target_bytes`."""
+        import pyarrow.parquet as pq
+
+        dataset = self._dataset()
+        out = []
+        for i, path in enumerate(sorted(dataset.files)):
+            if self.ds.source.format != "parquet":
+                out.append(Partition(("file", i, path_tag(path))))
+                continue
+            with dataset.filesystem.open_input_file(path) as f:
+                meta = pq.read_metadata(f)
+            sizes = [(meta.row_group(g).num_rows, sum(
+                meta.row_group(g).column(c).total_compressed_size
+                for c in range(meta.num_columns))) for g in range(meta.num_row_groups)]
+            out += [Partition(("rg", i, path_tag(path), a, b), rows, size)
+                    for a, b, rows, size in merge_row_groups(sizes, target_bytes)]
+        return out or [Partition(WHOLE, 0, 0)]
+
+    def partition_batches(self, spec: tuple, columns: list[str], filter_expr: Any
+                          ) -> Iterator[pa.RecordBatch]:
+        """Checks at once that the partition is still the one planned (PartitionChanged)."""
+        if tuple(spec) == WHOLE:
+            return self.raw_batches(columns, filter_expr)
+        dataset = self._dataset()
+        path = self.partition_file(dataset, spec)
+        if spec[0] == "file":
+            one = pads.dataset([path], format=_file_format(self.ds.source.format),
+                               filesystem=dataset.filesystem)
+            return one.scanner(columns=columns, filter=filter_expr, batch_size=BATCH_ROWS,
+                               use_threads=True, batch_readahead=BATCH_READAHEAD).to_batches()
+        import pyarrow.parquet as pq
+
+        f = dataset.filesystem.open_input_file(path)
+        meta = pq.read_metadata(f)
+        if not (len(spec) == 5 and all(isinstance(x, int) for x in spec[3:])
+                and 0 <= spec[3] < spec[4] <= meta.num_row_groups):
+            f.close()
+            raise PartitionChanged("the file's row groups changed since the plan")
+        needed = list(dict.fromkeys([*columns, *(self.ds.row_filter.columns
+                                                 if self.ds.row_filter else [])]))
+        target = pa.schema([dataset.schema.field(n) for n in needed])
+
+        def groups() -> Iterator[pa.RecordBatch]:
+            with f:
+                for group in range(spec[3], spec[4]):
+                    yield from self._row_group(f, meta, group, columns, needed, target,
+                                               filter_expr)
+
+        return groups()
+
+    @staticmethod
+    def partition_file(dataset: pads.FileSystemDataset, spec: tuple) -> str:
+        """The path of the file a partition names, checked to be the very file planned."""
+        files = sorted(dataset.files)
+        if (len(spec) < 3 or spec[0] not in ("file", "rg") or not isinstance(spec[1], int)
+                or not 0 <= spec[1] < len(files) or path_tag(files[spec[1]]) != spec[2]):
+            raise PartitionChanged("the dataset's files changed since the plan")
+        return files[spec[1]]
 
     @staticmethod
     def _row_group(f: Any, meta: Any, group: int, columns: list[str], needed: list[str],
@@ -332,10 +397,12 @@ def check_columns(raw: pa.Schema, columns: list[str] | None) -> list[str]:
 
 
 def governed_batches(ds: Dataset, key: bytes, columns: list[str] | None = None,
-                     limit: int | None = None, reader: Reader | None = None
+                     limit: int | None = None, reader: Reader | None = None,
+                     partition: tuple | None = None
                      ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    """(schema, batches) of the dataset with row filter, projection and masks applied; read by
-    `reader` when given (a reader pinned to the version the caller was told and audited)."""
+    """(schema, batches) of the dataset (or of one of its `partitions`) with row filter,
+    projection and masks applied; read by `reader` when given (a reader pinned to the version
+    the caller was told and audited)."""
     reader = reader or reader_for(ds)
     try:
         if reader.pinned is not None:
@@ -349,11 +416,13 @@ def governed_batches(ds: Dataset, key: bytes, columns: list[str] | None = None,
     schema = governed_schema(ds, raw, names)
     filter_expr = ds.row_filter.to_arrow() if ds.row_filter else None
     dkey = mask_key(key, ds.id)
+    raw = (reader.raw_batches(names, filter_expr) if partition is None
+           else reader.partition_batches(partition, names, filter_expr))
 
     def batches() -> Iterator[pa.RecordBatch]:
         left = limit
         try:
-            for batch in reader.raw_batches(names, filter_expr):
+            for batch in raw:
                 if left is not None:
                     if left <= 0:
                         return

@@ -1,0 +1,263 @@
+"""Scan plans and tickets: one governed read split into partitions, each fetched with a ticket.
+
+`plan_scan` checks the caller's grant, writes one `data.scan` audit record and hands out a ticket
+per partition of the source (its files, runs of Parquet row groups; a SQL table is one).
+
+A ticket is a short-lived capability signed with the service's ticket key (HMAC-SHA256). It names
+the user, their grant, the dataset and its version, the partition, the columns and `where`, and
+when it expires; `verify` checks it without the database. Each fetch (`open_partition`) still
+checks that very grant (a revocation or an expiry stops the next fetch) and is audited as
+`data.read`. The partition's URL holds only the ticket's id; the ticket itself travels in
+`Authorization: ticket <ticket>`, because URLs end up in logs. Nothing here logs a ticket and no
+error message repeats one. Tickets are signed, not encrypted: the holder can read what they grant
+(their own columns and `where`), never a source path.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pyarrow as pa
+
+from .errors import BadRequest, GovernanceError, NotFound, Principal
+from .governance import Governance, iso
+from .sources.base import PartitionChanged, Reader, SourceError, UnknownVersion
+from .sources.filters import FilterError, parse_filter
+from .sources.readers import (
+    ColumnError,
+    check_columns,
+    governed_batches,
+    governed_schema,
+    reader_for,
+)
+
+SCHEME = "ticket"
+_PREFIX = "dat1"
+_MAC_CONTEXT = b"jupyterhub-dataaccess ticket v1\n"
+MAX_TICKET_CHARS = 16 * 1024
+
+
+class TicketRequired(GovernanceError):
+    status = 401
+
+    def __init__(self) -> None:
+        super().__init__("A ticket is required: send it as 'Authorization: ticket <ticket>' "
+                         "(da.scan and da.load(..., as_='dask') hand them out)")
+
+
+class InvalidTicket(GovernanceError):
+    status = 403
+
+
+class ExpiredTicket(GovernanceError):
+    status = 410
+
+
+class SourceUnavailable(GovernanceError):
+    status = 502
+
+    def __init__(self) -> None:
+        super().__init__("The data source cannot be read right now; the service log has details")
+
+
+@dataclass(frozen=True)
+class Claims:
+    """What one ticket grants."""
+
+    id: str
+    user: str
+    grant: int
+    dataset: str
+    version: str | None
+    partition: tuple
+    columns: list[str] | None
+    where: str | None
+    expires: int  # Unix seconds
+    scan: int  # the audit sequence number of the plan's data.scan record
+
+    def _encode(self) -> dict[str, Any]:
+        return {"i": self.id, "u": self.user, "g": self.grant, "d": self.dataset,
+                "v": self.version, "p": list(self.partition), "c": self.columns,
+                "w": self.where, "e": self.expires, "s": self.scan}
+
+    @classmethod
+    def _decode(cls, d: Any) -> Claims:
+        try:
+            claims = cls(id=d["i"], user=d["u"], grant=d["g"], dataset=d["d"], version=d["v"],
+                         partition=tuple(d["p"]), columns=d["c"], where=d["w"], expires=d["e"],
+                         scan=d["s"])
+        except (KeyError, TypeError):
+            raise InvalidTicket("This ticket is not valid: it was altered or cut short") from None
+        return claims
+
+    def audit_detail(self) -> dict[str, Any]:
+        """The data.read record of one fetch: the partition, never the ticket itself."""
+        return {"ticket": self.id, "scan": self.scan, "partition": list(self.partition),
+                "version": self.version, "columns": self.columns, "where": self.where,
+                "format": "arrow"}
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(key: bytes, payload: str) -> bytes:
+    return hmac.new(key, _MAC_CONTEXT + payload.encode(), hashlib.sha256).digest()
+
+
+def mint(key: bytes, claims: Claims) -> str:
+    """The ticket for `claims`: `dat1.<claims>.<mac>`, opaque to its holder."""
+    payload = _b64(json.dumps(claims._encode(), separators=(",", ":")).encode())
+    return f"{_PREFIX}.{payload}.{_b64(_mac(key, payload))}"
+
+
+def verify(key: bytes, ticket_id: str, authorization: str, now: float) -> Claims:
+    """The claims of the ticket in an Authorization header, if it is intact, for `ticket_id`
+    and unexpired. Raises TicketRequired (401), InvalidTicket (403) or ExpiredTicket (410); no
+    message repeats the ticket."""
+    scheme, _, ticket = (authorization or "").strip().partition(" ")
+    if scheme.lower() != SCHEME or not ticket.strip():
+        raise TicketRequired()
+    ticket = ticket.strip()
+    invalid = InvalidTicket("This ticket is not valid: it was altered or cut short")
+    parts = ticket.split(".")
+    if len(ticket) > MAX_TICKET_CHARS or len(parts) != 3 or parts[0] != _PREFIX:
+        raise invalid
+    try:
+        mac = _unb64(parts[2])
+    except (binascii.Error, ValueError):
+        raise invalid from None
+    if not hmac.compare_digest(mac, _mac(key, parts[1])):
+        raise invalid
+    try:
+        claims = Claims._decode(json.loads(_unb64(parts[1])))
+    except (binascii.Error, ValueError):
+        raise invalid from None
+    if not hmac.compare_digest(claims.id.encode(), ticket_id.encode()):
+        raise InvalidTicket("This ticket is for another partition than the one asked for")
+    if claims.expires <= now:
+        raise ExpiredTicket("This ticket expired: ask for a new plan (da.scan, or da.load "
+                            "again), which hands out fresh tickets")
+    return claims
+
+
+@dataclass(frozen=True)
+class ScanRequest:
+    """The body of POST /datasets/{id}/scan, as typed values."""
+
+    columns: list[str] | None = None
+    where: str | None = None
+    version: str | None = None
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> ScanRequest:
+        unknown = sorted(set(body) - {"columns", "where", "version"})
+        if unknown:
+            raise BadRequest(f"Unknown field(s): {', '.join(unknown)}")
+        columns, where, version = body.get("columns"), body.get("where"), body.get("version")
+        if columns is not None and (not isinstance(columns, list) or len(columns) > 2000
+                                    or not all(isinstance(c, str) and c for c in columns)):
+            raise BadRequest("columns must be a list of column names")
+        if where is not None and not isinstance(where, str):
+            raise BadRequest("where must be a filter expression (text)")
+        if version is not None and not isinstance(version, str):
+            raise BadRequest("version must be a string")
+        return cls(columns or None, where.strip() or None if where else None, version)
+
+
+def _governed_read(ds: Any, reader: Reader, key: bytes, columns: list[str] | None,
+                   where: str | None, partition: tuple | None
+                   ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """(schema, batches) of one partition: row filter, masks, then `where` on masked values,
+    then the projection."""
+    rf = parse_filter(where) if where else None
+    raw = reader.raw_schema()
+    names = check_columns(raw, columns)
+    read = list(dict.fromkeys([*names, *sorted(rf.columns if rf else ())]))
+    check_columns(raw, read)
+    schema, batches = governed_batches(ds, key, read, reader=reader, partition=partition)
+    out = pa.schema([schema.field(n) for n in names])
+    expr = rf.to_arrow() if rf else None
+
+    def project() -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            if expr is not None:
+                batch = batch.filter(expr)
+            if read != names:
+                batch = batch.select(names)
+            if batch.num_rows:
+                yield batch
+
+    return out, project()
+
+
+def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest, *,
+              ticket_key: bytes, ttl: float, target_bytes: int,
+              url_for: Callable[[str], str]) -> dict[str, Any]:
+    """The scan plan: the grant checked, one data.scan record, a ticket per partition."""
+    ds = gov.dataset(who, dataset_id)
+    try:
+        rf = parse_filter(req.where) if req.where else None
+        reader = reader_for(ds, req.version)
+        version = reader.version()
+        raw = reader.raw_schema()
+        names = check_columns(raw, req.columns)
+        if rf:
+            check_columns(raw, sorted(rf.columns))
+        parts = reader.partitions(target_bytes)
+    except (ColumnError, FilterError) as e:
+        raise BadRequest(str(e)) from None
+    except UnknownVersion as e:
+        raise NotFound(str(e)) from None
+    except SourceError as e:
+        raise SourceUnavailable() from e
+    schema = governed_schema(ds, raw, names)
+    _, grant, seq = gov.authorize(who, ds.id, "data.scan", {
+        "columns": req.columns, "where": req.where, "version": version,
+        "partitions": len(parts)})
+    expires = int((gov.clock() + timedelta(seconds=ttl)).timestamp())
+    out = []
+    for part in parts:
+        claims = Claims(id=_b64(secrets.token_bytes(16)), user=who.name, grant=grant.id,
+                        dataset=ds.id, version=version, partition=part.spec,
+                        columns=req.columns, where=req.where, expires=expires, scan=seq)
+        out.append({"url": url_for(claims.id), "ticket": mint(ticket_key, claims),
+                    "rows": part.rows})
+    return {"dataset": ds.id, "version": version,
+            "expires_at": iso(datetime.fromtimestamp(expires, timezone.utc)), "audit_seq": seq,
+            "columns": [{"name": f.name, "type": str(f.type), "mask": ds.masks.get(f.name)}
+                        for f in schema],
+            "schema": _b64(schema.serialize().to_pybytes()), "partitions": out}
+
+
+def open_partition(gov: Governance, claims: Claims, mask_key: bytes
+                   ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """One partition for a verified ticket: its grant checked now and the fetch audited."""
+    who = Principal(claims.user, capabilities=frozenset({"browse"}))
+    ds = gov.dataset(who, claims.dataset)
+    try:
+        reader = reader_for(ds, claims.version)
+        reader.version()  # a file changed since the plan has no such version any more
+        gov.authorize(who, ds.id, "data.read", claims.audit_detail(), grant_id=claims.grant)
+        return _governed_read(ds, reader, mask_key, claims.columns, claims.where,
+                              claims.partition)
+    except (PartitionChanged, UnknownVersion):
+        raise ExpiredTicket("The dataset changed since this plan was made: ask for a new "
+                            "plan (da.scan, or da.load again)") from None
+    except (ColumnError, FilterError) as e:
+        raise BadRequest(str(e)) from None
+    except SourceError as e:
+        raise SourceUnavailable() from e

@@ -1,0 +1,82 @@
+"""Dask on tickets (issue 13): a real distributed.LocalCluster with worker processes, started from
+a real kernel in the session hub, computes on governed data with no token in its workers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hubutil import Hub, Kernel
+from secutil import fresh_request, grant_of
+
+pytestmark = pytest.mark.once  # one run: the database side is covered by test_tickets.py
+
+MASKED = "penguins-masked"
+
+CLUSTER = """
+import os, json
+import jupyterhub_dataaccess as da
+from distributed import Client, LocalCluster
+with da.without_token():
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                           dashboard_address=None, silence_logs=40)
+client = Client(cluster)
+token = os.environ["JUPYTERHUB_API_TOKEN"]
+def holders():
+    return sorted(k for k, v in os.environ.items()
+                  if k in ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN") or v == token)
+seen = client.run(holders)
+pids = client.run(os.getpid)
+print("ENV", json.dumps({"seen": sorted(seen.values()), "kernel": holders(),
+                         "pids": sorted(pids.values()), "me": os.getpid()}))
+"""
+
+COMPUTE = """
+import pandas as pd
+ddf = da.load("penguins-masked", as_="dask", columns=["species", "island", "body_mass_g", "sex"],
+              where="species != 'Chinstrap'")
+whole = da.load("penguins-masked", columns=["species", "island", "body_mass_g", "sex"])
+whole = whole[whole.species != "Chinstrap"]
+sizes = ddf.groupby("species").size().compute().sort_index()
+expected = whole.groupby("species").size().sort_index()
+print("OUT", json.dumps({
+    "npartitions": ddf.npartitions, "columns": list(ddf.columns),
+    "meta_matches": list(map(str, ddf.dtypes)) == list(map(str, ddf.compute().dtypes)),
+    "sizes": sizes.to_dict(), "expected": expected.to_dict(),
+    "sex": sorted(ddf.sex.unique().compute().tolist()),
+    "rows": int(ddf.shape[0].compute()),
+    "hashes_equal": sorted(ddf.body_mass_g.dropna().compute().tolist())
+                    == sorted(whole.body_mass_g.dropna().tolist()),
+}))
+client.close(); cluster.close()
+"""
+
+
+def _out(result: dict, tag: str) -> dict:
+    assert result["error"] is None, result
+    line = [x for x in result["stdout"].splitlines() if x.startswith(tag + " ")]
+    assert line, result
+    return json.loads(line[-1][len(tag) + 1:])
+
+
+def test_dask_workers_without_a_token_compute_a_governed_dataset_through_tickets(
+        hub: Hub, analyst_kernel: Kernel):
+    """When a kernel starts a LocalCluster of two worker processes with da.without_token() and
+    loads a masked, filtered dataset as_="dask", Then no worker holds the server's token, there
+    is a partition per ticket, and a group-by computed on the workers equals the same
+    computation on da.load's rows (masks, row filter, columns and where honoured), and the
+    frame's meta is what its partitions hold."""
+    req = fresh_request(hub, "analyst", MASKED)
+    assert hub.call("steward", "POST", f"/requests/{req['id']}/approve",
+                    json={"comment": "ok"}).status_code == 200
+    grant_of(hub, "analyst", MASKED)
+    env = _out(analyst_kernel.run(CLUSTER, timeout=180), "ENV")
+    assert len(env["pids"]) == 2 and env["me"] not in env["pids"]  # worker processes
+    assert "JUPYTERHUB_API_TOKEN" in env["kernel"]  # the kernel has it (and keeps it)...
+    assert env["seen"] == [[], []]  # ...but nothing in the workers' environment holds it
+    out = _out(analyst_kernel.run(COMPUTE, timeout=180), "OUT")
+    assert out["npartitions"] == 4 and out["columns"] == ["species", "island", "body_mass_g",
+                                                          "sex"]
+    assert out["meta_matches"] and out["sizes"] == out["expected"] and out["rows"] > 0
+    assert set(out["sizes"]) == {"Adelie", "Gentoo"} and out["sex"] == ["REDACTED"]
+    assert out["hashes_equal"]

@@ -1,0 +1,237 @@
+"""Scan plans and tickets (issue 13, SECURITY-CASES 52): a governed read split into partitions,
+each fetched with a short-lived ticket and nothing else, on the session's real hub."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import requests
+from conftest import TICKET_KEY
+from hubutil import Hub
+from secutil import SECRETS, assert_error, audit, fresh_request, grant_of
+
+from jupyterhub_dataaccess import tickets
+from jupyterhub_dataaccess.catalog import Dataset, Source
+from jupyterhub_dataaccess.sources.base import merge_row_groups
+from jupyterhub_dataaccess.sources.readers import reader_for
+
+KEY = TICKET_KEY.encode()
+MASKED = "penguins-masked"  # 4 row groups of 100 rows; the session hub plans one partition each
+
+
+# -- tickets without the service -------------------------------------------------------------
+
+def _claims(**kw) -> tickets.Claims:
+    base = dict(id="abc", user="alice", grant=1, dataset="ds", version="v1",
+                partition=("rg", 0, "tag", 0, 1), columns=None, where=None,
+                expires=int(time.time()) + 60, scan=7)
+    return tickets.Claims(**{**base, **kw})
+
+
+def test_a_ticket_is_accepted_only_whole_unaltered_for_its_own_id_and_before_it_expires():
+    """When a ticket is checked, Then only the intact one, under its own id, unexpired, passes;
+    each failure has its status and a message that never repeats the ticket."""
+    t = tickets.mint(KEY, _claims())
+    assert tickets.verify(KEY, "abc", f"ticket {t}", time.time()) == _claims(
+        expires=_claims().expires)
+    payload = t.split(".")[1]
+    flipped = t.replace(payload, payload[:-2] + ("A" if payload[-2] != "A" else "B")
+                        + payload[-1])
+    cases = {
+        "": (401, tickets.TicketRequired), f"token {t}": (401, tickets.TicketRequired),
+        "ticket ": (401, tickets.TicketRequired),
+        f"ticket {flipped}": (403, tickets.InvalidTicket),
+        f"ticket {t[:-5]}": (403, tickets.InvalidTicket),
+        f"ticket {t[: len(t) // 2]}": (403, tickets.InvalidTicket),
+        f"ticket {tickets.mint(b'another key of the service!', _claims())}":
+            (403, tickets.InvalidTicket),
+        f"ticket {t}x": (403, tickets.InvalidTicket),
+        f"ticket {tickets.mint(KEY, _claims(id='other'))}": (403, tickets.InvalidTicket),
+        f"ticket {tickets.mint(KEY, _claims(expires=int(time.time()) - 1))}":
+            (410, tickets.ExpiredTicket),
+    }
+    for header, (status, cls) in cases.items():
+        with pytest.raises(cls) as err:
+            tickets.verify(KEY, "abc", header, time.time())
+        assert err.value.status == status
+        secret = header.partition(" ")[2]
+        assert not secret or secret not in err.value.message
+
+
+def test_row_groups_are_merged_into_runs_near_the_target_size():
+    """When row groups are merged, Then consecutive runs stay near the target and a big group
+    stands alone."""
+    sizes = [(100, 10), (100, 10), (100, 10), (50, 100), (10, 1)]
+    assert merge_row_groups(sizes, 25) == [(0, 2, 200, 20), (2, 3, 100, 10), (3, 4, 50, 100),
+                                           (4, 5, 10, 1)]
+    assert merge_row_groups(sizes, 1000) == [(0, 5, 360, 131)]
+    assert merge_row_groups([], 10) == []
+
+
+def test_a_file_dataset_is_partitioned_by_file_and_row_group_and_the_parts_make_the_whole(
+        tmp_path):
+    """When a directory of Parquet files is partitioned, Then each file's row groups form
+    partitions, and reading them all gives every row once, in order."""
+    for i in range(3):
+        pq.write_table(pa.table({"n": list(range(i * 1000, i * 1000 + 1000))}),
+                       tmp_path / f"part-{i}.parquet", row_group_size=250)
+    ds = Dataset(id="d", title="d", source=Source(kind="file", uri=str(tmp_path),
+                                                  format="parquet"))
+    reader = reader_for(ds)
+    parts = reader.partitions(1)
+    assert [p.spec[0] for p in parts] == ["rg"] * 12 and {p.rows for p in parts} == {250}
+    merged = reader.partitions(10 ** 9)
+    assert len(merged) == 3 and [p.rows for p in merged] == [1000] * 3
+    got = [b.column(0).to_pylist() for p in parts
+           for b in reader.partition_batches(p.spec, ["n"], None)]
+    assert sum(got, []) == list(range(3000))
+    assert all(str(tmp_path) not in repr(p.spec) for p in parts)  # no path leaves in a ticket
+
+
+# -- plans and tickets on the hub -------------------------------------------------------------
+
+def _grant_masked(hub: Hub) -> dict:
+    req = fresh_request(hub, "analyst", MASKED)
+    r = hub.call("steward", "POST", f"/requests/{req['id']}/approve", json={"comment": "ok"})
+    assert r.status_code == 200, r.text
+    return grant_of(hub, "analyst", MASKED)
+
+
+def _plan(hub: Hub, dataset: str, user: str = "analyst", **body) -> dict:
+    r = hub.call(user, "POST", f"/datasets/{dataset}/scan", json=body)
+    assert r.status_code == 200, r.text
+    plan = r.json()
+    SECRETS.update(p["ticket"] for p in plan["partitions"])  # the log-hygiene test looks too
+    return plan
+
+
+def _fetch(part: dict, ticket: str | None = None, url: str | None = None) -> requests.Response:
+    headers = {"Authorization": f"ticket {part['ticket'] if ticket is None else ticket}"}
+    return requests.get(url or part["url"], headers=headers, timeout=60)
+
+
+def _table(r: requests.Response) -> pa.Table:
+    assert r.status_code == 200, r.text[:300]
+    assert r.headers["Content-Type"] == "application/vnd.apache.arrow.stream"
+    return pa.ipc.open_stream(io.BytesIO(r.content)).read_all()
+
+
+def test_a_scan_plan_gives_a_ticket_per_row_group_and_the_tickets_alone_read_the_governed_rows(
+        hub: Hub):
+    """When the analyst plans a scan of a masked, filtered dataset, Then there is one data.scan
+    record and a partition per row group; each partition, fetched with its ticket alone (no
+    token, no cookie), is an Arrow stream with masks and row filter applied, one data.read
+    record each; all of them together are exactly the governed read."""
+    _grant_masked(hub)
+    plan = _plan(hub, MASKED)
+    assert set(plan) >= {"dataset", "version", "expires_at", "audit_seq", "partitions", "schema"}
+    assert len(plan["partitions"]) == 4 and [p["rows"] for p in plan["partitions"]] == [
+        100, 100, 100, 44]
+    scans = audit(hub, dataset=MASKED, action="data.scan")
+    assert scans[0]["seq"] == plan["audit_seq"] and scans[0]["actor"] == "analyst"
+    for p in plan["partitions"]:
+        assert p["ticket"] not in p["url"] and p["url"].startswith(hub.api + "/tickets/")
+    tables = [_table(_fetch(p)) for p in plan["partitions"]]
+    whole = hub.call("analyst", "GET", f"/datasets/{MASKED}/data", params={"format": "arrow"})
+    expected = pa.ipc.open_stream(io.BytesIO(whole.content)).read_all()
+    got = pa.concat_tables(tables)
+    assert got.equals(expected) and got.num_rows > 0
+    assert set(got.column("sex").to_pylist()) == {"REDACTED"}
+    assert "Torgersen" not in got.column("island").to_pylist()
+    reads = [a for a in audit(hub, dataset=MASKED, action="data.read")
+             if a["detail"].get("scan") == plan["audit_seq"]]
+    assert len(reads) == 4 and {tuple(a["detail"]["partition"]) for a in reads} == {
+        tuple(p) for p in ([["rg", 0, reads[0]["detail"]["partition"][2], i, i + 1]
+                            for i in range(4)])}
+
+
+def test_a_scan_honours_columns_and_where_on_masked_values(hub: Hub):
+    """When a plan names columns and a where, Then every partition has only those columns and
+    only rows matching where; a where on a hashed column compares hashed values."""
+    _grant_masked(hub)
+    plan = _plan(hub, MASKED, columns=["species", "body_mass_g"], where="species == 'Gentoo'")
+    got = pa.concat_tables([_table(_fetch(p)) for p in plan["partitions"]])
+    assert got.column_names == ["species", "body_mass_g"]
+    assert set(got.column("species").to_pylist()) == {"Gentoo"} and got.num_rows > 0
+    r = hub.call("analyst", "POST", f"/datasets/{MASKED}/scan", json={"columns": ["nope"]})
+    assert_error(r, 400)
+    r = hub.call("analyst", "POST", f"/datasets/{MASKED}/scan", json={"where": "species =="})
+    assert_error(r, 400)
+    r = hub.call("analyst", "POST", f"/datasets/{MASKED}/scan", json={"limit": 3})
+    assert_error(r, 400, "Unknown field(s): limit")
+
+
+def test_case52_altered_truncated_misplaced_and_missing_tickets_get_no_data(hub: Hub):
+    """When a ticket is altered, cut short, sent to another partition's or another dataset's
+    URL, sent as a token, or missing, Then 401/403 JSON and no data; the message never repeats
+    the ticket."""
+    _grant_masked(hub)
+    grant_of(hub, "analyst", "sales")
+    plan, other = _plan(hub, MASKED), _plan(hub, "sales")
+    first, second = plan["partitions"][0], plan["partitions"][1]
+    t = first["ticket"]
+    payload = t.split(".")[1]
+    altered = t.replace(payload, payload[:10] + ("x" if payload[10] != "x" else "y")
+                        + payload[11:])
+    refused = {
+        "altered": (_fetch(first, altered), 403), "truncated": (_fetch(first, t[:-3]), 403),
+        "another partition": (_fetch(first, url=second["url"]), 403),
+        "another dataset": (_fetch(other["partitions"][0], url=first["url"]), 403),
+        "as a token": (requests.get(first["url"], headers={"Authorization": f"token {t}"},
+                                    timeout=30), 401),
+        "none": (requests.get(first["url"], timeout=30), 401),
+        "in the URL": (requests.get(first["url"], params={"ticket": t}, timeout=30), 401),
+    }
+    for what, (r, status) in refused.items():
+        body = assert_error(r, status)
+        assert t not in r.text and t not in body["message"], what
+    assert _fetch(first).status_code == 200  # the intact ticket still works
+
+
+def test_case52_an_expired_ticket_is_gone_and_a_revoked_grant_stops_the_next_fetch(hub: Hub):
+    """When a ticket is past its expiry, Then 410; when the grant is revoked in the middle of a
+    scan, Then the next fetch is 403 (an access.denied record), the tickets do not come back
+    with a new grant, and no record holds a ticket."""
+    grant = _grant_masked(hub)
+    plan = _plan(hub, MASKED)
+    parts = plan["partitions"]
+    claims = tickets.verify(KEY, parts[0]["url"].rsplit("/", 1)[1],
+                            f"ticket {parts[0]['ticket']}", time.time())
+    stale = tickets.mint(KEY, tickets.Claims(**{**claims.__dict__, "expires": int(time.time())}))
+    assert_error(_fetch(parts[0], stale), 410)
+    assert _fetch(parts[0]).status_code == 200
+    assert hub.call("steward", "DELETE", f"/grants/{grant['id']}").status_code == 200
+    body = assert_error(_fetch(parts[1]), 403, extra={"dataset": MASKED})
+    assert body["message"].startswith("The grant this ticket was given under is no longer")
+    assert "da.request('penguins-masked'" in body["message"]
+    _grant_masked(hub)  # a new grant does not revive the tickets of the revoked one
+    assert_error(_fetch(parts[2]), 403, extra={"dataset": MASKED})
+    denied = audit(hub, dataset=MASKED, action="access.denied")[0]
+    assert denied["grant_id"] == grant["id"] and denied["detail"]["attempted"] == "data.read"
+    records = hub.call("admin", "GET", "/audit", params={"dataset": MASKED, "limit": 200}).text
+    assert all(p["ticket"] not in records for p in parts)
+
+
+def test_a_plan_without_a_grant_is_refused_with_the_request_call(hub: Hub):
+    """When a user without a grant asks for a plan, Then 403 naming the da.request call and no
+    tickets."""
+    body = assert_error(hub.call("nobody", "POST", "/datasets/salaries/scan", json={}), 403,
+                        extra={"dataset": "salaries"})
+    assert "da.request('salaries'" in body["message"]
+    assert_error(hub.call("analyst", "POST", "/datasets/no-such-thing/scan", json={}), 404)
+
+
+def test_case52_no_ticket_appears_in_the_service_log(hub: Hub):
+    """When plans were made and tickets fetched (and refused), Then no ticket is in the log."""
+    grant_of(hub, "analyst", "sales")
+    plan = _plan(hub, "sales")
+    _fetch(plan["partitions"][0], plan["partitions"][0]["ticket"][:-4])
+    assert _fetch(plan["partitions"][0]).status_code == 200
+    with open(hub.log_path, errors="replace") as f:
+        log = f.read()
+    assert plan["partitions"][0]["url"].rsplit("/", 1)[1] in log  # the id is logged, not more
+    assert all(s not in log for s in SECRETS if s.startswith("dat1."))
