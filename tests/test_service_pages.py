@@ -10,12 +10,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 from urllib.parse import quote
 
 import pytest
 import requests
-from browserutil import launch, wait_for
+from browserutil import launch, screenshot, wait_for
 from hubutil import Hub, Kernel
 from secutil import SECRETS, assert_error, fresh_request, grant_of, hub_login, service_xsrf
 
@@ -24,6 +25,8 @@ from jupyterhub_dataaccess.governance import PERSON_NEEDED
 PAGES = "/services/dataaccess/pages"
 ACCESS = "access:services!service=dataaccess"
 MASKED = "penguins-masked"  # confidential, one approval, masks and a row filter; stewards group
+# docs/images/*-page.png are rewritten only when asked (a test run leaves the tree clean)
+SCREENSHOTS = os.environ.get("DATAACCESS_SCREENSHOTS") == "1"
 
 # What a kernel does with its server's token: the calls a steward or an admin might try.
 KERNEL_CALLS = """
@@ -310,6 +313,8 @@ def test_a_steward_approves_in_the_inbox_seeing_what_the_requester_gets(hub: Hub
     assert detail.locator(".da-justification b").count() == 0
     assert page.evaluate("document.documentElement.scrollWidth") <= 1280
     detail.get_by_label("Comment").fill("ok for the colony report")
+    if SCREENSHOTS:
+        screenshot(page, "approvals-page.png")
     detail.get_by_role("button", name="Approve").click()
     wait_for(lambda: page.locator("#da-status").inner_text() ==
              f"Approved analyst's request for {MASKED}", 15, "the approval's confirmation")
@@ -385,6 +390,8 @@ def test_an_admin_filters_sorts_exports_and_revokes(hub: Hub, browser):
     # the page never overflows the window; a wide table scrolls inside its own frame
     assert page.evaluate("document.documentElement.scrollWidth") <= 1280
     assert page.locator(".da-table-wrap").evaluate("n => getComputedStyle(n).overflowX") == "auto"
+    if SCREENSHOTS:
+        screenshot(page, "admin-page.png")
     with page.expect_download() as info:
         page.get_by_role("button", name="Export CSV").click()
     with open(info.value.path(), newline="") as f:
