@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import time
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 
 import _common as c
 import requests
@@ -40,8 +41,9 @@ FIXED = "".join(f"""\
 class KubeSpawner:
     """A stand-in with what the hook and the Kubernetes adapter touch."""
 
-    def __init__(self, token: str):
-        self.api_token, self.environment, self._log_name = token, {}, "analyst"
+    def __init__(self) -> None:
+        self.user = SimpleNamespace(name="analyst")
+        self.environment, self._log_name = {}, "analyst"
         self.volumes, self.volume_mounts = [], []
 
 
@@ -75,22 +77,28 @@ def fill(db_url: str, n_grants: int, ids: list[str]) -> float:
 
 
 def measure(hub: c.BenchHub, calls: int) -> dict[str, list[float]]:
-    from jupyterhub_dataaccess.hub import SERVICE_PREFIX, fetch_spawn_plan, make_pre_spawn_hook
+    from jupyterhub_dataaccess.hub import (
+        SERVICE_PREFIX,
+        fetch_spawn_plan,
+        make_pre_spawn_hook,
+        spawn_token,
+    )
 
     token = hub.token("analyst")
+    hub_token = spawn_token(hub.key_dir)  # what the hub's hook asks with
     root = f"http://127.0.0.1:{hub.service_port}{SERVICE_PREFIX}"
-    hook = make_pre_spawn_hook(root)
+    hook = make_pre_spawn_hook(root, token=hub_token)
     hub_api = f"http://127.0.0.1:{hub.hub_port}/hub/api/user"
 
     async def go() -> dict[str, list[float]]:
         out: dict[str, list[float]] = {"GET /spawn": [], "whole hook": [], "mounts": []}
         for _ in range(5):
-            await fetch_spawn_plan(root, token)
+            await fetch_spawn_plan(root, hub_token, "analyst")
         for _ in range(calls):
             t0 = time.perf_counter()
-            plan = await fetch_spawn_plan(root, token)
+            plan = await fetch_spawn_plan(root, hub_token, "analyst")
             out["GET /spawn"].append(time.perf_counter() - t0)
-            spawner = KubeSpawner(token)
+            spawner = KubeSpawner()
             t0 = time.perf_counter()
             await hook(spawner)
             out["whole hook"].append(time.perf_counter() - t0)

@@ -12,6 +12,8 @@ from typing import Any
 SCOPE_PREFIX = "custom:dataaccess:"
 CAPABILITIES = ("browse", "request", "review", "admin")
 METRICS_SCOPE = SCOPE_PREFIX + "metrics"  # a scraper's service token; not a capability of users
+# held by the hub's spawn hook alone (a service token configure_hub registers): GET /spawn
+SPAWN_SCOPE = SCOPE_PREFIX + "spawn"
 
 
 class GovernanceError(Exception):

@@ -520,14 +520,14 @@ class Governance:
                              ).scalars()
             return {"items": [grant_dict(g, now) for g in rows], "total": total}
 
-    def spawn_plan(self, who: Principal) -> dict[str, Any]:
-        """Active grants and mounts for the server the Hub is about to start; audited."""
-        self._require(who, "browse")
+    def spawn_plan(self, user: str, asked_by: str = "hub") -> dict[str, Any]:
+        """Active grants and mounts for the server of `user` the Hub is about to start; audited
+        as `spawn.mounts` in the user's name, with who asked (only the hub may: the handler)."""
         now = self.clock()
         catalog = self.config().catalog
         with self.db.write() as s:
             rows = s.execute(select(Grant).where(
-                Grant.user == who.name, Grant.revoked_at.is_(None), Grant.expires_at > now
+                Grant.user == user, Grant.revoked_at.is_(None), Grant.expires_at > now
             ).order_by(Grant.id)).scalars().all()
             grants = [grant_dict(g, now) for g in rows if g.dataset in catalog.datasets]
             mounts = []
@@ -537,9 +537,10 @@ class Governance:
                     mounts.append({"dataset": ds.id, "path": ds.mount_path,
                                    "claim": ds.mount_claim, "grant_id": g["id"],
                                    "expires_at": g["expires_at"]})
-            audit.append(s, who.name, "spawn.mounts", at=now, detail={
-                "grants": [g["id"] for g in grants], "mounts": [m["dataset"] for m in mounts]})
-        return {"user": who.name, "grants": grants, "mounts": mounts}
+            audit.append(s, user, "spawn.mounts", at=now, detail={
+                "grants": [g["id"] for g in grants], "mounts": [m["dataset"] for m in mounts],
+                "asked_by": asked_by})
+        return {"user": user, "grants": grants, "mounts": mounts}
 
     def revoke(self, who: Principal, grant_id: Any) -> dict[str, Any]:
         self._refuse_holder(who, "review", "admin")

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .errors import METRICS_SCOPE
+from .errors import METRICS_SCOPE, SPAWN_SCOPE
 
 SERVICE_NAME = "dataaccess"
 SERVICE_PREFIX = f"/services/{SERVICE_NAME}/"
@@ -35,6 +35,9 @@ SCOPES = {
         "subscopes": ["custom:dataaccess:admin:status"]},
 }
 ACCESS_SCOPE = f"access:services!service={SERVICE_NAME}"
+# GET /spawn answers the hub alone: its spawn hook asks as this service, whose token only the
+# hub holds (a user's token, their server's included, is refused).
+SPAWN_SERVICE = "dataaccess-spawn"
 USER_SCOPES = [ACCESS_SCOPE, "custom:dataaccess:browse", "custom:dataaccess:request"]
 # A server's token is not its person: browse and request, and the read-only status scopes (which
 # JupyterHub keeps only for users who hold them: it intersects with the owner's permissions).
@@ -124,10 +127,16 @@ def configure_hub(
         })
     c.JupyterHub.services = services
 
+    if not any(s.get("name") == SPAWN_SERVICE for s in services):
+        services.append({"name": SPAWN_SERVICE, "api_token": spawn_token(key_dir),
+                         "display": False})
+
     scopes = dict(_get(c.JupyterHub, "custom_scopes") or {})
     for name, definition in SCOPES.items():
         scopes.setdefault(name, dict(definition))
     scopes.setdefault(METRICS_SCOPE, {"description": "Read the dataaccess service's metrics."})
+    scopes.setdefault(SPAWN_SCOPE, {"description": "Ask the data access service for a user's "
+                                                   "grants and mounts (the hub's spawn hook)."})
     c.JupyterHub.custom_scopes = scopes
 
     roles = list(_get(c.JupyterHub, "load_roles") or [])
@@ -142,6 +151,10 @@ def configure_hub(
         roles.append({"name": "dataaccess-service", "services": [SERVICE_NAME],
                       "description": "What the dataaccess service asks of the Hub",
                       "scopes": ["read:users:groups", "read:users:name"]})
+    if SPAWN_SERVICE not in by_name:
+        roles.append({"name": SPAWN_SERVICE, "services": [SPAWN_SERVICE],
+                      "description": "The hub's spawn hook asking the dataaccess service",
+                      "scopes": [SPAWN_SCOPE, ACCESS_SCOPE]})
     for role, scope, groups in (
         ("dataaccess-reviewer", "custom:dataaccess:review", list(reviewer_groups)),
         ("dataaccess-admin", "custom:dataaccess:admin", list(admin_groups)),
@@ -168,7 +181,7 @@ def configure_hub(
             dict.fromkeys([*(requested or DEFAULT_SERVER_SCOPES), *SERVER_TOKEN_SCOPES]))
 
     hook = make_pre_spawn_hook(service_url + SERVICE_PREFIX, fail_open=fail_open,
-                               mount_root=mount_root)
+                               mount_root=mount_root, token=_spawn_service_token(services))
     c.Spawner.pre_spawn_hook = chain_hooks(_get(c.Spawner, "pre_spawn_hook"), hook)
 
 
@@ -200,10 +213,26 @@ def chain_hooks(first: Callable | None, second: Callable) -> Callable:
     return chained
 
 
-async def fetch_spawn_plan(service_root: str, token: str, timeout: float = SPAWN_TIMEOUT
-                           ) -> dict[str, Any]:
-    """Ask the service, as the server about to start, for its grants and mounts (with retries)."""
+def spawn_token(key_dir: str) -> str:
+    """The token of the hub's spawn hook: DATAACCESS_SPAWN_TOKEN (or ..._FILE), else a file
+    generated (0600) in the key directory. The hub alone holds it; the service never needs it."""
+    from .keys import read_key
+
+    token, _ = read_key("spawn", os.path.abspath(key_dir), generate=True)
+    assert token is not None
+    return token.decode()
+
+
+def _spawn_service_token(services: list[dict[str, Any]]) -> str:
+    return next(s["api_token"] for s in services if s.get("name") == SPAWN_SERVICE)
+
+
+async def fetch_spawn_plan(service_root: str, token: str, user: str,
+                           timeout: float = SPAWN_TIMEOUT) -> dict[str, Any]:
+    """Ask the service, as the hub (its spawn token), for `user`'s grants and mounts (with
+    retries)."""
     import asyncio
+    from urllib.parse import quote
 
     from tornado import httpclient
 
@@ -212,7 +241,7 @@ async def fetch_spawn_plan(service_root: str, token: str, timeout: float = SPAWN
     last = "no answer"
     while True:
         try:
-            resp = await client.fetch(service_root + "api/v1/spawn",
+            resp = await client.fetch(service_root + f"api/v1/spawn?user={quote(user, safe='')}",
                                       headers={"Authorization": f"token {token}"},
                                       request_timeout=5)
             return json.loads(resp.body)
@@ -228,15 +257,16 @@ async def fetch_spawn_plan(service_root: str, token: str, timeout: float = SPAWN
     raise ConnectionError(last)
 
 
-def make_pre_spawn_hook(service_root: str, *, fail_open: bool = False, mount_root: str = ""
-                        ) -> Callable:
-    """The pre_spawn_hook: environment and read-only mounts from the user's active grants only."""
+def make_pre_spawn_hook(service_root: str, *, token: str, fail_open: bool = False,
+                        mount_root: str = "") -> Callable:
+    """The pre_spawn_hook: environment and read-only mounts from the user's active grants only,
+    asked of the service with the hub's spawn `token`."""
 
     async def dataaccess_pre_spawn_hook(spawner: Any) -> None:
         env = dict(spawner.environment or {})
         env["DATAACCESS_URL"] = service_root
         try:
-            plan = await fetch_spawn_plan(service_root, spawner.api_token)
+            plan = await fetch_spawn_plan(service_root, token, spawner.user.name)
         except ConnectionError as e:
             if not fail_open:
                 log.error("Refusing spawn of %s: data access service: %s", spawner._log_name, e)

@@ -3,7 +3,8 @@
 Each key comes from the first of:
 
 1. the environment variable (`DATAACCESS_MASK_KEY`, `DATAACCESS_AUDIT_KEY`,
-   `DATAACCESS_TICKET_KEY`, `DATAACCESS_COOKIE_SECRET`);
+   `DATAACCESS_TICKET_KEY`, `DATAACCESS_COOKIE_SECRET`; and the hub's spawn token,
+   `DATAACCESS_SPAWN_TOKEN`, which configure_hub reads);
 2. the file named by the same variable with `_FILE` appended (a mounted Kubernetes Secret);
 3. the mask key only: the key an earlier release generated into the database (`settings`
    table), so an existing install keeps its hashes;
@@ -33,8 +34,11 @@ ENV = {
     "audit": "DATAACCESS_AUDIT_KEY",
     "ticket": "DATAACCESS_TICKET_KEY",
     "cookie": "DATAACCESS_COOKIE_SECRET",
+    "spawn": "DATAACCESS_SPAWN_TOKEN",  # the hub's, not the service's (hub.spawn_token)
 }
-FILES = {"mask": "mask_key", "audit": "audit_key", "ticket": "ticket_key", "cookie": "cookie_secret"}
+FILES = {"mask": "mask_key", "audit": "audit_key", "ticket": "ticket_key", "cookie": "cookie_secret",
+         "spawn": "spawn_token"}
+SERVICE_KEYS = ("mask", "audit", "ticket", "cookie")
 AUDIT_OLD_ENV = "DATAACCESS_AUDIT_KEY_OLD"
 KEY_DIR_ENV = "DATAACCESS_KEY_DIR"
 DEFAULT_KEY_DIR = "dataaccess-keys"
@@ -145,7 +149,7 @@ def load_keys(key_dir: str, environ: Mapping[str, str] | None = None,
     """Every key of the service, generating in `key_dir` those given nowhere else."""
     values: dict[str, bytes] = {}
     sources: dict[str, str] = {}
-    for name in ENV:
+    for name in SERVICE_KEYS:
         value, source = read_key(name, "", environ)
         if value is None and name == "mask" and legacy_mask is not None:
             value, source = legacy_mask(), "database (set by an earlier release)"

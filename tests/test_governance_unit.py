@@ -435,7 +435,7 @@ def test_when_the_clock_passes_expires_at_then_reads_fail_and_the_grant_shows_ex
     assert gov.list_grants(alice, active="true")["total"] == 0
     assert gov.list_grants(alice, active="false")["total"] == 1
     assert gov.dataset_for(alice, "pub")[1]["status"] == "expired"
-    assert gov.spawn_plan(alice)["grants"] == []
+    assert gov.spawn_plan(alice.name)["grants"] == []
 
 
 def test_when_days_are_fractional_then_the_grant_expires_after_that_fraction(gov, clock):
@@ -482,7 +482,7 @@ def test_when_a_whole_life_cycle_runs_then_each_change_writes_exactly_one_record
     r3 = ask(gov, alice, "conf")                       # request.create
     gov.withdraw(alice, r3["id"])                      # request.withdraw
     ask(gov, alice, "pub", days=1)                     # request.create, grant.create
-    gov.spawn_plan(alice)                              # spawn.mounts
+    gov.spawn_plan(alice.name)                              # spawn.mounts
     [g] = [g for g in grants(gov) if g.dataset == "restr"]
     gov.revoke(admin, g.id)                            # grant.revoke
     with pytest.raises(Forbidden):

@@ -12,6 +12,7 @@ import pytest
 from jupyterhub_dataaccess.keys import (
     ENV,
     FILES,
+    SERVICE_KEYS,
     KeyConfigError,
     all_audit_keys,
     key_id,
@@ -33,7 +34,8 @@ def test_without_any_key_given_each_is_generated_once_0600_in_a_0700_directory(t
     assert first == again
     assert len({first.mask, first.audit, first.ticket, first.cookie}) == 4
     assert mode(key_dir) == 0o700
-    for name in FILES.values():
+    assert sorted(os.listdir(key_dir)) == sorted(FILES[k] for k in SERVICE_KEYS)
+    for name in os.listdir(key_dir):
         assert mode(os.path.join(key_dir, name)) == 0o600
     assert first.sources["audit"].startswith("generated file")
     assert again.sources["audit"].startswith("file")

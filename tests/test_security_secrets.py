@@ -12,7 +12,7 @@ from hubutil import Hub, service_pid
 from secutil import hub_login
 from tornado.web import decode_signed_value
 
-KEY_FILES = ("mask_key", "audit_key", "ticket_key", "cookie_secret")
+KEY_FILES = ("mask_key", "audit_key", "ticket_key", "cookie_secret", "spawn_token")
 
 
 def _mode(path: str) -> int:

@@ -17,7 +17,7 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from .. import tickets
-from ..errors import BadRequest, GovernanceError, Principal
+from ..errors import SPAWN_SCOPE, BadRequest, GovernanceError, Principal
 from ..sources.readers import (
     ColumnError,
     SourceError,
@@ -37,7 +37,8 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
     """Every route: Hub authentication (token or OAuth cookie), JSON in and out, no tracebacks."""
 
     public = False  # only /health says True
-    service_tokens_welcome = False  # only /metrics says True (a scraper's service token)
+    callers = ("user",)  # the kinds of Hub identity a route answers (/spawn, /metrics: services)
+    wrong_caller = "Only hub users may use the data access service"
 
     @property
     def service(self) -> Any:
@@ -74,12 +75,14 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
                 self.redirect(self.get_login_url())
                 return
             raise web.HTTPError(401, "Authentication required: log in to JupyterHub")
-        if model.get("kind", "user") != "user" and not self.service_tokens_welcome:
-            raise web.HTTPError(403, "Only hub users may use the data access service")
+        if model.get("kind", "user") not in self.callers:
+            raise web.HTTPError(403, self.wrong_caller)
         self.current_user = model
         length = int(self.request.headers.get("Content-Length") or 0)
         if length > MAX_JSON_BODY:
             raise web.HTTPError(413, f"Request body larger than {MAX_JSON_BODY} bytes")
+        if model.get("kind", "user") != "user":
+            return  # services (the hub's spawn hook, a metrics scraper) are not rate limited
         try:
             await self.service.limiter.check(self, model["name"])
         except web.HTTPError:
@@ -539,21 +542,30 @@ class PoliciesHandler(BaseHandler):
 
 
 class SpawnHandler(BaseHandler):
-    """What the caller's server gets at spawn: their active grants and read-only mounts.
+    """What a user's server gets at spawn: their active grants and read-only mounts.
 
-    The hub's pre_spawn_hook calls this with the token of the server it is about to start, so
-    the answer is about that server's user and no one else.
+    The hub's alone: its pre_spawn_hook asks as the `dataaccess-spawn` service (a token only the
+    hub holds, with the custom:dataaccess:spawn scope), naming the user. A user's token — their
+    server's included — is refused before anything is read or audited.
     """
 
+    callers = ("service",)
+    wrong_caller = "GET /spawn answers the hub's spawn hook only"
+
     async def get(self) -> None:
-        who = await self.principal()
-        self.send(await self.run(self.service.governance.spawn_plan, who))
+        if SPAWN_SCOPE not in self.current_user.get("scopes", []):
+            raise web.HTTPError(403, self.wrong_caller)
+        user = self.arg("user")
+        if not user:
+            raise BadRequest("user is required: the user whose server is starting")
+        self.send(await self.run(self.service.governance.spawn_plan, user,
+                                 f"hub:{self.current_user['name']}"))
 
 
 class MetricsHandler(BaseHandler):
     """Prometheus metrics, for a token (a scraper service's, typically) with the metrics scope."""
 
-    service_tokens_welcome = True
+    callers = ("user", "service")
 
     async def get(self) -> None:
         if METRICS_SCOPE not in self.current_user.get("scopes", []):
