@@ -34,7 +34,7 @@ FIXED = "".join(f"""\
     stewards: {{{{users: [steward]}}}}
     classification: public
     source: {{{{kind: file, uri: {{data}}/penguins.csv}}}}
-    mount: {{{{path: /srv/data/mnt-{i}, claim: datasets}}}}
+    mount: {{{{path: /penguins.csv, claim: datasets}}}}
 """ for i in range(5))
 
 

@@ -53,6 +53,7 @@ class Dataset:
     row_filter: RowFilter | None = None
     mount_path: str = ""  # where the data lives on the host or volume
     mount_claim: str = ""  # Kubernetes: PersistentVolumeClaim holding mount_path (as subPath)
+    mount_file: bool = False  # the mount is one file (else a directory)
     # what catalogue search matches a query against, computed once per load, not per query
     search_text: str = field(init=False, repr=False, compare=False, default="")
 

@@ -285,6 +285,7 @@ def _parse_dataset(path: str, raw: Any, index: int) -> Dataset:
         unknown_mount = sorted(set(mount) - {"path", "claim"})
         if unknown_mount:
             raise where.error("mount", f"unknown field {unknown_mount[0]!r}")
+        _check_mount(where, source, masks, row_filter, mount_path, mount_claim)
     known = {"id", "title", "description", "owner", "stewards", "classification", "tags",
              "source", "columns", "row_filter", "mount"}
     unknown = sorted(set(raw) - known)
@@ -294,7 +295,33 @@ def _parse_dataset(path: str, raw: Any, index: int) -> Dataset:
         id=ds_id, title=title, description=description, owner=owner, stewards=stewards,
         classification=classification, tags=tags, source=source, masks=masks,
         row_filter=row_filter, mount_path=mount_path, mount_claim=mount_claim,
+        mount_file=bool(mount_path) and not os.path.isdir(_local_path(source.uri)),
     )
+
+
+def _local_path(uri: str) -> str:
+    return os.path.realpath(uri.removeprefix("file://"))
+
+
+def _check_mount(where: _Where, source: Source, masks: dict[str, str], row_filter: Any,
+                 path: str, claim: str) -> None:
+    """A mount hands out the source's files as they are, ungoverned and read outside the
+    service: only a plain local file source may be mounted, and only its own path."""
+    if source.kind != "file" or "://" in source.uri.removeprefix("file://"):
+        raise where.error("mount", "only a local 'kind: file' source can be mounted")
+    if masks or row_filter:
+        raise where.error("mount", "a dataset with masks (columns) or a row_filter cannot be "
+                                   "mounted: the mount would give the files unmasked and "
+                                   "unfiltered; drop the mount or the masks and row filter")
+    own = _local_path(source.uri)
+    if claim:  # path is inside the claim; the service sees the same volume under some root
+        inside = path.rstrip("/")
+        if not inside or not (own.endswith(inside) or source.uri.endswith(inside)):
+            raise where.error("mount", f"path {path!r} in claim {claim!r} must be the source's "
+                                       f"own: the source's uri must end with it")
+    elif os.path.realpath(path) != own:
+        raise where.error("mount", f"path must be the source's own ({source.uri}): a mount "
+                                   "gives exactly the files the dataset reads, no others")
 
 
 def load_catalog(path: str) -> Catalog:

@@ -535,7 +535,9 @@ class Governance:
                 ds = catalog.datasets[g["dataset"]]
                 if ds.mount_path:
                     mounts.append({"dataset": ds.id, "path": ds.mount_path,
-                                   "claim": ds.mount_claim, "grant_id": g["id"],
+                                   "claim": ds.mount_claim,
+                                   "type": "file" if ds.mount_file else "directory",
+                                   "grant_id": g["id"],
                                    "expires_at": g["expires_at"]})
             audit.append(s, user, "spawn.mounts", at=now, detail={
                 "grants": [g["id"] for g in grants], "mounts": [m["dataset"] for m in mounts],

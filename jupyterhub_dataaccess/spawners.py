@@ -38,8 +38,9 @@ class KubernetesAdapter(MountAdapter):
                 mount = {"name": name, "mountPath": target,
                          "subPath": _literal(m["path"].lstrip("/")), "readOnly": True}
             else:
+                kind = "File" if m.get("type") == "file" else "Directory"  # a file as a file
                 volumes.append({"name": name, "hostPath": {"path": _literal(m["path"]),
-                                                           "type": "Directory"}})
+                                                           "type": kind}})
                 mount = {"name": name, "mountPath": target, "readOnly": True}
             vmounts.append(mount)
         spawner.volumes, spawner.volume_mounts = volumes, vmounts

@@ -34,6 +34,7 @@ from .sources.base import PartitionChanged, Reader, SourceError, UnknownVersion
 from .sources.filters import FilterError, parse_filter
 from .sources.readers import (
     ColumnError,
+    check_catalog_columns,
     check_columns,
     governed_batches,
     governed_schema,
@@ -214,6 +215,7 @@ def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest
         reader = reader_for(ds, req.version)
         version = reader.version()
         raw = reader.raw_schema()
+        check_catalog_columns(ds, raw)
         names = check_columns(raw, req.columns)
         if rf:
             check_columns(raw, sorted(rf.columns))

@@ -53,7 +53,7 @@ datasets:
     classification: restricted
     tags: [hr]
     source: {{kind: file, uri: {data}/salaries.csv}}
-    mount: {{path: {data}/mounts/salaries}}
+    mount: {{path: {data}/salaries.csv}}
   - id: other-team
     title: Another team's data
     description: Stewarded by another group.
@@ -104,7 +104,7 @@ def make_data(data: str) -> None:
     import palmerpenguins
     import pandas as pd
 
-    os.makedirs(os.path.join(data, "mounts", "salaries"), exist_ok=True)
+    os.makedirs(data, exist_ok=True)
     penguins = palmerpenguins.load_penguins()
     penguins.to_csv(os.path.join(data, "penguins.csv"), index=False)
     # in row groups of 100 rows: a scan plan of penguins-masked has several partitions
@@ -118,8 +118,6 @@ def make_data(data: str) -> None:
     pd.DataFrame({"name": [f"person{i}" for i in range(50)],
                   "salary": rng.integers(30_000, 200_000, 50)}).to_csv(
         os.path.join(data, "salaries.csv"), index=False)
-    with open(os.path.join(data, "mounts", "salaries", "README.txt"), "w") as f:
-        f.write("mounted salaries\n")
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,9 @@ datasets:
       sex: {mask: hash}
       year: {mask: "null"}
     row_filter: "island != 'Torgersen'"
-    mount: {path: /srv/data/penguins}
+  - id: penguins-raw
+    source: {kind: file, uri: /srv/data/penguins-raw, format: csv}
+    mount: {path: /srv/data/penguins-raw/}
   - id: flights.2013_v1
     source: {kind: file, uri: "s3://bucket/flights.parquet", options: {anon: true}}
   - id: sales
@@ -39,7 +41,9 @@ datasets:
   - id: q1
     classification: restricted
     source: {kind: sql, url: "postgresql://db/x", query: "select * from t where a > 1"}
-    mount: {path: /data/q1, claim: data-pvc}
+  - id: imagery
+    source: {kind: file, uri: "file:///srv/data/imagery-2024/tiles.parquet"}
+    mount: {path: /imagery-2024/tiles.parquet, claim: data-pvc}
 """
 
 
@@ -68,7 +72,8 @@ def error_of(tmp_path: Path, text: str) -> str:
 
 def test_when_a_good_catalogue_is_loaded_then_every_field_is_kept(tmp_path):
     cat = load_catalog(catalog_file(tmp_path, GOOD))
-    assert list(cat.datasets) == ["penguins", "flights.2013_v1", "sales", "q1"]
+    assert list(cat.datasets) == ["penguins", "penguins-raw", "flights.2013_v1", "sales", "q1",
+                                  "imagery"]
     p = cat.get("penguins")
     assert (p.title, p.owner, p.classification, p.tags) == (
         "Palmer penguins", "bob", "public", ("biology", "teaching"))
@@ -77,7 +82,9 @@ def test_when_a_good_catalogue_is_loaded_then_every_field_is_kept(tmp_path):
                                                               "csv")
     assert p.masks == {"body_mass_g": "redact", "sex": "hash", "year": "null"}
     assert p.row_filter.text == "island != 'Torgersen'"
-    assert p.mount_path == "/srv/data/penguins"
+    assert p.mount_path == ""
+    r = cat.get("penguins-raw")
+    assert (r.mount_path, r.mount_claim, r.mount_file) == ("/srv/data/penguins-raw/", "", True)
     f = cat.get("flights.2013_v1")
     assert (f.title, f.classification, f.source.format, f.source.options) == (
         "flights.2013_v1", "internal", "parquet", {"anon": True})
@@ -85,7 +92,10 @@ def test_when_a_good_catalogue_is_loaded_then_every_field_is_kept(tmp_path):
     assert (s.source.kind, s.source.table, s.source.query) == ("sql", "main.sales", "")
     assert s.source.url == "sqlite:///${HOME}/sales.db"  # expanded only when read, in the service
     q = cat.get("q1")
-    assert (q.source.query, q.mount_claim) == ("select * from t where a > 1", "data-pvc")
+    assert (q.source.query, q.mount_path) == ("select * from t where a > 1", "")
+    i = cat.get("imagery")
+    assert (i.mount_path, i.mount_claim, i.mount_file) == (
+        "/imagery-2024/tiles.parquet", "data-pvc", True)
     assert cat.get("nope") is None
     assert cat.stewarded_by("bob", set()) == ["penguins"]
     assert cat.stewarded_by("ann", {"stewards"}) == ["penguins"]
@@ -97,7 +107,9 @@ def test_when_a_dataset_is_shown_to_browsers_then_no_source_location_leaks(tmp_p
     assert "source" not in shown and "sqlite" not in repr(shown)
     p = cat.get("penguins").public_dict()
     assert p["masked_columns"] == ["body_mass_g", "sex", "year"]
-    assert p["mountable"] is True and "/srv" not in repr(p)
+    assert p["mountable"] is False
+    r = cat.get("penguins-raw").public_dict()
+    assert r["mountable"] is True and "/srv" not in repr(r)
 
 
 @pytest.mark.parametrize("uri, fmt", [("/a/b.parquet", "parquet"), ("/a/b.PQ", "parquet"),
@@ -185,6 +197,9 @@ def test_when_an_id_is_not_a_string_then_the_dataset_is_named_by_position(tmp_pa
     ({"mount": "{path: '/srv\\data'}"}, 4, "mount", "no '..'"),
     ({"mount": "{path: /srv, claim: Bad_Claim}"}, 4, "mount", "PersistentVolumeClaim"),
     ({"mount": "{path: /srv, readonly: false}"}, 4, "mount", "unknown field 'readonly'"),
+    ({"mount": "{path: /srv/data}"}, 4, "mount", "must be the source's own (/d.csv)"),
+    ({"mount": "{path: /, claim: data}"}, 4, "mount", "the source's uri must end with it"),
+    ({"mount": "{path: /e.csv, claim: data}"}, 4, "mount", "the source's uri must end with it"),
 ])
 def test_when_a_dataset_field_is_wrong_then_the_error_names_file_line_dataset_field(
         tmp_path, fields, line, field, words):
@@ -193,6 +208,42 @@ def test_when_a_dataset_field_is_wrong_then_the_error_names_file_line_dataset_fi
         load_catalog(path)
     assert_names(str(e.value), path, line, "ds", field)
     assert words in str(e.value)
+
+
+@pytest.mark.parametrize("source, fields, words", [
+    ("{kind: file, uri: /d.csv}", {"columns": "{sex: {mask: hash}}"}, "masks (columns)"),
+    ("{kind: file, uri: /d.csv}", {"row_filter": "\"a == 1\""}, "or a row_filter"),
+    ("{kind: sql, url: 'sqlite:////d.db', table: t}", {}, "only a local 'kind: file' source"),
+    ("{kind: s3, uri: 's3://b/d.csv'}", {}, "only a local 'kind: file' source"),
+    ("{kind: file, uri: 's3://b/d.csv'}", {}, "only a local 'kind: file' source"),
+])
+def test_when_a_mount_would_bypass_governance_then_it_is_refused_at_its_line(tmp_path, source,
+                                                                             fields, words):
+    """Security case 42: a mount hands out files ungoverned, so it is refused on a dataset with
+    masks or a row filter and on any source but a local file, naming the line of `mount:`."""
+    text = one(source, **fields) + "    title: T\n    mount: {path: /d.csv}\n"
+    message = error_of(tmp_path, text)
+    assert_names(message, str(tmp_path / "catalog.yaml"), 3 + len(fields) + 2, "ds", "mount")
+    assert words in message
+
+
+def test_when_a_mount_path_is_a_link_to_elsewhere_then_it_is_refused(tmp_path):
+    """Security case 42: the mount path and the source's path compare after resolving links, so
+    a link that names the source but leads elsewhere is refused, and a link to the source kept."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "d.csv").write_text("a\n1\n")
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "via").symlink_to(tmp_path / "secrets")
+    (tmp_path / "same").symlink_to(tmp_path / "data")
+    src = f"{{kind: file, uri: {tmp_path}/data/d.csv}}"
+    message = error_of(tmp_path, one(src, mount=f"{{path: {tmp_path}/via}}"))
+    assert "must be the source's own" in message
+    ds = load_catalog(catalog_file(tmp_path, one(src, mount=f"{{path: {tmp_path}/same/d.csv}}"))
+                      ).get("ds")
+    assert (ds.mount_path, ds.mount_file) == (f"{tmp_path}/same/d.csv", True)
+    folder = load_catalog(catalog_file(tmp_path, one(
+        f"{{kind: file, uri: {tmp_path}/data, format: csv}}", mount=f"{{path: {tmp_path}/data}}")))
+    assert folder.get("ds").mount_file is False
 
 
 def test_when_a_mask_is_wrong_on_a_later_line_then_that_line_is_named(tmp_path):
@@ -296,7 +347,7 @@ def test_when_the_command_validates_a_good_catalogue_and_policy_then_it_exits_0(
                                  "    decision: auto\n", "policy.yaml")
     done = validate(cat, "--policy", pol)
     assert done.returncode == 0, done.stderr
-    assert f"{cat}: OK, 4 datasets" in done.stdout
+    assert f"{cat}: OK, 6 datasets" in done.stdout
     assert f"{pol}: OK, 1 rules" in done.stdout
 
 
@@ -345,3 +396,19 @@ def test_when_stewards_or_columns_have_unknown_fields_then_they_are_named(tmp_pa
     text = ("datasets:\n  - id: a\n    source: {kind: file, uri: /x.csv}\n"
             "    columns:\n      ssn: {mask: hash, unmask_for: [eve]}\n")
     assert "field 'ssn': takes only 'mask'" in error_of(tmp_path, text)
+
+
+def test_when_the_service_starts_with_a_mount_that_bypasses_governance_then_it_refuses(tmp_path):
+    """Security case 42 at service start: the service reads the catalogue with the same rules,
+    refuses to start naming line and field, and creates no database."""
+    cat = catalog_file(tmp_path, one(columns="{sex: {mask: hash}}", mount="{path: /d.csv}"))
+    pol = catalog_file(tmp_path, "rules: []\n", "policy.yaml")
+    db = tmp_path / "da.sqlite"
+    done = subprocess.run(
+        [sys.executable, "-m", "jupyterhub_dataaccess", "service", f"--catalog={cat}",
+         f"--policy={pol}", f"--db-url=sqlite:///{db}"],
+        capture_output=True, text=True, timeout=60, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+    assert done.returncode == 2
+    assert (f"Refusing to start: {cat} line 5: dataset 'ds': field 'mount': a dataset with masks "
+            "(columns) or a row_filter cannot be mounted") in done.stderr
+    assert "Traceback" not in done.stderr and not db.exists()

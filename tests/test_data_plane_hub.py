@@ -84,15 +84,30 @@ EXTRA = """
     owner: steward
     stewards: {{users: [steward]}}
     classification: confidential
-    source: {{kind: file, uri: {data}/p.parquet}}
+    source: {{kind: file, uri: {data}/mounts/mountable, format: csv}}
     mount: {{path: {data}/mounts/mountable}}
   - id: other-mountable
     title: Mountable, never granted to the analyst
     owner: steward
     stewards: {{users: [steward]}}
     classification: confidential
-    source: {{kind: file, uri: {data}/p.parquet}}
+    source: {{kind: file, uri: {data}/mounts/other, format: csv}}
     mount: {{path: {data}/mounts/other}}
+  - id: mask-case
+    title: A mask whose column differs from the source's in case
+    owner: steward
+    stewards: {{users: [steward]}}
+    classification: public
+    source: {{kind: file, uri: {data}/p.csv, format: csv}}
+    columns:
+      Sex: {{mask: redact}}
+  - id: filter-renamed
+    title: A row filter on a column the source renamed
+    owner: steward
+    stewards: {{users: [steward]}}
+    classification: public
+    source: {{kind: sql, url: 'sqlite:///{data}/p.sqlite', table: penguins}}
+    row_filter: "isle != 'Torgersen'"
   - id: large
     title: A large Parquet file
     owner: steward
@@ -175,7 +190,7 @@ def data(tmp_path_factory, s3_server, postgres) -> str:
     fs.put(str(d / "p.parquet"), f"{BUCKET}/p.parquet")
     fs.put(str(d / "p.csv"), f"{BUCKET}/p.csv")
     (d / "mounts" / "mountable").mkdir(parents=True)
-    (d / "mounts" / "mountable" / "README.txt").write_text("granted data\n")
+    (d / "mounts" / "mountable" / "part.csv").write_text("note\ngranted data\n")
     (d / "mounts" / "other").mkdir()
     from _common import write_parquet
 
@@ -307,6 +322,34 @@ def test_an_unreadable_s3_source_is_a_502_with_details_only_in_the_service_log(d
     if dataset == "s3-missing-env":
         assert "the service environment lacks NO_SUCH_KEY_VAR" in log
     assert S3_SECRET not in log and S3_KEY not in log
+
+
+@pytest.mark.parametrize(("dataset", "problem"), [
+    ("mask-case", "the catalogue masks column 'Sex', which the source lacks (did you mean 'sex'?)"),
+    ("filter-renamed", "the row filter names column 'isle', which the source lacks "
+                       "(did you mean 'island'?)"),
+])
+def test_a_mask_or_row_filter_on_a_column_the_source_lacks_fails_closed(dhub, kernel, dataset,
+                                                                        problem):
+    """Security case 43. When the catalogue governs a column the source does not have (a case
+    difference, an upstream rename), Then data in every format, preview, details and da.load
+    answer a clear error naming the dataset and the column, and no row leaves the service."""
+    _grant(dhub, dataset)
+    message = (f"dataset {dataset!r} cannot be served: {problem}. Nothing was read; an operator "
+               "must fix the catalogue or the source")
+    for path, params in [("data", {"format": "arrow"}), ("data", {"format": "csv"}),
+                         ("data", {"format": "parquet"}), ("data", {"columns": "species"}),
+                         ("preview", {"limit": 5})]:
+        r = dhub.call("analyst", "GET", f"/datasets/{dataset}/{path}", params=params)
+        assert (r.status_code, r.json()) == (502, {"status": 502, "message": message}), params
+        assert "Adelie" not in r.text and "Torgersen" not in r.text
+    details = dhub.call("analyst", "GET", f"/datasets/{dataset}").json()
+    assert (details["source_error"], details["rows"], details["columns"]) == (message, None, [])
+    out = kernel.run("import jupyterhub_dataaccess as da\n"
+                     f"try:\n    da.load({dataset!r})\n"
+                     "except da.DataAccessError as e:\n    print('REFUSED', e.status, e)\n")
+    assert out["stdout"].strip() == f"REFUSED 502 {message}", out
+    assert f"Refused to serve {dataset}" in dhub.log_tail(400)
 
 
 # -- credentials stay in the service ----------------------------------------------------------
@@ -534,11 +577,11 @@ def test_mounts_follow_grants_only_and_a_revoke_before_respawn_removes_them(dhub
     assert _links(dhub, user) == {"mountable": os.path.join(data, "mounts", "mountable")}
     k = Kernel(dhub, user)
     out = k.run("import os; print(os.environ['DATAACCESS_GRANTS']);"
-                "print(open(os.path.expanduser('~/datasets/mountable/README.txt')).read())\n"
+                "print(open(os.path.expanduser('~/datasets/mountable/part.csv')).read())\n"
                 "import jupyterhub_dataaccess as da\n"
                 "try:\n    da.load('other-mountable')\nexcept da.AccessDenied:\n    print('DENIED')\n")
     k.shutdown()
-    assert out["stdout"].split() == ["mountable", "granted", "data", "DENIED"]
+    assert out["stdout"].split() == ["mountable", "note", "granted", "data", "DENIED"]
     dhub.stop_server(user)
     assert dhub.call("steward", "DELETE", f"/grants/{grant['id']}").status_code == 200
     dhub.start_server(user)

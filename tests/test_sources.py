@@ -21,6 +21,7 @@ from jupyterhub_dataaccess.catalog import Dataset, Source
 from jupyterhub_dataaccess.sources.filters import parse_filter
 from jupyterhub_dataaccess.sources.masks import REDACTED
 from jupyterhub_dataaccess.sources.readers import (
+    CatalogMismatch,
     ColumnError,
     SourceError,
     dataset_info,
@@ -286,9 +287,23 @@ def test_when_the_sql_source_is_a_query_then_its_rows_are_governed(files):
     assert t.column("name").to_pylist() == [REDACTED] * 3
 
 
-def test_when_a_filter_names_a_column_the_file_lacks_then_sourceerror(files):
-    with pytest.raises(SourceError):
-        governed(files, "parquet", row_filter="salary > 1")
+@pytest.mark.parametrize("kind", SOURCE_KINDS)
+@pytest.mark.parametrize(("governance", "problem"), [
+    ({"masks": {"Sex": "redact"}},
+     "the catalogue masks column 'Sex', which the source lacks (did you mean 'sex'?)"),
+    ({"row_filter": "salary > 1"}, "the row filter names column 'salary', which the source lacks"),
+])
+def test_when_a_mask_or_filter_names_a_column_the_source_lacks_then_nothing_is_read(
+        files, kind, governance, problem):
+    """Security case 43 at the source: reads, projections that leave the column out, and the
+    dataset's details all refuse, naming the dataset and the column."""
+    for columns in (None, ["id"]):
+        with pytest.raises(CatalogMismatch) as e:
+            governed(files, kind, columns=columns, **governance)
+        assert str(e.value) == (f"dataset 'penguins' cannot be served: {problem}. Nothing was "
+                                "read; an operator must fix the catalogue or the source")
+    with pytest.raises(CatalogMismatch):
+        dataset_info(make(files, kind, **governance))
 
 
 @pytest.mark.parametrize("kind", ["csv", "parquet", "jsonl"])

@@ -31,7 +31,8 @@ current-context: none
 """
 
 GRANTED = [
-    {"dataset": "salaries", "path": "/srv/data/salaries", "claim": "", "grant_id": 1},
+    {"dataset": "salaries", "path": "/srv/data/salaries", "claim": "", "type": "directory",
+     "grant_id": 1},
     {"dataset": "flights.2024", "path": "/exports/flights", "claim": "data-pvc", "grant_id": 2},
 ]
 
@@ -93,6 +94,23 @@ async def test_kubespawner_pod_gets_one_read_only_volume_per_granted_dataset(kub
     assert mounts[fl] == {"name": fl, "mountPath": "/home/jovyan/datasets/flights.2024",
                           "subPath": "exports/flights", "readOnly": True}
     assert all(m["readOnly"] for n, m in mounts.items() if n.startswith("dataaccess-"))
+
+
+async def test_a_single_file_mounts_as_a_file_in_kubernetes_and_docker(kube, docker):
+    """When the granted dataset's source is one file, Then KubeSpawner's hostPath volume has
+    type File (a Directory volume of a file would stop the pod) and DockerSpawner binds the file
+    itself, both at <root>/<id>, read-only."""
+    one = [{"dataset": "salaries", "path": "/srv/data/salaries.csv", "claim": "", "type": "file"}]
+    apply_mounts(kube, one)
+    pod = await _manifest(kube)
+    sal = volume_name("salaries")
+    (vol,) = [v for v in pod["spec"]["volumes"] if v["name"] == sal]
+    assert vol["hostPath"] == {"path": "/srv/data/salaries.csv", "type": "File"}
+    (mount,) = [m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["name"] == sal]
+    assert mount == {"name": sal, "mountPath": "/home/jovyan/datasets/salaries", "readOnly": True}
+    apply_mounts(docker, one)
+    assert docker.volumes == {"/srv/data/salaries.csv": {
+        "bind": "/home/jovyan/datasets/salaries", "mode": "ro"}}
 
 
 async def test_kubespawner_respawn_after_revoke_drops_the_mount(kube):

@@ -19,6 +19,7 @@ from tornado.iostream import StreamClosedError
 from .. import tickets
 from ..errors import SPAWN_SCOPE, BadRequest, GovernanceError, Principal
 from ..sources.readers import (
+    CatalogMismatch,
     ColumnError,
     SourceError,
     dataset_info,
@@ -161,6 +162,9 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         self.finish(json.dumps(data))
 
     def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, CatalogMismatch):  # any path that serves data: fail closed, say why
+            self.log.error("Refused to serve %s: %s", e.dataset, e)
+            e = _Mismatch(str(e))
         if isinstance(e, GovernanceError):
             if self._finished:
                 return
@@ -264,6 +268,8 @@ class DatasetHandler(BaseHandler):
             self.log.warning("Cannot read schema of %s: %s", ds.id, e)
             out.update(columns=[], rows=None, updated_at=None,
                        source_error="The source cannot be read right now")
+        except CatalogMismatch as e:
+            out.update(columns=[], rows=None, updated_at=None, source_error=str(e))
         self.send(out)
 
 
@@ -311,6 +317,13 @@ class PreviewHandler(BaseHandler):
             "rows": json.loads(json.dumps([list(r.values()) for r in table.to_pylist()],
                                           default=str)),
         }
+
+
+class _Mismatch(GovernanceError):
+    """The catalogue and the source disagree on a governed column: the service's fault, not the
+    caller's, and not one that trying again mends."""
+
+    status = 502
 
 
 class _SourceUnavailable(GovernanceError):

@@ -45,6 +45,16 @@ class ColumnError(ValueError):
     """Columns asked for that the dataset does not have."""
 
 
+class CatalogMismatch(Exception):
+    """The catalogue governs a column the source does not have (a case difference, an upstream
+    rename): nothing of the dataset may be served until an operator fixes one or the other."""
+
+    def __init__(self, dataset: str, problems: list[str]):
+        self.dataset, self.problems = dataset, problems
+        super().__init__(f"dataset {dataset!r} cannot be served: " + "; ".join(problems)
+                         + ". Nothing was read; an operator must fix the catalogue or the source")
+
+
 @dataclass(frozen=True)
 class Info:
     columns: list[dict[str, Any]]
@@ -396,6 +406,38 @@ def check_columns(raw: pa.Schema, columns: list[str] | None) -> list[str]:
     return list(dict.fromkeys(columns))
 
 
+def catalog_mismatches(ds: Dataset, raw: pa.Schema) -> list[str]:
+    """Each mask or row-filter column of `ds` that the source's schema lacks, as a sentence
+    naming it (and the source's column it probably meant)."""
+    names = raw.names
+    problems = []
+    for col in sorted(ds.masks):
+        if col not in names:
+            problems.append(f"the catalogue masks column {col!r}, which the source lacks"
+                            + _did_you_mean(col, names))
+    for col in sorted(ds.row_filter.columns if ds.row_filter else ()):
+        if col not in names:
+            problems.append(f"the row filter names column {col!r}, which the source lacks"
+                            + _did_you_mean(col, names))
+    return problems
+
+
+def check_catalog_columns(ds: Dataset, raw: pa.Schema) -> None:
+    """Fail closed: raise CatalogMismatch when a mask or the row filter names a missing column.
+    Every path that serves data calls this before the first row leaves."""
+    problems = catalog_mismatches(ds, raw)
+    if problems:
+        raise CatalogMismatch(ds.id, problems)
+
+
+def _did_you_mean(name: str, names: list[str]) -> str:
+    import difflib
+
+    same = [n for n in names if n.casefold() == name.casefold()]
+    close = same or difflib.get_close_matches(name, names, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def governed_batches(ds: Dataset, key: bytes, columns: list[str] | None = None,
                      limit: int | None = None, reader: Reader | None = None,
                      partition: tuple | None = None
@@ -412,6 +454,7 @@ def governed_batches(ds: Dataset, key: bytes, columns: list[str] | None = None,
         raise
     except Exception as e:
         raise SourceError(str(e)) from e
+    check_catalog_columns(ds, raw)
     names = check_columns(raw, columns)
     schema = governed_schema(ds, raw, names)
     filter_expr = ds.row_filter.to_arrow() if ds.row_filter else None
@@ -464,8 +507,9 @@ def dataset_info(ds: Dataset, reader: Reader | None = None) -> Info:
         updated = reader.updated_at()
         version = reader.version()
         raw = reader.raw_schema()
+        check_catalog_columns(ds, raw)
         rows = reader.count(ds.row_filter.to_arrow() if ds.row_filter else None)
-    except (SourceError, UnknownVersion):
+    except (SourceError, UnknownVersion, CatalogMismatch):
         raise
     except Exception as e:
         raise SourceError(str(e)) from e
