@@ -162,9 +162,8 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         self.finish(json.dumps(data))
 
     def _handle_request_exception(self, e: BaseException) -> None:
-        if isinstance(e, CatalogMismatch):  # any path that serves data: fail closed, say why
+        if isinstance(e, CatalogMismatch):  # any path that serves data: the operator must know
             self.log.error("Refused to serve %s: %s", e.dataset, e)
-            e = _Mismatch(str(e))
         if isinstance(e, GovernanceError):
             if self._finished:
                 return
@@ -317,13 +316,6 @@ class PreviewHandler(BaseHandler):
             "rows": json.loads(json.dumps([list(r.values()) for r in table.to_pylist()],
                                           default=str)),
         }
-
-
-class _Mismatch(GovernanceError):
-    """The catalogue and the source disagree on a governed column: the service's fault, not the
-    caller's, and not one that trying again mends."""
-
-    status = 502
 
 
 class _SourceUnavailable(GovernanceError):

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from ..catalog import Dataset
+from ..errors import GovernanceError
 from .base import (
     BATCH_READAHEAD,
     BATCH_ROWS,
@@ -45,9 +46,12 @@ class ColumnError(ValueError):
     """Columns asked for that the dataset does not have."""
 
 
-class CatalogMismatch(Exception):
+class CatalogMismatch(GovernanceError):
     """The catalogue governs a column the source does not have (a case difference, an upstream
-    rename): nothing of the dataset may be served until an operator fixes one or the other."""
+    rename): nothing of the dataset may be served until an operator fixes one or the other.
+    A 502: the service's fault, not the caller's, and not one that trying again mends."""
+
+    status = 502
 
     def __init__(self, dataset: str, problems: list[str]):
         self.dataset, self.problems = dataset, problems
