@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from hubutil import REPO, Hub, Kernel, free_port  # noqa: E402
+from policies import SESSION_POLICY  # noqa: E402
 
 sys.path.insert(0, REPO)
 
@@ -78,25 +79,6 @@ datasets:
     source: {{kind: file, uri: {data}/does-not-exist.parquet}}
 """
 
-POLICY = """
-rules:
-  - match: {datasets: [forbidden]}
-    decision: deny
-  - match: {classification: public}
-    decision: auto
-    max_days: 365
-  - match: {classification: internal, groups: [analysts]}
-    decision: auto
-    max_days: 90
-  - match: {classification: confidential}
-    decision: review
-    approvals: 1
-    max_days: 30
-  - match: {classification: restricted}
-    decision: review
-    approvals: 2
-    max_days: 7
-"""
 
 
 def make_data(data: str) -> None:
@@ -134,7 +116,7 @@ def config_files(state_dir: str) -> dict[str, str]:
     with open(catalog, "w") as f:
         f.write(CATALOG.format(data=data))
     with open(policy, "w") as f:
-        f.write(POLICY)
+        f.write(SESSION_POLICY)
     return {"catalog": catalog, "policy": policy, "data": data}
 
 

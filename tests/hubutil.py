@@ -374,7 +374,8 @@ class Kernel:
         requests.delete(self.base + f"api/kernels/{self.id}", headers=self._headers(), timeout=30)
 
 
-def wait_for(check: Any, timeout: float, what: str, every: float = 0.2) -> Any:
+def wait_for(check: Any, timeout: float = 15.0, what: str = "the condition", every: float = 0.2
+             ) -> Any:
     """Poll `check()` until it returns something true (returned), or fail naming `what`."""
     deadline = time.monotonic() + timeout
     while True:

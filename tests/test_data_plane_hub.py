@@ -25,6 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 from hubutil import Hub, Kernel, free_port, service_pid, status_mb
+from policies import SHORT_LIVED_POLICY
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
 
@@ -115,19 +116,6 @@ EXTRA = """
     classification: public
     source: {{kind: file, uri: {data}/large.parquet}}
 """
-POLICY = """
-rules:
-  - match: {datasets: [shortlived]}
-    decision: auto
-    max_days: 0.0001
-  - match: {classification: public}
-    decision: auto
-    max_days: 30
-  - match: {classification: confidential}
-    decision: review
-    approvals: 1
-    max_days: 30
-"""
 EXPECTED_ROWS = 344 - 52 - 68  # the real penguins minus Torgersen and Chinstrap
 
 
@@ -209,7 +197,7 @@ def dhub(tmp_path_factory, data, s3_server, postgres):
                   f"    source: {source}\n" + GOVERNED.format())
     items += EXTRA.format(data=data, s3port=s3_server, bucket=BUCKET)
     (state / "catalog.yaml").write_text("datasets:\n" + items)
-    (state / "policy.yaml").write_text(POLICY)
+    (state / "policy.yaml").write_text(SHORT_LIVED_POLICY)
     h = data_hub(state=str(state / "hub"), catalog=str(state / "catalog.yaml"),
                 policy=str(state / "policy.yaml"), db_url=f"sqlite:///{state}/da.sqlite")
     os.makedirs(h.state)

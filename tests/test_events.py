@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from hubutil import free_port
+from policies import EVENTS_POLICY
 from reliabilityutil import cli, new_database
 
 from jupyterhub_dataaccess.config_files import load_catalog, load_policy
@@ -34,16 +35,6 @@ datasets:
     stewards: {users: [steward]}
     classification: confidential
     source: {kind: file, uri: /data/conf.csv}
-"""
-POLICY = """
-rules:
-  - match: {classification: public}
-    decision: auto
-    max_days: 1
-  - match: {classification: confidential}
-    decision: review
-    approvals: 1
-    max_days: 30
 """
 T0 = datetime(2024, 6, 1, 9, 0, tzinfo=timezone.utc)
 alice = Principal("alice", frozenset(), frozenset({"browse", "request"}))
@@ -113,7 +104,7 @@ def receiver():
 
 def _governance(db: Database, clock: Clock, tmp_path) -> Governance:
     (tmp_path / "catalog.yaml").write_text(CATALOG)
-    (tmp_path / "policy.yaml").write_text(POLICY)
+    (tmp_path / "policy.yaml").write_text(EVENTS_POLICY)
     config = Config(load_catalog(str(tmp_path / "catalog.yaml")),
                     load_policy(str(tmp_path / "policy.yaml")))
     return Governance(db=db, config=lambda: config, clock=clock)

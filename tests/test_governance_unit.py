@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from policies import UNIT_POLICY
 from sqlalchemy import select
 
 from jupyterhub_dataaccess import audit
@@ -51,22 +52,6 @@ datasets:
     source: {kind: file, uri: /data/never.csv}
 """
 
-POLICY = """
-rules:
-  - match: {classification: public}
-    decision: auto
-    max_days: 365
-  - match: {tags: [denied]}
-    decision: deny
-  - match: {classification: confidential}
-    decision: review
-    approvals: 1
-    max_days: 30
-  - match: {classification: restricted}
-    decision: review
-    approvals: 2
-    max_days: 7
-"""
 
 T0 = datetime(2024, 6, 1, 9, 0, tzinfo=timezone.utc)
 USER = frozenset({"browse", "request"})
@@ -101,7 +86,7 @@ def clock() -> Clock:
 @pytest.fixture
 def gov(tmp_path: Path, clock: Clock):
     (tmp_path / "catalog.yaml").write_text(CATALOG, encoding="utf-8")
-    (tmp_path / "policy.yaml").write_text(POLICY, encoding="utf-8")
+    (tmp_path / "policy.yaml").write_text(UNIT_POLICY, encoding="utf-8")
     config = Config(load_catalog(str(tmp_path / "catalog.yaml")),
                     load_policy(str(tmp_path / "policy.yaml")))
     db = Database(f"sqlite:///{tmp_path / 'gov.sqlite'}")

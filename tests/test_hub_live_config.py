@@ -15,7 +15,7 @@ import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-from hubutil import Hub, free_port
+from hubutil import Hub, free_port, wait_for
 from reliabilityutil import cli
 
 
@@ -55,16 +55,6 @@ def private_hub(tmp_path, config_files, receiver):
     hub.start()
     yield hub
     hub.stop()
-
-
-def wait_for(predicate, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 def test_policy_and_catalogue_changes_apply_without_a_restart(private_hub: Hub):

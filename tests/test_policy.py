@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from policies import DEMO_POLICY
 
 from jupyterhub_dataaccess.catalog import Dataset, Source, Stewards
 from jupyterhub_dataaccess.config_files import CatalogError, load_policy, parse_policy
@@ -18,26 +19,6 @@ from jupyterhub_dataaccess.policy import (
     decide,
     may_decide,
 )
-
-DEMO_POLICY = """
-rules:
-  - match: {classification: public}
-    decision: auto
-    max_days: 365
-  - match: {classification: internal, groups: [analysts]}
-    decision: auto
-    max_days: 90
-  - match: {tags: [denied]}
-    decision: deny
-  - match: {classification: confidential}
-    decision: review
-    approvals: 1
-    max_days: 30
-  - match: {classification: restricted}
-    decision: review
-    approvals: 2
-    max_days: 7
-"""
 
 
 def dataset(id: str = "ds", classification: str = "internal", tags: tuple[str, ...] = (),

@@ -13,6 +13,7 @@ import requests
 from conftest import ON_POSTGRES
 from hubutil import Kernel, service_pid
 from pgutil import start_postgres
+from policies import PUBLIC_AUTO_CONFIDENTIAL_REVIEW
 from reliabilityutil import (
     ConfiguredHub,
     active_grants,
@@ -40,16 +41,6 @@ datasets:
     source: {{kind: file, uri: {data}/sales.parquet}}
 """
 
-POLICY = """
-rules:
-  - match: {classification: public}
-    decision: auto
-    max_days: 365
-  - match: {classification: confidential}
-    decision: review
-    approvals: 1
-    max_days: 30
-"""
 
 UNAVAILABLE = {"status": 503,
                "message": "The data access database is not available right now; try again shortly"}
@@ -57,7 +48,7 @@ UNAVAILABLE = {"status": 503,
 
 def _hub(tmp: str, config_files: dict, db_url: str, tail: str = "", **env: str
          ) -> ConfiguredHub:
-    catalog, policy = write_config_files(tmp, CATALOG.format(data=config_files["data"]), POLICY)
+    catalog, policy = write_config_files(tmp, CATALOG.format(data=config_files["data"]), PUBLIC_AUTO_CONFIDENTIAL_REVIEW)
     hub = ConfiguredHub(state=os.path.join(tmp, "hub"), catalog=catalog, policy=policy,
                         db_url=db_url, tail=tail, service_env=env)
     os.makedirs(hub.state, exist_ok=True)

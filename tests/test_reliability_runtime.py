@@ -13,7 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from hubutil import Hub, Kernel, service_pid
+from hubutil import Hub, Kernel, service_pid, wait_for
 from reliabilityutil import (
     active_grants,
     audit_mark,
@@ -48,12 +48,12 @@ def test_no_http_read_that_starts_after_the_revoke_returned_succeeds(hub: Hub):
                for p in paths]
     for t in threads:
         t.start()
-    time.sleep(1.0)
+    wait_for(lambda: sum(x[2] == 200 for x in reads) >= 3, 30, "reads served before the revoke")
     sent = time.monotonic()
     r = hub.call("steward", "DELETE", f"/grants/{grant['id']}")
     answered = time.monotonic()
     assert r.status_code == 200 and r.json()["status"] == "revoked", r.text
-    time.sleep(1.0)
+    wait_for(lambda: sum(x[0] > answered for x in reads) >= 6, 30, "reads after the revoke")
     stop.set()
     for t in threads:
         t.join(60)

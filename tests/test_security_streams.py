@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 from hubutil import service_pid, status_mb
+from policies import PUBLIC_ONE_DAY
 from reliabilityutil import ConfiguredHub, report, write_config_files
 
 PER_USER, TOTAL, WRITE_TIMEOUT = 3, 5, 4
@@ -31,12 +32,6 @@ datasets:
     classification: public
     source: {{kind: file, uri: {data}/big.parquet}}
 """
-POLICY = """
-rules:
-  - match: {classification: public}
-    decision: auto
-    max_days: 1
-"""
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +44,7 @@ def capped_hub(tmp_path_factory, request):
     pq.write_table(pa.table({"id": np.arange(ROWS), "x": rng.random(ROWS),
                              "s": pa.array(np.char.add("v", (np.arange(ROWS) % 977).astype(str)))}),
                    os.path.join(tmp, "big.parquet"), row_group_size=128 * 1024)
-    catalog, policy = write_config_files(tmp, CATALOG.format(data=tmp), POLICY)
+    catalog, policy = write_config_files(tmp, CATALOG.format(data=tmp), PUBLIC_ONE_DAY)
     pg = request.getfixturevalue("postgres") if ON_POSTGRES else None
     hub = ConfiguredHub(
         state=os.path.join(tmp, "hub"), catalog=catalog, policy=policy,

@@ -16,12 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-
-pytest.importorskip("pytest_jupyter")
-
-from pytest_jupyter.jupyter_server import *  # noqa: E402,F403  (fixtures: jp_fetch, jp_serverapp, ...)
-from tornado import web  # noqa: E402
-from tornado.httpclient import HTTPResponse  # noqa: E402
+from pytest_jupyter.jupyter_server import *  # noqa: F403  (fixtures: jp_fetch, jp_serverapp, ...)
+from tornado import web
+from tornado.httpclient import HTTPResponse
 from tornado.httpserver import HTTPServer  # noqa: E402
 
 TOKEN = "server-token-0123456789abcdef"
