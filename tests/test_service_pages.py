@@ -242,6 +242,8 @@ def test_the_inbox_shows_what_the_requester_would_get(hub: Hub):
     assert item["dataset"]["row_filter"].startswith("island != 'Torgersen'")
     assert (item["approvals_given"], item["approvals_needed"]) == (0, 1)
     assert "penguins" in [g["dataset"] for g in item["requester_grants"]]
+    assert_error(hub.call("analyst", "GET", "/inbox"), 403,
+                 "You lack the dataaccess 'review' permission")
     assert {g["user"] for i in items for g in i["requester_grants"]} <= {i["request"]["user"]
                                                                         for i in items}
     # not the steward of another team's data; nor their own requests
@@ -421,9 +423,21 @@ def test_an_admin_filters_sorts_exports_and_revokes(hub: Hub, browser):
 
 
 @pytest.mark.browser
-def test_the_pages_follow_a_dark_theme(hub: Hub, browser):
+def test_the_pages_follow_a_dark_theme_inside_a_frame_of_the_hubs_origin(hub: Hub, browser):
+    """As JupyterLab shows it: an iframe in a page of the hub's own origin, dark theme."""
     page = open_page(browser, hub, "admin", "approvals", theme="dark")
     background = page.evaluate("getComputedStyle(document.body).backgroundColor")
-    r, g, b = (int(v) for v in re.findall(r"\d+", background)[:3])
-    assert 0.2126 * r + 0.7152 * g + 0.0722 * b < 100, background
+    assert is_dark(background), background
+    page.goto(f"{hub.url}/hub/home")
+    page.evaluate("""src => { const f = document.createElement('iframe');
+        f.src = src; f.style.width = '1000px'; f.style.height = '600px';
+        document.body.prepend(f); }""", f"{PAGES}/admin?theme=dark")
+    frame = page.frame_locator("iframe").first
+    frame.locator("table.da-table").wait_for(timeout=20_000)
+    assert is_dark(frame.locator("body").evaluate("n => getComputedStyle(n).backgroundColor"))
     page.context.close()
+
+
+def is_dark(css_color: str) -> bool:
+    r, g, b = (int(v) for v in re.findall(r"\d+", css_color)[:3])
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b < 100
