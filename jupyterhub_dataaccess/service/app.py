@@ -201,11 +201,10 @@ class DataAccessService(Application):
              "append-only or remote storage): `jupyterhub-dataaccess audit verify --anchors`.",
     ).tag(config=True)
     frame_ancestors = List(
-        Unicode(), os.environ.get("DATAACCESS_FRAME_ANCESTORS", "").split(),
+        Unicode(),
         help="Origins, besides the service's own, allowed to show its review and admin pages in "
              "a frame: with JupyterHub's subdomains, the origin(s) of users' JupyterLab "
-             "(e.g. https://*.hub.example.org; environment: DATAACCESS_FRAME_ANCESTORS, space-separated). "
-             "Nothing else may frame them.",
+             "(e.g. https://*.hub.example.org). Nothing else may frame them.",
     ).tag(config=True)
     ticket_seconds = Float(
         float(os.environ.get("DATAACCESS_TICKET_SECONDS", 900.0)),
