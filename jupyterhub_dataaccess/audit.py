@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from .keys import key_id
 from .store import AuditHead, AuditRecord
+from .times import iso
 from .vocabulary import AUDIT_ACTIONS
 
 GENESIS = "0" * 64
@@ -42,7 +43,7 @@ class AuditKeyMissing(RuntimeError):
 
 
 def _iso(at: datetime) -> str:
-    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return iso(at, "microseconds")  # the form each record's hash covers: never change it
 
 
 def record_hash(prev_hash: str, seq: int, at: datetime, actor: str, action: str, dataset: str,

@@ -22,8 +22,9 @@ from typing import Any
 from sqlalchemy import func, select
 
 from . import audit
-from .governance import grant_dict, request_dict, utcnow
+from .governance import grant_dict, request_dict
 from .store import AuditRecord, Database, Delivery, Grant, Request
+from .times import utcnow
 
 DECISIONS = ("request.create", "request.approve", "request.deny", "request.withdraw",
              "grant.create", "grant.revoke", "grant.expire")

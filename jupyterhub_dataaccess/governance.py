@@ -9,7 +9,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -21,6 +21,7 @@ from .catalog import Catalog, Dataset
 from .errors import SCOPE_PREFIX, BadRequest, Conflict, Forbidden, NotFound, Principal
 from .policy import Policy, approvals_met, decide, may_decide
 from .store import AuditRecord, Database, Decision, Grant, Request
+from .times import iso, parse_iso, utcnow
 from .vocabulary import REQUEST_STATUSES
 
 MAX_PAGE = 200
@@ -34,16 +35,6 @@ GRANT_SORT = {"id": Grant.id, "user": Grant.user, "dataset": Grant.dataset,
               "created_at": Grant.created_at, "expires_at": Grant.expires_at}
 AUDIT_SORT = {"seq": AuditRecord.seq, "at": AuditRecord.at, "actor": AuditRecord.actor,
               "action": AuditRecord.action, "dataset": AuditRecord.dataset}
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def iso(at: datetime | None) -> str | None:
-    if at is None:
-        return None
-    return at.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def grant_status(g: Grant, now: datetime) -> str:
@@ -682,11 +673,9 @@ class Governance:
             stmt = stmt.where(AuditRecord.action == action)
         if since:
             try:
-                when = datetime.fromisoformat(since.replace("Z", "+00:00"))
+                when = parse_iso(since)
             except ValueError:
                 raise BadRequest("since must be an ISO 8601 time") from None
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=timezone.utc)
             stmt = stmt.where(AuditRecord.at >= when)
         with self.db.read() as s:
             total = s.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()

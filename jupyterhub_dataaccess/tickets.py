@@ -29,7 +29,7 @@ from typing import Any
 import pyarrow as pa
 
 from .errors import BadRequest, GovernanceError, NotFound, Principal
-from .governance import Governance, iso
+from .governance import Governance
 from .sources.base import PartitionChanged, Reader, SourceError, UnknownVersion
 from .sources.filters import FilterError, parse_filter
 from .sources.readers import (
@@ -40,6 +40,7 @@ from .sources.readers import (
     governed_schema,
     reader_for,
 )
+from .times import iso
 
 SCHEME = "ticket"
 _PREFIX = "dat1"

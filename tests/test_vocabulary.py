@@ -1,4 +1,4 @@
-"""openapi.yaml is the one source of the API's words: the Python modules use its lists."""
+"""One source for the words and the times: openapi.yaml for the lists, times.py for ISO 8601."""
 
 from __future__ import annotations
 
@@ -16,3 +16,18 @@ def test_the_lists_come_from_the_openapi_spec():
     assert vocabulary.REQUEST_STATUSES == ("pending", "approved", "denied", "withdrawn")
     assert vocabulary.GRANT_STATUSES == ("active", "revoked", "expired")
     assert "granted" in vocabulary.ACCESS_STATUSES
+
+
+def test_one_iso_formatter_and_the_audit_form_is_unchanged():
+    """times.iso is the package's one ISO 8601 formatter; the audit's hashed form keeps its six
+    microsecond digits (records written before still verify)."""
+    from datetime import datetime, timedelta, timezone
+
+    from jupyterhub_dataaccess.times import iso, parse_iso
+
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=2)))
+    assert iso(at) == "2026-01-02T01:04:05Z"
+    assert iso(at, "microseconds") == audit._iso(at) == "2026-01-02T01:04:05.000000Z"
+    assert iso(at.replace(microsecond=120000), "milliseconds") == "2026-01-02T01:04:05.120Z"
+    assert iso(None) is None
+    assert parse_iso("2026-01-02T01:04:05Z") == parse_iso("2026-01-02T01:04:05") == at

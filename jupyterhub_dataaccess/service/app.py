@@ -30,9 +30,10 @@ from traitlets.config import Config as TraitletsConfig
 from .. import __version__, audit
 from ..config_files import CatalogError, load_catalog, load_policy, missing_env
 from ..events import BATCH, AuditDelivery
-from ..governance import Config, Governance, iso, utcnow
+from ..governance import Config, Governance
 from ..keys import DEFAULT_KEY_DIR, ENV, KEY_DIR_ENV, KeyConfigError, key_id, load_keys
 from ..store import Database, SchemaError, Setting
+from ..times import iso, utcnow
 from .handlers import routes
 from .metrics import Metrics
 from .streams import StreamSlots

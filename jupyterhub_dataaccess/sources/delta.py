@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..catalog import Dataset
+from ..times import iso
 from .base import (
     BATCH_READAHEAD,
     BATCH_ROWS,
@@ -123,7 +124,7 @@ class DeltaReader(Reader):
             when = newest if newest.tzinfo else newest.replace(tzinfo=timezone.utc)
         else:
             when = datetime.fromtimestamp(newest / 1000, timezone.utc)
-        return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return iso(when, "milliseconds")
 
     def cache_token(self) -> str | None:
         return self.version()

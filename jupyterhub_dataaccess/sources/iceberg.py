@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..catalog import Dataset
+from ..times import iso
 from .base import (
     Reader,
     SourceError,
@@ -58,8 +59,7 @@ def _catalog(ds: Dataset) -> Any:
 def _iso_ms(ms: int | None) -> str | None:
     if ms is None:
         return None
-    when = datetime.fromtimestamp(ms / 1000, timezone.utc)
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso(datetime.fromtimestamp(ms / 1000, timezone.utc), "milliseconds")
 
 
 class IcebergReader(Reader):

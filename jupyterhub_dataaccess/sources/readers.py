@@ -20,6 +20,7 @@ import pyarrow.dataset as pads
 
 from ..catalog import Dataset
 from ..errors import GovernanceError
+from ..times import iso
 from .base import (
     BATCH_READAHEAD,
     BATCH_ROWS,
@@ -264,7 +265,7 @@ class FileReader(Reader):
             return None
         if when.tzinfo is None:
             when = when.replace(tzinfo=timezone.utc)
-        return when.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        return iso(when)
 
 
 class SQLReader(Reader):
