@@ -98,6 +98,10 @@ def test_case18_unknown_sort_and_order_fields_change_nothing_and_bad_filters_are
                        {"sort": "justification", "order": "sideways"},
                        {"order_by": "(SELECT 1)"}, {"sort[]": "x"}):
             r = hub.call(user, "GET", path, params={"limit": 20, **params})
+            if path in ("/grants", "/audit") and "sort" in params:  # these sort, on an allow list
+                assert r.status_code == 400 and r.json()["message"].startswith(
+                    "sort must be one of "), (path, params, r.text[:200])
+                continue
             assert r.status_code == 200, (path, params, r.text[:200])
             assert [i.get("id", i.get("seq")) for i in r.json()["items"]] == [
                 i.get("id", i.get("seq")) for i in plain.json()["items"]]
