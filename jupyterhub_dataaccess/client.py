@@ -51,6 +51,7 @@ def _endpoint() -> tuple[str, str]:
 _session = None
 
 
+
 def _http() -> Any:
     global _session
     if _session is None:
@@ -171,12 +172,20 @@ class _Body(io.RawIOBase):
         return True
 
     def _next_chunk(self) -> bool:
-        for chunk in self._chunks:
-            if chunk:
-                self._chunk, self._pos = memoryview(chunk), 0
-                self.read_bytes += len(chunk)
-                self._show()
-                return True
+        import requests as _requests
+
+        try:
+            for chunk in self._chunks:
+                if chunk:
+                    self._chunk, self._pos = memoryview(chunk), 0
+                    self.read_bytes += len(chunk)
+                    self._show()
+                    return True
+        except (_requests.exceptions.ChunkedEncodingError,
+                _requests.exceptions.ConnectionError) as e:  # the service closed the stream
+            raise DataAccessError(f"The read of {self.label!r} was cut short by the service "
+                                  f"(the source failed mid-read); try again ({type(e).__name__})"
+                                  ) from None
         return False
 
     def readinto(self, b: Any) -> int:
@@ -220,32 +229,74 @@ _TYPES = {"arrow": "application/vnd.apache.arrow.stream",
           "parquet": "application/vnd.apache.parquet", "csv": "text/csv"}
 
 
-def _stream(dataset: str, fmt: str | None, columns: list[str] | None) -> Any:
+def _require(package: str, why: str) -> None:
+    """Fail before any request (and so before any read is audited) when `package` is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(package) is None:
+        raise DataAccessError(f"{why} needs the {package} package, which this kernel lacks: "
+                              f"run `%pip install {package}` and try again.")
+
+
+def _read_params(columns: list[str] | None, where: str | None, limit: int | None
+                 ) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if columns:
+        if isinstance(columns, str):
+            raise ValueError("columns must be a list of column names, e.g. ['species']")
+        params["columns"] = ",".join(columns)
+    if where is not None:
+        if not isinstance(where, str):
+            raise ValueError("where must be a string, e.g. \"month == 3 and carrier in ('UA')\"")
+        params["where"] = where
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError("limit must be a whole number, not negative")
+        params["limit"] = str(limit)
+    return params
+
+
+def _stream(dataset: str, fmt: str | None, columns: list[str] | None,
+            where: str | None = None, limit: int | None = None, version: str | None = None
+            ) -> Any:
     """GET the data; with no `fmt`, the service picks Parquet (its file as it is, when no mask,
     filter or projection applies) or else an Arrow stream, and says which in Content-Type."""
     params: dict[str, Any] = {"format": fmt} if fmt else {}
-    if columns:
-        params["columns"] = ",".join(columns)
+    params.update(_read_params(columns, where, limit))
+    if version is not None:
+        params["version"] = str(version)
     resp = _call("GET", f"datasets/{_quote(dataset)}/data", params=params, stream=True,
                  headers={"Accept": f"{_TYPES['parquet']}, {_TYPES['arrow']};q=0.9"})
     return resp, _Body(resp, dataset)
 
 
 def load(dataset: str, columns: list[str] | None = None, as_: str = "pandas", *,
-         where: str | None = None, version: str | None = None) -> Any:
+         where: str | None = None, limit: int | None = None, version: str | None = None
+         ) -> Any:
     """Read a granted dataset, masks and row filters applied: pandas, arrow, polars or dask.
+
+    `where` keeps the rows it holds for, in the row-filter language (``"month == 3 and
+    carrier in ('UA', 'AA')"``), and `limit` caps the rows; both run in the service, after the
+    dataset's row filter and masks (a predicate on a masked column compares masked values), and
+    are pushed down to the source where that is safe, so only the answer travels. `version`
+    reads that version where the source keeps history.
 
     as_="dask" gives a Dask DataFrame with a partition per ticket of a scan plan (`da.scan`):
     its tasks fetch with their ticket alone, so the workers need no token.
-    Raises AccessDenied (with the exact `da.request(...)` to make) without an active grant.
+    Raises AccessDenied (with the exact `da.request(...)` to make) without an active grant, and
+    DataAccessError with the service's message for a bad `where`, before any data flows.
     """
     if as_ not in ("pandas", "arrow", "polars", "dask"):
         raise ValueError("as_ must be 'pandas', 'arrow', 'polars' or 'dask'")
+    if as_ != "arrow":
+        _require(as_, f"as_={as_!r}")
     if as_ == "dask":
+        if limit is not None:
+            raise ValueError("limit is not taken with as_='dask' (use .head() on the frame)")
         return _dask_frame(scan(dataset, columns, where, version))
     import pyarrow as pa
 
-    resp, body = _stream(dataset, None, columns)
+    resp, body = _stream(dataset, None, columns, where, limit, version)
     try:
         if resp.headers.get("Content-Type", "").startswith(_TYPES["parquet"]):
             import pyarrow.parquet as pq
@@ -268,8 +319,10 @@ def load(dataset: str, columns: list[str] | None = None, as_: str = "pandas", *,
     return table.to_pandas()
 
 
-def open(dataset: str, format: str = "parquet", columns: list[str] | None = None) -> Any:  # noqa: A001
-    """A binary file-like object holding the governed dataset in `format` (arrow, parquet, csv).
+def open(dataset: str, format: str = "parquet", columns: list[str] | None = None, *,  # noqa: A001
+         where: str | None = None, limit: int | None = None) -> Any:
+    """A binary file-like object holding the governed dataset in `format` (arrow, parquet, csv);
+    `where` and `limit` as for `load`.
 
     CSV and Arrow stream as you read (close the object when done). Parquet keeps its footer at
     the end, so readers need to seek: it is spooled first, in memory up to 64 MB, then to a
@@ -278,7 +331,7 @@ def open(dataset: str, format: str = "parquet", columns: list[str] | None = None
     """
     if format not in _FORMATS:
         raise ValueError(f"format must be one of {', '.join(_FORMATS)}")
-    resp, progress = _stream(dataset, format, columns)
+    resp, progress = _stream(dataset, format, columns, where, limit)
     if format != "parquet":
         return _Response(progress, resp)
     import shutil
@@ -311,8 +364,10 @@ class _Response(io.BufferedReader):
         super().close()
 
 
-def duckdb(dataset: str, columns: list[str] | None = None, *, connection: Any = None) -> Any:
-    """The governed dataset as a DuckDB relation, also registered as a view named `dataset`.
+def duckdb(dataset: str, columns: list[str] | None = None, *, where: str | None = None,
+           limit: int | None = None, connection: Any = None) -> Any:
+    """The governed dataset as a DuckDB relation, also registered as a view named `dataset`;
+    `where` and `limit` as for `load` (they run in the service, so only those rows travel).
 
     Run SQL on it with the relation or, through the view, on the connection (DuckDB's default
     connection unless one is given); quote ids that are not plain names, e.g. "penguins-masked"::
@@ -324,9 +379,10 @@ def duckdb(dataset: str, columns: list[str] | None = None, *, connection: Any = 
     The rows are read once (masks and row filters applied by the service, the read audited) and
     held in memory as Arrow; DuckDB queries them without copying.
     """
+    _require("duckdb", "da.duckdb")
     import duckdb as _duckdb
 
-    table = load(dataset, columns=columns, as_="arrow")
+    table = load(dataset, columns=columns, as_="arrow", where=where, limit=limit)
     con = connection if connection is not None else _duckdb.default_connection()
     con.register(dataset, table)
     return con.view(dataset)

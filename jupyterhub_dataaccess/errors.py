@@ -43,6 +43,17 @@ class Conflict(GovernanceError):
     status = 409
 
 
+class SourceUnavailable(GovernanceError):
+    """The source cannot be read now (the cause goes to the service log, never to the caller),
+    or its governance does not fit it (the message says so; the read is refused)."""
+
+    status = 502
+
+    def __init__(self, message: str = "The data source cannot be read right now; the service "
+                                      "log has details", **extra: Any):
+        super().__init__(message, **extra)
+
+
 @dataclass(frozen=True)
 class Principal:
     """A hub user as the Hub described them to the service.
@@ -107,4 +118,4 @@ def _names_caller(where: str, name: str, groups: frozenset[str] | list[str]) -> 
 
 
 __all__ = ["CAPABILITIES", "METRICS_SCOPE", "SCOPE_PREFIX", "BadRequest", "Conflict", "Forbidden",
-           "GovernanceError", "NotFound", "Principal"]
+           "GovernanceError", "NotFound", "Principal", "SourceUnavailable"]

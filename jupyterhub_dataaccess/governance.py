@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -18,11 +18,22 @@ from sqlalchemy.orm import Session
 
 from . import audit
 from .catalog import Catalog, Dataset
-from .errors import SCOPE_PREFIX, BadRequest, Conflict, Forbidden, NotFound, Principal
+from .errors import (
+    SCOPE_PREFIX,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    Principal,
+    SourceUnavailable,
+)
 from .policy import Policy, approvals_met, decide, may_decide
 from .store import AuditRecord, Database, Decision, Grant, Request
 from .times import iso, parse_iso, utcnow
 from .vocabulary import REQUEST_STATUSES
+
+if TYPE_CHECKING:
+    from .sources.plan import ReadPlan
 
 MAX_PAGE = 200
 MAX_ID = 2**31 - 1  # ids, sequence numbers and offsets are SQL INTEGER: nothing lies beyond
@@ -614,6 +625,40 @@ class Governance:
                 f"da.request({ds.id!r}, justification=\"why you need it\") "
                 f"or with 'Request access' in the Data panel.", dataset=ds.id)
         return ds, g, seq
+
+    def plan_read(self, who: Principal, dataset_id: Any, action: str = "data.read", *,
+                  columns: list[str] | None = None, where: str | None = None,
+                  limit: int | None = None, format: str | None = None,  # noqa: A002
+                  version: str | None = None, accept_parquet: bool = False) -> ReadPlan:
+        """A checked, authorized and audited plan of one governed read, which the caller only
+        streams (sources.plan.execute).
+
+        Everything that can be known before data flows is checked first (unknown columns, a
+        `where` that does not parse or cannot run, masks or a row filter that do not fit the
+        source): such a read is refused with no `data.read` record. Then the grant is checked
+        and the read audited (no grant: an `access.denied` record and Forbidden).
+        With no `format`, Parquet when the caller accepts it and the source file can go as it is
+        (nothing to mask, filter or project), else an Arrow stream.
+        """
+        from .sources import plan as plans
+
+        ds = self.dataset(who, dataset_id)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 0):
+            raise BadRequest("limit must be a whole number")
+        try:
+            plan = plans.plan_read(ds, columns, where, limit, format, version)
+        except (plans.ColumnError, plans.FilterError) as e:
+            raise BadRequest(str(e)) from None
+        except plans.UnknownVersion as e:
+            raise NotFound(str(e)) from None
+        except plans.SourceError as e:  # the cause goes to the service log, not to the caller
+            raise SourceUnavailable() from e
+        if not format:
+            plan = replace(plan, format="parquet" if plan.whole_file and accept_parquet
+                           else "arrow")
+        self.authorize_read(who, ds.id, action, plan.audit_detail())
+        return plan
 
     # -- notifications ---------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import hmac
 import json
 import secrets
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -32,11 +32,11 @@ from .errors import BadRequest, GovernanceError, NotFound, Principal
 from .governance import Governance
 from .sources.base import PartitionChanged, Reader, SourceError, UnknownVersion
 from .sources.filters import FilterError, parse_filter
+from .sources.plan import execute, plan_read
 from .sources.readers import (
     ColumnError,
     check_catalog_columns,
     check_columns,
-    governed_batches,
     governed_schema,
     reader_for,
 )
@@ -183,27 +183,10 @@ class ScanRequest:
 def _governed_read(ds: Any, reader: Reader, key: bytes, columns: list[str] | None,
                    where: str | None, partition: tuple | None
                    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    """(schema, batches) of one partition: row filter, masks, then `where` on masked values,
-    then the projection."""
-    rf = parse_filter(where) if where else None
-    raw = reader.raw_schema()
-    names = check_columns(raw, columns)
-    read = list(dict.fromkeys([*names, *sorted(rf.columns if rf else ())]))
-    check_columns(raw, read)
-    schema, batches = governed_batches(ds, key, read, reader=reader, partition=partition)
-    out = pa.schema([schema.field(n) for n in names])
-    expr = rf.to_arrow() if rf else None
-
-    def project() -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            if expr is not None:
-                batch = batch.filter(expr)
-            if read != names:
-                batch = batch.select(names)
-            if batch.num_rows:
-                yield batch
-
-    return out, project()
+    """(schema, batches) of one partition: the read plan of the whole read (row filter, masks,
+    then `where` on masked values, projection), run on that partition."""
+    plan = replace(plan_read(ds, columns, where, reader=reader), partition=partition)
+    return plan.schema, execute(plan, key)
 
 
 def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest, *,

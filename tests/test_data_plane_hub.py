@@ -290,6 +290,99 @@ def test_every_source_kind_gives_the_same_governed_rows_in_every_format_and_prev
     assert projected.to_pylist() == [{"sex": x["sex"], "species": x["species"]} for x in rows]
 
 
+WHERES = [
+    "bill_length_mm > 40 and island in ('Biscoe', 'Dream')",
+    "sex == 'REDACTED' and flipper_length_mm >= 200",
+    "species not in ('Adelie', null) or bill_depth_mm is null",
+]
+
+
+def _audit(hub: Hub, **params) -> list[dict]:
+    r = hub.call("admin", "GET", "/audit", params={"limit": 200, **params})
+    assert r.status_code == 200, r.text
+    return r.json()["items"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_where_and_limit_give_the_rows_of_filtering_the_governed_read_on_every_source_kind(
+        dhub, kind):
+    """When a read of {kind} asks `where` and `limit`, Then the service answers exactly the
+    governed rows filtered on their masked values (whatever went down to the source), the limit
+    cuts after the filter, preview agrees, and the audit record names where and limit."""
+    from jupyterhub_dataaccess.sources.filters import bind, parse_filter
+
+    dataset = f"gov-{kind}"
+    _grant(dhub, dataset)
+    whole = _read(dhub, dataset, "arrow")
+    for where in WHERES:
+        r = dhub.call("analyst", "GET", f"/datasets/{dataset}/data",
+                      params={"where": where, "format": "arrow"})
+        assert r.status_code == 200, (kind, where, r.text)
+        got = pa.ipc.open_stream(r.content).read_all()
+        expected = whole.filter(bind(parse_filter(where), whole.schema).to_arrow())
+        assert got.num_rows > 0 and got.to_pylist() == expected.to_pylist(), (kind, where)
+    r = dhub.call("analyst", "GET", f"/datasets/{dataset}/data",
+                  params={"where": WHERES[0], "limit": "7", "columns": "n,sex"})
+    limited = pa.ipc.open_stream(r.content).read_all()
+    assert limited.column_names == ["n", "sex"] and limited.num_rows == 7
+    (record,) = _audit(dhub, dataset=dataset, action="data.read", limit=1)
+    assert record["detail"]["where"] == WHERES[0] and record["detail"]["limit"] == 7
+    r = dhub.call("analyst", "GET", f"/datasets/{dataset}/preview",
+                  params={"where": WHERES[1], "limit": "3"})
+    assert r.status_code == 200, r.text
+    assert [row[0] for row in r.json()["rows"]] == limited_ns(whole, WHERES[1], 3)
+    # a hashed value never equals its raw value: no raw mass matches the masked column
+    r = dhub.call("analyst", "GET", f"/datasets/{dataset}/data",
+                  params={"where": "body_mass_g in ('3750', '3750.0', '4500')"})
+    assert r.status_code == 200 and pa.ipc.open_stream(r.content).read_all().num_rows == 0
+
+
+def limited_ns(whole: pa.Table, where: str, n: int) -> list[int]:
+    from jupyterhub_dataaccess.sources.filters import bind, parse_filter
+
+    return whole.filter(bind(parse_filter(where), whole.schema).to_arrow()).column(
+        "n").to_pylist()[:n]
+
+
+@pytest.mark.parametrize("where, says", [
+    ("body_mass_g > 4000", "column 'body_mass_g' is masked (hash)"),
+    ("sex == 1", "column 'sex' is masked (redact)"),
+    ("wingspan > 3", "unknown column 'wingspan'"),
+    ("island = 'Dream'", "unexpected"),
+])
+def test_a_where_that_cannot_run_is_a_400_before_any_data_and_no_read_is_audited(
+        dhub, where, says):
+    _grant(dhub, "gov-parquet")
+    before = _audit(dhub, dataset="gov-parquet", limit=1)[0]["seq"]
+    for path in ("data", "preview"):
+        r = dhub.call("analyst", "GET", f"/datasets/gov-parquet/{path}", params={"where": where})
+        assert r.status_code == 400, r.text
+        assert says in r.json()["message"] and r.json()["status"] == 400
+    assert _audit(dhub, dataset="gov-parquet", limit=1)[0]["seq"] == before
+
+
+def test_a_where_and_limit_in_a_kernel_and_a_bad_one_raised_with_the_services_message(
+        dhub, kernel):
+    _grant(dhub, "gov-postgres")
+    out = kernel.run(
+        "import jupyterhub_dataaccess as da\n"
+        "df = da.load('gov-postgres', where=\"island == 'Dream' and bill_length_mm > 39\",\n"
+        "             columns=['n', 'island'], limit=10)\n"
+        "print(df.shape, sorted(set(df.island)))\n"
+        "rel = da.duckdb('gov-postgres', where=\"species == 'Gentoo'\", connection=None)\n"
+        "print(rel.aggregate('count(*)').fetchall())\n"
+        "with da.open('gov-postgres', 'csv', where='n < 60') as f:\n"
+        "    print(len(f.read().splitlines()))\n"
+        "try:\n    da.load('gov-postgres', where='wingspan > 3')\n"
+        "except da.DataAccessError as e:\n    print('BAD', type(e).__name__, e.status, e)\n")
+    assert out["error"] is None, out
+    lines = out["stdout"].splitlines()
+    assert lines[0] == "(10, 2) ['Dream']"
+    assert lines[1] == "[(124,)]"
+    assert int(lines[2]) > 1
+    assert lines[3].startswith("BAD DataAccessError 400 where names unknown column 'wingspan'")
+
+
 def test_dataset_details_of_an_s3_source_carry_schema_and_rows(dhub):
     d = dhub.call("nobody", "GET", "/datasets/gov-s3-parquet").json()
     assert d["rows"] == EXPECTED_ROWS and "source_error" not in d

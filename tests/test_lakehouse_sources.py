@@ -19,11 +19,11 @@ from jupyterhub_dataaccess.catalog import Dataset, Source
 from jupyterhub_dataaccess.sources.filters import parse_filter
 from jupyterhub_dataaccess.sources.iceberg import to_iceberg
 from jupyterhub_dataaccess.sources.masks import REDACTED
+from jupyterhub_dataaccess.sources.plan import governed_batches
 from jupyterhub_dataaccess.sources.readers import (
     SourceError,
     UnknownVersion,
     dataset_info,
-    governed_batches,
     reader_for,
 )
 

@@ -12,7 +12,8 @@ from conftest import BUCKET
 
 from jupyterhub_dataaccess.catalog import Dataset, Source
 from jupyterhub_dataaccess.sources.filters import parse_filter
-from jupyterhub_dataaccess.sources.readers import SourceError, dataset_info, governed_batches
+from jupyterhub_dataaccess.sources.plan import governed_batches
+from jupyterhub_dataaccess.sources.readers import SourceError, dataset_info
 
 KEY = b"k" * 32
 

@@ -20,12 +20,12 @@ import pytest
 from jupyterhub_dataaccess.catalog import Dataset, Source
 from jupyterhub_dataaccess.sources.filters import parse_filter
 from jupyterhub_dataaccess.sources.masks import REDACTED
+from jupyterhub_dataaccess.sources.plan import governed_batches
 from jupyterhub_dataaccess.sources.readers import (
     CatalogMismatch,
     ColumnError,
     SourceError,
     dataset_info,
-    governed_batches,
 )
 from jupyterhub_dataaccess.sources.stream import FORMATS, encode
 

@@ -17,21 +17,17 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from .. import tickets
-from ..errors import SPAWN_SCOPE, BadRequest, GovernanceError, Principal
-from ..sources.readers import (
-    CatalogMismatch,
-    ColumnError,
-    SourceError,
-    dataset_info,
-    governed_batches,
-    whole_file,
-)
+from ..errors import SPAWN_SCOPE, BadRequest, GovernanceError, Principal, SourceUnavailable
+from ..sources.filters import MAX_FILTER_LENGTH
+from ..sources.plan import ReadPlan, execute
+from ..sources.readers import CatalogMismatch, SourceError, dataset_info
 from ..sources.stream import FORMATS, encode
 from .metrics import CONTENT_TYPE, METRICS_SCOPE
 from .pages import PAGES, render_page
 
 MAX_JSON_BODY = 64 * 1024
 PREVIEW_MAX = 100
+PREVIEW_DEFAULT = 20
 
 
 class BaseHandler(HubOAuthenticated, web.RequestHandler):
@@ -147,11 +143,21 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
             raise BadRequest("The request body must be a JSON object")
         return body
 
-    def arg(self, name: str, default: str = "") -> str:
+    def arg(self, name: str, default: str = "", max_len: int = 1000) -> str:
         value = self.get_query_argument(name, default)
-        if len(value) > 1000:
+        if len(value) > max_len:
             raise BadRequest(f"{name} is too long")
         return value
+
+    def read_args(self) -> dict[str, Any]:
+        """`columns`, `where`, `limit` and `version` of a read, as typed values."""
+        limit = self.arg("limit")
+        if limit and not (limit.isascii() and limit.isdigit() and len(limit) <= 12):
+            raise BadRequest("limit must be a whole number")
+        return {"columns": _columns_arg(self.arg("columns")),
+                "where": self.arg("where", max_len=MAX_FILTER_LENGTH) or None,
+                "limit": int(limit) if limit else None,
+                "version": self.arg("version") or None}
 
     async def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return await self.service.run(fn, *args, **kwargs)
@@ -165,6 +171,10 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         if isinstance(e, CatalogMismatch):  # any path that serves data: the operator must know
             self.log.error("Refused to serve %s: %s", e.dataset, e)
         if isinstance(e, GovernanceError):
+            if isinstance(e, SourceUnavailable) and e.__cause__ is not None:
+                self.log.warning("Cannot open %s: %s",
+                                 self.path_args[0] if self.path_args else self.request.path,
+                                 e.__cause__)
             if self._finished:
                 return
             self.set_status(e.status)
@@ -284,51 +294,34 @@ def _columns_arg(value: str) -> list[str] | None:
 class PreviewHandler(BaseHandler):
     async def get(self, dataset_id: str) -> None:
         who = await self.principal()
-        try:
-            limit = int(self.arg("limit", "20"))
-        except ValueError:
-            raise BadRequest("limit must be a whole number") from None
-        if limit < 0:
-            raise BadRequest("limit must not be negative")
-        limit = min(limit, PREVIEW_MAX)
-        columns = _columns_arg(self.arg("columns"))
-        gov = self.service.governance
-        ds, _ = await self.run(gov.authorize_read, who, dataset_id, "data.preview",
-                               {"limit": limit, "columns": columns})
-        rows = await self.run(self._preview, ds, columns, limit)
+        args = self.read_args()
+        args["limit"] = min(PREVIEW_DEFAULT if args["limit"] is None else args["limit"],
+                            PREVIEW_MAX)
+        plan = await self.run(self.service.governance.plan_read, who, dataset_id,
+                              "data.preview", **args)
+        rows = await self.run(self._preview, plan)
         self.service.metrics.served(self.service.metrics.route(self), rows=len(rows["rows"]))
         self.send(rows)
 
-    def _preview(self, ds: Any, columns: list[str] | None, limit: int) -> dict[str, Any]:
-        import pyarrow as pa
-
+    def _preview(self, plan: ReadPlan) -> dict[str, Any]:
         try:
-            schema, batches = governed_batches(ds, self.service.keys.mask, columns, limit=limit)
-            table = pa.Table.from_batches(list(batches), schema=schema)
-        except ColumnError as e:
-            raise BadRequest(str(e)) from None
+            table = pa.Table.from_batches(list(execute(plan, self.service.keys.mask)),
+                                          schema=plan.schema)
         except SourceError as e:
-            self.log.warning("Cannot read %s for preview: %s", ds.id, e)
-            raise _SourceUnavailable() from None
+            raise SourceUnavailable() from e
         return {
-            "columns": [{"name": f.name, "type": str(f.type), "mask": ds.masks.get(f.name)}
-                        for f in schema],
+            "columns": [{"name": f.name, "type": str(f.type), "mask": plan.dataset.masks.get(f.name)}
+                        for f in plan.schema],
             "rows": json.loads(json.dumps([list(r.values()) for r in table.to_pylist()],
                                           default=str)),
         }
 
 
-class _SourceUnavailable(GovernanceError):
-    status = 502
-
-    def __init__(self) -> None:
-        super().__init__("The data source cannot be read right now; the service log has details")
-
-
 class DataHandler(BaseHandler):
-    """The governed data, streamed. With no `format`, Parquet when the caller accepts it and the
-    source file can go as it is (nothing to mask, filter or project), else an Arrow stream.
-    Each stream holds a slot of service.streams (429 past the caps) until it ends."""
+    """Streams what `Governance.plan_read` decided. Everything that can fail before data flows
+    fails there, as a JSON error; the first chunk is produced before the headers go out, so a
+    source that fails at once is a clean 502 too. Each stream holds a slot of service.streams
+    (429 past the caps) until it ends."""
 
     async def get(self, dataset_id: str) -> None:
         who = await self.principal()
@@ -339,34 +332,26 @@ class DataHandler(BaseHandler):
         fmt = self.arg("format")
         if fmt and fmt not in FORMATS:
             raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
-        columns = _columns_arg(self.arg("columns"))
-        gov = self.service.governance
-        ds = gov.dataset(who, dataset_id)
-        as_is = await self.run(whole_file, ds, columns)
-        if not fmt:
-            accepted = FORMATS["parquet"] in self.request.headers.get("Accept", "")
-            fmt = "parquet" if as_is and accepted else "arrow"
-        # the grant is checked and the read audited before the source is even opened
-        await self.run(gov.authorize_read, who, ds.id, "data.read",
-                       {"format": fmt, "columns": columns})
-        if fmt == "parquet" and as_is:
-            await self._send_file(ds.id, as_is)
+        accept = FORMATS["parquet"] in self.request.headers.get("Accept", "")
+        plan = await self.run(self.service.governance.plan_read, who, dataset_id, "data.read",
+                              format=fmt or None, accept_parquet=accept, **self.read_args())
+        if plan.format == "parquet" and plan.whole_file:
+            await self._send_file(plan.dataset.id, plan.whole_file)
             return
-        try:
-            schema, batches = await self.run(governed_batches, ds, self.service.keys.mask, columns)
-        except ColumnError as e:
-            raise BadRequest(str(e)) from None
-        except SourceError as e:
-            self.log.warning("Cannot open %s: %s", ds.id, e)
-            raise _SourceUnavailable() from None
-        await self._send_batches(ds.id, schema, batches, fmt)
+        await self._send_batches(plan.dataset.id, plan.schema,
+                                 execute(plan, self.service.keys.mask), plan.format)
 
     async def _send_batches(self, dataset: str, schema: pa.Schema, batches: Any, fmt: str
                             ) -> None:
+        """The first chunk is made before the headers go out: a source failing at once is a
+        clean 502."""
         metrics, route = self.service.metrics, self.service.metrics.route(self)
         chunks = encode(schema, metrics.counting_rows(route, batches), fmt)
         try:
-            first = await self.run(self._next, chunks)
+            try:
+                first = await self.run(self._next, chunks)
+            except SourceError as e:
+                raise SourceUnavailable() from e
             self._file_headers(dataset, fmt)
             while first is not None:
                 await self.service.streams.send(self, first)
@@ -392,8 +377,7 @@ class DataHandler(BaseHandler):
         try:
             f = open(path, "rb")  # noqa: SIM115 (closed below)
         except OSError as e:
-            self.log.warning("Cannot open %s: %s", dataset, e)
-            raise _SourceUnavailable() from None
+            raise SourceUnavailable() from e
         with f:
             self._file_headers(dataset, "parquet")
             self.set_header("Content-Length", str(os.fstat(f.fileno()).st_size))

@@ -113,7 +113,15 @@ def resolve_options(ds_id: str, value: Any) -> Any:
 class Reader:
     """Reads one dataset, at its current version or at the one `version` names (raising
     UnknownVersion when the source has no such version); build with `reader_for(ds, version)`.
-    A reader is for one request: what it loaded first (a table's snapshot) it keeps."""
+    A reader is for one request: what it loaded first (a table's snapshot) it keeps.
+
+    `raw_batches(columns, where, limit)` yields the raw (unmasked) rows of `columns` for which
+    `where` holds. `where` (a filters.RowFilter, or None) is a filter on raw values: the row
+    filter and the caller's predicates on unmasked columns, already checked against the schema
+    (filters.bind). `where.tree` is the tree to translate for the source, `where.to_arrow()` the
+    exact filter as a pyarrow expression, `where.columns` the columns it reads. `limit` is a hint:
+    a reader may stop after that many rows (the plan enforces it anyway).
+    """
 
     def __init__(self, ds: Dataset, version: str | None = None):
         self.ds = ds
@@ -132,10 +140,11 @@ class Reader:
     def raw_schema(self) -> pa.Schema:
         raise NotImplementedError
 
-    def raw_batches(self, columns: list[str], filter_expr: Any) -> Iterator[pa.RecordBatch]:
+    def raw_batches(self, columns: list[str], where: RowFilter | None,
+                    limit: int | None = None) -> Iterator[pa.RecordBatch]:
         raise NotImplementedError
 
-    def count(self, filter_expr: Any) -> int | None:
+    def count(self, where: RowFilter | None) -> int | None:
         return None
 
     def updated_at(self) -> str | None:
@@ -145,23 +154,13 @@ class Reader:
         """The source's own units of reading, merged to about `target_bytes` each."""
         return [Partition(WHOLE)]
 
-    def partition_batches(self, spec: tuple, columns: list[str], filter_expr: Any
+    def partition_batches(self, spec: tuple, columns: list[str], where: RowFilter | None
                           ) -> Iterator[pa.RecordBatch]:
         """The raw batches of one partition that `partitions` named (checked at once to be
-        still the one planned: PartitionChanged)."""
+        still the one planned: PartitionChanged), `where` as for raw_batches."""
         if tuple(spec) != WHOLE:
             raise PartitionChanged("the source is no longer partitioned as planned")
-        return self.raw_batches(columns, filter_expr)
-
-
-def pushdown_tree(ds: Dataset, filter_expr: Any) -> Any:
-    """The filter tree to push down: the filter's own tree when it is one; otherwise the
-    dataset's row filter, which every filter a reader is given includes."""
-    if isinstance(filter_expr, RowFilter):
-        return filter_expr.tree
-    if filter_expr is None or hasattr(filter_expr, "equals"):  # a pyarrow Expression
-        return ds.row_filter.tree if ds.row_filter else None
-    return filter_expr
+        return self.raw_batches(columns, where)
 
 
 def plain_types(schema: pa.Schema) -> pa.Schema:

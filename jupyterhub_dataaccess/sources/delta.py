@@ -25,7 +25,6 @@ from .base import (
     SourceError,
     UnknownVersion,
     plain_types,
-    pushdown_tree,
     resolve_env,
     resolve_options,
     scrub,
@@ -80,15 +79,15 @@ class DeltaReader(Reader):
     def raw_schema(self) -> pa.Schema:
         return plain_types(pa.schema(self._table().schema().to_arrow()))
 
-    def raw_batches(self, columns: list[str], filter_expr: Any) -> Iterator[pa.RecordBatch]:
+    def raw_batches(self, columns: list[str], where: RowFilter | None,
+                    limit: int | None = None) -> Iterator[pa.RecordBatch]:
         dataset = self._dataset()
         target = self.raw_schema()
-        if isinstance(filter_expr, RowFilter):
-            filter_expr = filter_expr.to_arrow()
         # pyarrow takes a column that an older data file lacks (added since) as matching no
         # predicate, not as null: only predicates that reject nulls anyway are pushed down,
         # and the exact filter runs on the batches read.
-        tree = pushdown_tree(self.ds, filter_expr)
+        tree = where.tree if where is not None else None
+        filter_expr = where.to_arrow() if where is not None else None
         needed = list(dict.fromkeys([*columns, *(_columns(tree) if tree is not None else [])]))
         scanner = dataset.scanner(columns=needed, filter=_null_rejecting(tree),
                                   batch_size=BATCH_ROWS, use_threads=True,
@@ -104,10 +103,10 @@ class DeltaReader(Reader):
             else:
                 yield batch.select(columns)
 
-    def count(self, filter_expr: Any) -> int | None:
+    def count(self, where: RowFilter | None) -> int | None:
         """Rows from the log's file statistics; unknown (None) with a filter or where a file
         has no statistics, rather than a full read while browsing."""
-        if filter_expr is not None:
+        if where is not None:
             return None
         rows = self._table().get_add_actions().column("num_records").to_pylist()
         return None if any(r is None for r in rows) else int(sum(rows))

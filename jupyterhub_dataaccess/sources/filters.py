@@ -10,6 +10,10 @@ Grammar (never `eval`):
     operand := column | literal
     column  := name | "double quoted name"
     literal := 'single quoted string' | number | true | false | null
+
+The same language serves the catalogue's row filters and a reader's `where`. The parsed tree (the
+node classes below, inside a RowFilter) is what readers receive and translate for their source;
+`bind` checks it against a schema first, so a filter that cannot run fails before any data flows.
 """
 
 from __future__ import annotations
@@ -89,6 +93,54 @@ class RowFilter:
     def to_arrow(self) -> Any:
         """The filter as a pyarrow.compute Expression."""
         return _to_arrow(self.tree)
+
+    @property
+    def conjuncts(self) -> list[RowFilter]:
+        """The parts of a top-level `and`, each a filter of its own (the filter itself if none)."""
+        parts = self.tree.parts if isinstance(self.tree, BoolOp) and self.tree.op == "and" \
+            else (self.tree,)
+        if len(parts) == 1:
+            return [self]
+        return [RowFilter(text=_text(p), tree=p) for p in parts]
+
+
+def and_filters(*filters: RowFilter | None) -> RowFilter | None:
+    """All of the filters (None where there are none)."""
+    parts = [p for f in filters if f is not None for p in f.conjuncts]
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    return RowFilter(text=" and ".join(f"({p.text})" for p in parts),
+                     tree=BoolOp("and", tuple(p.tree for p in parts)))
+
+
+def _text(tree: Any) -> str:
+    """Filter text that parses back to `tree` (for audit records and messages)."""
+    if isinstance(tree, Column):
+        return '"' + tree.name.replace('"', '\\"') + '"'
+    if isinstance(tree, Literal):
+        return _literal_text(tree.value)
+    if isinstance(tree, Compare):
+        return f"{_text(tree.left)} {tree.op} {_text(tree.right)}"
+    if isinstance(tree, InList):
+        values = ", ".join(_literal_text(v) for v in tree.values)
+        return f"{_text(tree.column)} {'not in' if tree.negate else 'in'} ({values})"
+    if isinstance(tree, IsNull):
+        return f"{_text(tree.column)} is {'not null' if tree.negate else 'null'}"
+    if isinstance(tree, Not):
+        return f"not ({_text(tree.part)})"
+    return f" {tree.op} ".join(f"({_text(p)})" for p in tree.parts)
+
+
+def _literal_text(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 def _tokens(text: str) -> list[tuple[str, str]]:
@@ -279,3 +331,97 @@ def _to_arrow(tree: Any) -> Any:
     for p in parts[1:]:
         out = (out & p) if tree.op == "and" else (out | p)
     return out
+
+
+# -- checking a filter against the columns it will meet ----------------------------------------
+
+
+def _category(t: Any) -> str:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "text"
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "number"
+    if pa.types.is_boolean(t):
+        return "boolean"
+    if pa.types.is_temporal(t):
+        return "time"
+    if pa.types.is_null(t):
+        return "null"
+    return "other"
+
+
+_SAYS = {"text": "a quoted string", "number": "a number", "boolean": "true or false",
+         "time": "a quoted date or time such as '2024-03-01'"}
+
+
+def bind(f: RowFilter, schema: Any, masks: dict[str, str] | None = None,
+         what: str = "where") -> RowFilter:
+    """`f` checked against `schema` (pyarrow), its literals converted to the columns' types.
+
+    Raises FilterError naming an unknown column or a comparison the column's type cannot make,
+    for example a number against a masked column, which holds text (REDACTED or a hash).
+    """
+    masks = masks or {}
+
+    def column(c: Column) -> str:
+        if c.name not in schema.names:
+            known = ", ".join(schema.names[:30]) + (", ..." if len(schema.names) > 30 else "")
+            raise FilterError(f"{what} names unknown column {c.name!r} (columns: {known})")
+        return _category(schema.field(c.name).type)
+
+    def value(c: Column, v: Any) -> Any:
+        cat = column(c)
+        if v is None or cat == "null":
+            return v
+        got = "boolean" if isinstance(v, bool) else "number" if isinstance(v, (int, float)) \
+            else "text"
+        if cat == "time" and got == "text":
+            import pyarrow as pa
+
+            try:
+                return pa.scalar(v).cast(schema.field(c.name).type).as_py()
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise FilterError(f"{what}: {v!r} is not a valid value for column {c.name!r} "
+                                  f"({schema.field(c.name).type})") from None
+        if cat == "number" and got == "boolean":  # SQLite and CSV keep booleans as 0 and 1
+            return int(v)
+        if cat != got:
+            if c.name in masks and masks[c.name] != "null":
+                raise FilterError(
+                    f"{what}: column {c.name!r} is masked ({masks[c.name]}) and holds text, so "
+                    f"it cannot be compared with {_SAYS.get(got, got)}; a filter on a masked "
+                    f"column compares the masked values")
+            if cat == "other":
+                raise FilterError(f"{what}: column {c.name!r} ({schema.field(c.name).type}) "
+                                  "can only be tested with 'is null'")
+            raise FilterError(f"{what}: column {c.name!r} holds {cat}; compare it with "
+                              f"{_SAYS[cat]}, not {_SAYS.get(got, got)}")
+        return v
+
+    def walk(tree: Any) -> Any:
+        if isinstance(tree, Compare):
+            left, right = tree.left, tree.right
+            if isinstance(left, Column) and isinstance(right, Column):
+                a, b = column(left), column(right)
+                if "null" not in (a, b) and a != b:
+                    raise FilterError(f"{what}: columns {left.name!r} ({a}) and {right.name!r} "
+                                      f"({b}) cannot be compared")
+                return tree
+            if isinstance(left, Column):
+                return Compare(tree.op, left, Literal(value(left, right.value)))
+            return Compare(tree.op, Literal(value(right, left.value)), right)
+        if isinstance(tree, InList):
+            return InList(tree.column, tuple(value(tree.column, v) for v in tree.values),
+                          tree.negate)
+        if isinstance(tree, IsNull):
+            column(tree.column)
+            return tree
+        if isinstance(tree, Not):
+            return Not(walk(tree.part))
+        return BoolOp(tree.op, tuple(walk(p) for p in tree.parts))
+
+    return RowFilter(text=f.text, tree=walk(f.tree))

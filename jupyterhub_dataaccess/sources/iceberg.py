@@ -27,11 +27,10 @@ from .base import (
     SourceError,
     UnknownVersion,
     plain_types,
-    pushdown_tree,
     resolve_options,
     scrub,
 )
-from .filters import BoolOp, Column, Compare, InList, IsNull, Literal
+from .filters import BoolOp, Column, Compare, InList, IsNull, Literal, RowFilter
 
 _catalogs: dict[str, Any] = {}
 _lock = threading.Lock()
@@ -108,17 +107,18 @@ class IcebergReader(Reader):
     def raw_schema(self) -> pa.Schema:
         return plain_types(self._scan().projection().as_arrow())
 
-    def raw_batches(self, columns: list[str], filter_expr: Any) -> Iterator[pa.RecordBatch]:
+    def raw_batches(self, columns: list[str], where: RowFilter | None,
+                    limit: int | None = None) -> Iterator[pa.RecordBatch]:
         from pyiceberg.io.pyarrow import ArrowScan, _read_all_delete_files
 
         table = self._table()
         raw = self.raw_schema()
-        tree = pushdown_tree(self.ds, filter_expr)
-        needed = list(dict.fromkeys([*columns, *(self.ds.row_filter.columns
-                                                 if self.ds.row_filter else [])]))
+        tree = where.tree if where is not None else None
+        filter_expr = where.to_arrow() if where is not None else None
+        needed = list(dict.fromkeys([*columns, *sorted(where.columns if where else ())]))
         unknown = [n for n in needed if n not in raw.names]
         if unknown:
-            raise SourceError(f"the row filter names column(s) the source lacks: {unknown}")
+            raise SourceError(f"the filter names column(s) the source lacks: {unknown}")
         target = pa.schema([raw.field(n) for n in needed])
         scan = self._scan(row_filter=to_iceberg(tree, raw), selected_fields=tuple(needed))
         tasks = list(scan.plan_files())
@@ -134,10 +134,10 @@ class IcebergReader(Reader):
                     batch = batch.filter(filter_expr)
                 yield from batch.select(columns).combine_chunks().to_batches()
 
-    def count(self, filter_expr: Any) -> int | None:
+    def count(self, where: RowFilter | None) -> int | None:
         """Rows from the snapshot summary. With a filter, or delete files to apply, the count
         would need a scan: unknown (None) rather than a full read while browsing."""
-        if filter_expr is not None:
+        if where is not None:
             return None
         snap = self._snapshot()
         if snap is None:

@@ -1,8 +1,9 @@
-"""Readers for the sources of the catalogue, with governance applied to every batch.
+"""Readers for the sources of the catalogue: each reads its source's raw rows, pushing down what
+it can (columns, and a filter given as the tree of sources/filters.py, translated for the source:
+pyarrow.dataset filters with row-group statistics, a SQL WHERE built by SQLAlchemy).
 
-Every path out of here goes through `governed_batches`: the row filter first, then the requested
-projection, then the column masks. Masks are applied to whatever columns leave, so no choice of
-columns, filter or format can unmask a column.
+Governance (row filter, masks, the caller's where, limit, in that order) is applied in
+sources/plan.py, the one way data leaves the service.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from .base import (
     resolve_env,
     resolve_options,
 )
-from .masks import mask_array, mask_key, masked_type
+from .filters import Column, Compare, InList, IsNull, Literal, Not, RowFilter
+from .masks import masked_type
 
 CSV_BLOCK_BYTES = 4 << 20
 PARQUET_BUFFER_BYTES = 1 << 20
@@ -117,32 +119,40 @@ class FileReader(Reader):
     def raw_schema(self) -> pa.Schema:
         return self._dataset().schema
 
-    def raw_batches(self, columns: list[str], filter_expr: Any) -> Iterator[pa.RecordBatch]:
+    def raw_batches(self, columns: list[str], where: RowFilter | None,
+                    limit: int | None = None) -> Iterator[pa.RecordBatch]:
         dataset = self._dataset()
         if self.ds.source.format == "parquet":
-            yield from self._parquet_batches(dataset, columns, filter_expr)
+            yield from self._parquet_batches(dataset, columns, where)
             return
+        filter_expr = where.to_arrow() if where is not None else None
         scanner = dataset.scanner(columns=columns, filter=filter_expr, batch_size=BATCH_ROWS,
                                   use_threads=True, batch_readahead=BATCH_READAHEAD,
                                   fragment_readahead=FRAGMENT_READAHEAD)
         yield from scanner.to_batches()
 
     def _parquet_batches(self, dataset: pads.FileSystemDataset, columns: list[str],
-                         filter_expr: Any) -> Iterator[pa.RecordBatch]:
+                         where: RowFilter | None) -> Iterator[pa.RecordBatch]:
         """Parquet file by file and row group by row group, a batch decoded at a time: memory
-        stays near one row group's compressed bytes plus a batch of the needed columns."""
+        stays near one row group's compressed bytes plus a batch of the needed columns. Only the
+        row groups whose statistics may match the filter are read."""
         import pyarrow.parquet as pq
 
-        needed = list(dict.fromkeys([*columns, *(self.ds.row_filter.columns
-                                                 if self.ds.row_filter else [])]))
+        needed = list(dict.fromkeys([*columns, *sorted(where.columns if where else ())]))
         unknown = [n for n in needed if n not in dataset.schema.names]
         if unknown:
-            raise SourceError(f"the row filter names column(s) the source lacks: {unknown}")
+            raise SourceError(f"the filter names column(s) the source lacks: {unknown}")
         target = pa.schema([dataset.schema.field(n) for n in needed])
-        for fragment in dataset.get_fragments():
+        filter_expr = where.to_arrow() if where is not None else None
+        for fragment in dataset.get_fragments(filter=filter_expr):
+            groups = None
+            if filter_expr is not None:  # row-group statistics (min, max, nulls) against it
+                groups = [rg.id for rg in fragment.subset(filter=filter_expr).row_groups]
+                if not groups:
+                    continue
             with fragment.filesystem.open_input_file(fragment.path) as f:
                 meta = pq.read_metadata(f)
-                for group in range(meta.num_row_groups):
+                for group in (range(meta.num_row_groups) if groups is None else groups):
                     yield from self._row_group(f, meta, group, columns, needed, target,
                                                filter_expr)
 
@@ -165,12 +175,13 @@ class FileReader(Reader):
                     for a, b, rows, size in merge_row_groups(sizes, target_bytes)]
         return out or [Partition(WHOLE, 0, 0)]
 
-    def partition_batches(self, spec: tuple, columns: list[str], filter_expr: Any
+    def partition_batches(self, spec: tuple, columns: list[str], where: RowFilter | None
                           ) -> Iterator[pa.RecordBatch]:
         """Checks at once that the partition is still the one planned (PartitionChanged)."""
         if tuple(spec) == WHOLE:
-            return self.raw_batches(columns, filter_expr)
+            return self.raw_batches(columns, where)
         dataset = self._dataset()
+        filter_expr = where.to_arrow() if where is not None else None
         path = self.partition_file(dataset, spec)
         if spec[0] == "file":
             one = pads.dataset([path], format=_file_format(self.ds.source.format),
@@ -185,8 +196,7 @@ class FileReader(Reader):
                 and 0 <= spec[3] < spec[4] <= meta.num_row_groups):
             f.close()
             raise PartitionChanged("the file's row groups changed since the plan")
-        needed = list(dict.fromkeys([*columns, *(self.ds.row_filter.columns
-                                                 if self.ds.row_filter else [])]))
+        needed = list(dict.fromkeys([*columns, *sorted(where.columns if where else ())]))
         target = pa.schema([dataset.schema.field(n) for n in needed])
 
         def groups() -> Iterator[pa.RecordBatch]:
@@ -227,8 +237,8 @@ class FileReader(Reader):
                 batch = batch.filter(filter_expr)
             yield batch.select(columns)
 
-    def count(self, filter_expr: Any) -> int | None:
-        return self._dataset().count_rows(filter=filter_expr)
+    def count(self, where: RowFilter | None) -> int | None:
+        return self._dataset().count_rows(filter=where.to_arrow() if where else None)
 
     def version(self) -> str | None:
         """A digest of each file's path, size and modification time (ETag on object stores).
@@ -284,9 +294,12 @@ class SQLReader(Reader):
                 self._engines[url] = engine
             return self._engines[url]
 
-    def _arrow_batches(self) -> Iterator[pa.RecordBatch]:
-        """Rows in batches, in a transaction that is never committed (read-only intent)."""
-        from sqlalchemy import MetaData, Table, text
+    def _arrow_batches(self, columns: list[str] | None = None, where: RowFilter | None = None,
+                       limit: int | None = None) -> Iterator[pa.RecordBatch]:
+        """Rows in batches, in a transaction that is never committed (read-only intent). The
+        projection, filter and limit go into the statement SQLAlchemy builds (values as bound
+        parameters), so the database does the filtering."""
+        from sqlalchemy import MetaData, Table, column, select, text
 
         try:
             with self._engine().connect() as conn:
@@ -295,11 +308,23 @@ class SQLReader(Reader):
                 declared: dict[str, pa.DataType | None] = {}
                 if self.ds.source.table:
                     schema, _, name = self.ds.source.table.rpartition(".")
-                    table = Table(name, MetaData(), schema=schema or None, autoload_with=conn)
-                    declared = {c.name: _arrow_type(c.type) for c in table.columns}
-                    stmt = table.select()
-                else:
+                    src = Table(name, MetaData(), schema=schema or None, autoload_with=conn)
+                    declared = {c.name: _arrow_type(c.type) for c in src.columns}
+                    cols = src.c
+                elif columns is None and where is None and limit is None:
+                    src = cols = None
+                else:  # the catalogue's query as a subquery; only the named columns are used
+                    used = dict.fromkeys([*(columns or ()), *sorted(where.columns if where else ())])
+                    src = text(self.ds.source.query).columns(*map(column, used)).subquery("source")
+                    cols = src.c
+                if src is None:
                     stmt = text(self.ds.source.query)
+                else:
+                    stmt = select(*([cols[n] for n in columns] if columns else [src]))
+                    if where is not None:
+                        stmt = stmt.where(_sql_where(where.tree, cols, conn.dialect.name))
+                    if limit is not None:
+                        stmt = stmt.limit(limit)
                 result = conn.execution_options(stream_results=True).execute(stmt)
                 names = list(result.keys())
                 fixed: pa.Schema | None = None  # every batch has the types of the first
@@ -326,12 +351,44 @@ class SQLReader(Reader):
             return batch.schema
         return pa.schema([])
 
-    def raw_batches(self, columns: list[str], filter_expr: Any) -> Iterator[pa.RecordBatch]:
-        for batch in self._arrow_batches():
-            table = pa.Table.from_batches([batch])
-            if filter_expr is not None:
-                table = table.filter(filter_expr)
-            yield from table.select(columns).to_batches()
+    def raw_batches(self, columns: list[str], where: RowFilter | None,
+                    limit: int | None = None) -> Iterator[pa.RecordBatch]:
+        yield from self._arrow_batches(columns, where, limit)
+
+
+def _sql_where(tree: Any, cols: Any, dialect: str) -> Any:
+    """A filter tree as a SQLAlchemy expression with the same meaning as its Arrow form: values
+    are bound parameters; null compares to null (a comparison with null keeps no row, even
+    negated); `in (..., null)` also matches nulls; text orders by code point, as Arrow does."""
+    from sqlalchemy import Boolean, and_, cast, false, literal, not_, null, or_
+
+    def operand(node: Column | Literal) -> Any:
+        return cols[node.name] if isinstance(node, Column) else literal(node.value)
+
+    if isinstance(tree, Compare):
+        if any(isinstance(n, Literal) and n.value is None for n in (tree.left, tree.right)):
+            return cast(null(), Boolean)
+        left, right = operand(tree.left), operand(tree.right)
+        if tree.op in ("<", "<=", ">", ">=") and dialect == "postgresql" and any(
+                isinstance(n, Literal) and isinstance(n.value, str)
+                for n in (tree.left, tree.right)):
+            left = left.collate("C")
+        return {"==": left == right, "!=": left != right, "<": left < right,
+                "<=": left <= right, ">": left > right, ">=": left >= right}[tree.op]
+    if isinstance(tree, InList):
+        col = cols[tree.column.name]
+        values = [v for v in tree.values if v is not None]
+        expr = col.in_(values) if values else false()
+        if None in tree.values:
+            expr = or_(expr, col.is_(None))
+        return not_(expr) if tree.negate else expr
+    if isinstance(tree, IsNull):
+        col = cols[tree.column.name]
+        return col.is_not(None) if tree.negate else col.is_(None)
+    if isinstance(tree, Not):
+        return not_(_sql_where(tree.part, cols, dialect))
+    parts = [_sql_where(p, cols, dialect) for p in tree.parts]
+    return and_(*parts) if tree.op == "and" else or_(*parts)
 
 
 def _sqlite_read_only(engine: Any) -> None:
@@ -361,11 +418,11 @@ def _not_null(inferred: pa.Schema, name: str) -> pa.DataType:
     return pa.string() if pa.types.is_null(t) else t
 
 
-def whole_file(ds: Dataset, columns: list[str] | None) -> str | None:
-    """The source's own Parquet file when governance would change nothing in it (no mask, no
-    row filter, no projection, one local file): then it can be sent as it is."""
+def whole_file(ds: Dataset) -> str | None:
+    """The source's own Parquet file when governance changes nothing in it (no mask, no row
+    filter, one local file): then a read of all of it can be sent as it is."""
     src = ds.source
-    if src.kind != "file" or src.format != "parquet" or ds.masks or ds.row_filter or columns:
+    if src.kind != "file" or src.format != "parquet" or ds.masks or ds.row_filter:
         return None
     fs, path = _filesystem(ds)
     return path if fs is None and os.path.isfile(path) else None
@@ -443,54 +500,6 @@ def _did_you_mean(name: str, names: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def governed_batches(ds: Dataset, key: bytes, columns: list[str] | None = None,
-                     limit: int | None = None, reader: Reader | None = None,
-                     partition: tuple | None = None
-                     ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    """(schema, batches) of the dataset (or of one of its `partitions`) with row filter,
-    projection and masks applied; read by `reader` when given (a reader pinned to the version
-    the caller was told and audited)."""
-    reader = reader or reader_for(ds)
-    try:
-        if reader.pinned is not None:
-            reader.version()  # UnknownVersion before any data
-        raw = reader.raw_schema()
-    except (SourceError, UnknownVersion):
-        raise
-    except Exception as e:
-        raise SourceError(str(e)) from e
-    check_catalog_columns(ds, raw)
-    names = check_columns(raw, columns)
-    schema = governed_schema(ds, raw, names)
-    filter_expr = ds.row_filter.to_arrow() if ds.row_filter else None
-    dkey = mask_key(key, ds.id)
-    raw = (reader.raw_batches(names, filter_expr) if partition is None
-           else reader.partition_batches(partition, names, filter_expr))
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        left = limit
-        try:
-            for batch in raw:
-                if left is not None:
-                    if left <= 0:
-                        return
-                    batch = batch.slice(0, left)
-                    left -= batch.num_rows
-                if batch.num_rows == 0:
-                    continue
-                arrays = [
-                    mask_array(batch.column(i), ds.masks[n], dkey) if n in ds.masks
-                    else batch.column(i) for i, n in enumerate(names)
-                ]
-                yield pa.RecordBatch.from_arrays(arrays, schema=schema)
-        except SourceError:
-            raise
-        except (OSError, pa.ArrowException) as e:
-            raise SourceError(str(e)) from e
-
-    return schema, batches()
-
-
 _info_cache: dict[tuple, Info] = {}
 
 
@@ -513,7 +522,7 @@ def dataset_info(ds: Dataset, reader: Reader | None = None) -> Info:
         version = reader.version()
         raw = reader.raw_schema()
         check_catalog_columns(ds, raw)
-        rows = reader.count(ds.row_filter.to_arrow() if ds.row_filter else None)
+        rows = reader.count(ds.row_filter)
     except (SourceError, UnknownVersion, CatalogMismatch):
         raise
     except Exception as e:

@@ -1,0 +1,164 @@
+"""Read plans: what one governed read will do, decided and checked before any data flows.
+
+The order is fixed on every path: the dataset's row filter, then its masks, then the caller's
+`where`, projection and `limit`. So a caller's predicate sees masked values, never raw ones. The
+parts of `where` that touch only unmasked columns mean the same on raw values, so they go to the
+source with the row filter (Parquet row-group statistics, a SQL WHERE); the parts that touch a
+masked column are evaluated here, on the masked values.
+
+`plan_read` opens the source's schema and checks everything a read could trip on (unknown
+columns, a filter the column types cannot run, masks or a row filter naming columns the source
+lacks); `execute` then only streams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from ..catalog import Dataset
+from .base import Reader, SourceError, UnknownVersion
+from .filters import FilterError, RowFilter, and_filters, bind, parse_filter
+from .masks import mask_array, mask_key
+from .readers import (
+    CatalogMismatch,
+    ColumnError,
+    check_catalog_columns,
+    check_columns,
+    governed_schema,
+    reader_for,
+    whole_file,
+)
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """One governed read. `columns`/`schema` are what leaves; the rest is how it is read."""
+
+    dataset: Dataset
+    columns: list[str]
+    schema: pa.Schema
+    columns_asked: list[str] | None = None  # as the caller named them (None: all)
+    where: RowFilter | None = None  # the caller's, checked against the governed schema
+    limit: int | None = None
+    format: str | None = None
+    version: str | None = None  # the source version read, where the reader keeps versions
+    pushed: RowFilter | None = None  # row filter and `where`'s unmasked parts, on raw values
+    post: RowFilter | None = None  # `where`'s parts on masked columns, on masked values
+    read_schema: pa.Schema | None = None  # the columns read from the source, governed types
+    whole_file: str | None = None  # the source file, when it can be sent as it is
+    partition: tuple | None = None  # one partition of a scan plan (reader.partitions()), or all
+    reader: Reader | None = field(default=None, repr=False, compare=False)
+
+    def audit_detail(self) -> dict[str, Any]:
+        detail: dict[str, Any] = {"format": self.format, "columns": self.columns_asked}
+        if self.where is not None:
+            detail["where"] = self.where.text
+        if self.limit is not None:
+            detail["limit"] = self.limit
+        if self.version is not None:
+            detail["version"] = self.version
+        return detail
+
+
+def plan_read(ds: Dataset, columns: list[str] | None = None, where: str | RowFilter | None = None,
+              limit: int | None = None, format: str | None = None,  # noqa: A002
+              version: str | None = None, reader: Reader | None = None) -> ReadPlan:
+    """Check a read of `ds` (at `version`, or by `reader`) against its source's schema and
+    decide how it runs.
+
+    Raises ColumnError (unknown columns), FilterError (a `where` that does not parse or cannot
+    run, naming the column), UnknownVersion, CatalogMismatch (masks or row filter do not fit
+    the source: fail closed) or SourceError (the source cannot be opened).
+    """
+    if limit is not None and limit < 0:
+        raise ValueError("limit must not be negative")
+    reader = reader or reader_for(ds, version)
+    try:
+        version = reader.version()  # UnknownVersion before any data
+        raw = reader.raw_schema()
+    except (SourceError, UnknownVersion):
+        raise
+    except Exception as e:
+        raise SourceError(str(e)) from e
+    check_catalog_columns(ds, raw)  # fail closed on a mask or filter of a missing column
+    row_filter = None
+    if ds.row_filter is not None:
+        try:
+            row_filter = bind(ds.row_filter, raw, what="the row filter")
+        except FilterError as e:  # e.g. a number compared with a text column
+            raise CatalogMismatch(ds.id, [str(e)]) from None
+    names = check_columns(raw, columns)
+    visible = governed_schema(ds, raw)
+    caller = None
+    if where is not None and not (isinstance(where, str) and not where.strip()):
+        caller = bind(parse_filter(where) if isinstance(where, str) else where, visible,
+                      ds.masks)
+    unmasked = [p for p in (caller.conjuncts if caller else []) if not p.columns & set(ds.masks)]
+    masked = [p for p in (caller.conjuncts if caller else []) if p.columns & set(ds.masks)]
+    post = and_filters(*masked)
+    read = tuple(dict.fromkeys([*names, *sorted(post.columns if post else ())]))
+    return ReadPlan(
+        dataset=ds, columns=names, schema=governed_schema(ds, raw, names), where=caller,
+        columns_asked=list(columns) if columns else None, limit=limit, format=format,
+        version=version,
+        pushed=and_filters(row_filter, *unmasked), post=post,
+        read_schema=governed_schema(ds, raw, list(read)), reader=reader,
+        whole_file=whole_file(ds) if not columns and caller is None and limit is None
+        and reader.pinned is None else None)
+
+
+def execute(plan: ReadPlan, key: bytes) -> Iterator[pa.RecordBatch]:
+    """The governed batches of a plan: raw rows (filtered and projected at the source), masks,
+    then the caller's filter on masked columns, projection and limit."""
+    ds = plan.dataset
+    reader = plan.reader or reader_for(ds)
+    left = plan.limit
+    if left == 0:
+        return
+    dkey = mask_key(key, ds.id)
+    read_schema = plan.read_schema or plan.schema
+    read = read_schema.names
+    post = plan.post.to_arrow() if plan.post is not None else None
+    try:
+        raw = (reader.raw_batches(read, plan.pushed, left if post is None else None)
+               if plan.partition is None
+               else reader.partition_batches(plan.partition, read, plan.pushed))
+        for batch in raw:
+            if batch.num_rows == 0:
+                continue
+            arrays = [mask_array(batch.column(i), ds.masks[n], dkey) if n in ds.masks
+                      else batch.column(i) for i, n in enumerate(read)]
+            batch = pa.RecordBatch.from_arrays(arrays, schema=read_schema)
+            if post is not None:
+                batch = batch.filter(post)
+            if read != plan.columns:
+                batch = batch.select(plan.columns)
+            if left is not None:
+                batch = batch.slice(0, left)
+                left -= batch.num_rows
+            if batch.num_rows:
+                yield batch
+            if left is not None and left <= 0:
+                return
+    except SourceError:
+        raise
+    except (OSError, pa.ArrowException) as e:
+        raise SourceError(str(e)) from e
+
+
+def governed_batches(ds: Dataset, key: bytes, columns: list[str] | None = None,
+                     limit: int | None = None, where: str | None = None,
+                     reader: Reader | None = None
+                     ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """(schema, batches) of a governed read of `ds` (plan_read, then execute); read by `reader`
+    when given (a reader pinned to a version)."""
+    plan = plan_read(ds, columns, where, limit, reader=reader)
+    return plan.schema, execute(plan, key)
+
+
+__all__ = ["CatalogMismatch", "ColumnError", "FilterError", "ReadPlan", "SourceError",
+           "UnknownVersion", "execute", "governed_batches", "plan_read"]
