@@ -15,6 +15,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from .endpoint import Endpoint, NotConfigured, endpoint, error_of
+
 __all__ = ["AccessDenied", "DataAccessError", "datasets", "duckdb", "grants", "info", "load",
            "open", "request", "requests", "scan", "without_token"]
 
@@ -34,18 +36,16 @@ class AccessDenied(DataAccessError, PermissionError):
     """No active grant for this dataset; the message says how to request it."""
 
 
-def _endpoint() -> tuple[str, str]:
-    url = os.environ.get("DATAACCESS_URL", "")
-    token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
-    if not url or not token:
-        missing = " and ".join(n for n, v in (("DATAACCESS_URL", url),
-                                              ("JUPYTERHUB_API_TOKEN", token)) if not v)
+def _endpoint() -> Endpoint:
+    try:
+        return endpoint()
+    except NotConfigured as e:
         raise DataAccessError(
-            f"Not inside a JupyterHub server with data access: {missing} is not set. "
+            f"Not inside a JupyterHub server with data access: {e}. "
             "Start your server from a JupyterHub configured with "
             "jupyterhub_dataaccess.hub.configure_hub, or set DATAACCESS_URL (the service URL, "
-            "e.g. https://hub.example.org/services/dataaccess/) and JUPYTERHUB_API_TOKEN.")
-    return url if url.endswith("/") else url + "/", token
+            "e.g. https://hub.example.org/services/dataaccess/) and JUPYTERHUB_API_TOKEN."
+        ) from None
 
 
 _session = None
@@ -67,23 +67,23 @@ def _call(method: str, path: str, *, params: dict[str, Any] | None = None,
           headers: dict[str, str] | None = None) -> Any:
     import requests as _requests
 
-    url, token = _endpoint()
+    service = _endpoint()
     try:
-        resp = _http().request(method, url + "api/v1/" + path, params=params, json=json,
+        resp = _http().request(method, service.url(path), params=params, json=json,
                                stream=stream, timeout=(10, 300),
-                               headers={**(headers or {}), "Authorization": f"token {token}"})
+                               headers={**(headers or {}), **service.headers})
     except _requests.ConnectionError:
-        raise DataAccessError(f"The data access service at {url} did not answer; "
+        raise DataAccessError(f"The data access service at {service.root} did not answer; "
                               "try again, or ask your JupyterHub operator.") from None
     if resp.status_code >= 400:
-        try:
-            body = resp.json()
-            message = body.get("message") or resp.reason
-        except ValueError:
-            body, message = {}, resp.reason
-        cls = AccessDenied if resp.status_code == 403 else DataAccessError
-        raise cls(message, resp.status_code, body)
+        raise _refusal(resp.status_code, resp.content, resp.reason)
     return resp
+
+
+def _refusal(status: int, raw: bytes, reason: str) -> DataAccessError:
+    """The error for a service's error answer: AccessDenied for a 403, with its message."""
+    message, body = error_of(status, raw, reason)
+    return (AccessDenied if status == 403 else DataAccessError)(message, status, body)
 
 
 def datasets(q: str = "", *, classification: str = "", tag: str = "", status: str = "") -> Any:
@@ -482,7 +482,6 @@ def _connection(scheme: str, netloc: str) -> Any:
 
 def _fetch_once(part: Partition) -> Any:
     import http.client
-    import json as _json
     from urllib.parse import urlsplit
 
     import pyarrow as pa
@@ -510,17 +509,11 @@ def _fetch_once(part: Partition) -> Any:
             raise DataAccessError(f"The data access service at {url.netloc} did not answer; "
                                   "try again") from None
     if resp.status >= 400:
-        raw = resp.read()
-        try:
-            body = _json.loads(raw)
-            message = body.get("message") or resp.reason
-        except ValueError:
-            body, message = {}, resp.reason
+        refusal = _refusal(resp.status, resp.read(), resp.reason)
         retry = resp.getheader("Retry-After")
         if retry and retry.isdigit():
-            body["retry_after"] = int(retry)
-        cls = AccessDenied if resp.status == 403 else DataAccessError
-        raise cls(message, resp.status, body)
+            refusal.body["retry_after"] = int(retry)
+        raise refusal
     try:
         with pa.ipc.open_stream(resp) as reader:
             table = reader.read_all()

@@ -10,7 +10,6 @@ JSON `{"status", "message"}`.
 from __future__ import annotations
 
 import json
-import os
 import re
 from http.client import responses
 from typing import Any
@@ -21,13 +20,13 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from ..endpoint import Endpoint, NotConfigured, endpoint
+
 API_PREFIX = "dataaccess/api/v1"
 MAX_BODY_BYTES = 1024 * 1024
 CONNECT_TIMEOUT_SECONDS = 10.0
 REQUEST_TIMEOUT_SECONDS = 120.0
 
-SERVICE_URL_ENV = "DATAACCESS_URL"
-TOKEN_ENV = "JUPYTERHUB_API_TOKEN"
 NOT_FORWARDED_QUERY_ARGS = frozenset({"no_track_activity"})
 
 # Percent-encoded ".", "/" and "\" would let a path segment turn into a traversal after decoding.
@@ -52,29 +51,14 @@ def forwarded_query(query: str) -> str:
     return urlencode([(key, value) for key, value in pairs if key not in NOT_FORWARDED_QUERY_ARGS])
 
 
-def service_api_url() -> str:
-    """`DATAACCESS_URL + "api/v1/"`, read from the environment now (it may change at run time)."""
-    base = os.environ.get(SERVICE_URL_ENV, "").strip()
-    if not base.startswith(("http://", "https://")):
-        raise web.HTTPError(
-            503,
-            "The data access service is not configured: "
-            f"{SERVICE_URL_ENV} is not set to an http(s) URL in this server's environment",
-        )
-    if not base.endswith("/"):
-        base += "/"
-    return base + "api/v1/"
-
-
-def server_token() -> str:
-    """The server's own Hub token, read from the environment now."""
-    token = os.environ.get(TOKEN_ENV, "")
-    if not token:
-        raise web.HTTPError(
-            503,
-            f"The data access service is not configured: {TOKEN_ENV} is not set in this server's environment",
-        )
-    return token
+def service_endpoint() -> Endpoint:
+    """The service and the server's own token, read from the environment now (it may change at
+    run time); a 503 naming what is missing when it does not say."""
+    try:
+        return endpoint()
+    except NotConfigured as e:
+        raise web.HTTPError(503, f"The data access service is not configured: {e} (to an "
+                                 "http(s) URL) in this server's environment") from None
 
 
 class ForwardingHandler(APIHandler):
@@ -117,12 +101,10 @@ class ForwardingHandler(APIHandler):
 
     async def _forward(self, body: bytes | None = None) -> None:
         api_path = checked_api_path(self._raw_api_path())
-        url = service_api_url() + api_path
+        service = service_endpoint()
+        url = service.url(api_path)
         query = forwarded_query(self.request.query)
-        headers = {
-            "Authorization": f"token {server_token()}",
-            "Accept": "application/json",
-        }
+        headers = {**service.headers, "Accept": "application/json"}
         if body:
             headers["Content-Type"] = "application/json"
         request = HTTPRequest(
