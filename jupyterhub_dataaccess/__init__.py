@@ -27,6 +27,7 @@ from .client import (  # noqa: E402
     info,
     load,
     open,
+    provenance,
     request,
     requests,
     scan,
@@ -35,7 +36,7 @@ from .client import (  # noqa: E402
 
 __all__ = [
     "AccessDenied", "DataAccessError", "__version__", "datasets", "duckdb", "grants", "info", "load",
-    "open", "request", "requests", "scan", "without_token",
+    "open", "provenance", "request", "requests", "scan", "without_token",
     "_jupyter_labextension_paths",
     "_jupyter_server_extension_points", "_load_jupyter_server_extension",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import sys
 import time
@@ -18,7 +19,7 @@ from typing import Any
 from .endpoint import Endpoint, NotConfigured, endpoint, error_of
 
 __all__ = ["AccessDenied", "DataAccessError", "datasets", "duckdb", "grants", "info", "load",
-           "open", "request", "requests", "scan", "without_token"]
+           "open", "provenance", "request", "requests", "scan", "without_token"]
 
 _FORMATS = ("arrow", "parquet", "csv")
 
@@ -238,9 +239,14 @@ def _require(package: str, why: str) -> None:
                               f"run `%pip install {package}` and try again.")
 
 
-def _read_params(columns: list[str] | None, where: str | None, limit: int | None
-                 ) -> dict[str, Any]:
+def _read_params(columns: list[str] | None, where: str | None, limit: int | None,
+                 version: str | None = None) -> dict[str, Any]:
     params: dict[str, Any] = {}
+    if version is not None:
+        if not isinstance(version, str) or not version:
+            raise ValueError("version must be a version string, as in "
+                             "df.attrs['dataaccess']['version'] or da.info(id)['version']")
+        params["version"] = version
     if columns:
         if isinstance(columns, str):
             raise ValueError("columns must be a list of column names, e.g. ['species']")
@@ -262,9 +268,7 @@ def _stream(dataset: str, fmt: str | None, columns: list[str] | None,
     """GET the data; with no `fmt`, the service picks Parquet (its file as it is, when no mask,
     filter or projection applies) or else an Arrow stream, and says which in Content-Type."""
     params: dict[str, Any] = {"format": fmt} if fmt else {}
-    params.update(_read_params(columns, where, limit))
-    if version is not None:
-        params["version"] = str(version)
+    params.update(_read_params(columns, where, limit, version))
     resp = _call("GET", f"datasets/{_quote(dataset)}/data", params=params, stream=True,
                  headers={"Accept": f"{_TYPES['parquet']}, {_TYPES['arrow']};q=0.9"})
     return resp, _Body(resp, dataset)
@@ -278,11 +282,17 @@ def load(dataset: str, columns: list[str] | None = None, as_: str = "pandas", *,
     `where` keeps the rows it holds for, in the row-filter language (``"month == 3 and
     carrier in ('UA', 'AA')"``), and `limit` caps the rows; both run in the service, after the
     dataset's row filter and masks (a predicate on a masked column compares masked values), and
-    are pushed down to the source where that is safe, so only the answer travels. `version`
-    reads that version where the source keeps history.
+    are pushed down to the source where that is safe, so only the answer travels.
 
     as_="dask" gives a Dask DataFrame with a partition per ticket of a scan plan (`da.scan`):
     its tasks fetch with their ticket alone, so the workers need no token.
+
+    `version` reads that version of the dataset (an Iceberg snapshot id, a Delta version; for
+    files only the current one), a DataAccessError (404) naming it if the dataset has no such
+    version. What comes back says what was read: ``{"dataset", "version", "audit_seq"}`` in
+    ``df.attrs["dataaccess"]`` (pandas), the Arrow schema's metadata (``b"dataaccess"``, JSON),
+    and ``da.provenance(result)`` for any of the three (polars keeps no metadata of its own).
+
     Raises AccessDenied (with the exact `da.request(...)` to make) without an active grant, and
     DataAccessError with the service's message for a bad `where`, before any data flows.
     """
@@ -297,6 +307,7 @@ def load(dataset: str, columns: list[str] | None = None, as_: str = "pandas", *,
     import pyarrow as pa
 
     resp, body = _stream(dataset, None, columns, where, limit, version)
+    origin = _origin(dataset, resp)
     try:
         if resp.headers.get("Content-Type", "").startswith(_TYPES["parquet"]):
             import pyarrow.parquet as pq
@@ -310,19 +321,58 @@ def load(dataset: str, columns: list[str] | None = None, as_: str = "pandas", *,
     finally:
         body.finish()
         resp.close()
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           b"dataaccess": json.dumps(origin).encode()})
     if as_ == "arrow":
-        return table
+        return _remember(table, origin)
     if as_ == "polars":
         import polars as pl
 
-        return pl.from_arrow(table)
-    return table.to_pandas()
+        return _remember(pl.from_arrow(table), origin)
+    frame = table.to_pandas()
+    frame.attrs["dataaccess"] = origin
+    return _remember(frame, origin)
+
+
+def _origin(dataset: str, resp: Any) -> dict[str, Any]:
+    """What a read says about itself: the dataset, the version read (None where the source
+    keeps none) and the sequence number of its audit record."""
+    seq = resp.headers.get("X-Dataaccess-Audit-Seq")
+    return {"dataset": dataset, "version": resp.headers.get("X-Dataaccess-Version"),
+            "audit_seq": int(seq) if seq and seq.isdigit() else None}
+
+
+_origins: dict[int, tuple[Any, dict[str, Any]]] = {}  # id(result) -> (weak ref, origin)
+
+
+def _remember(result: Any, origin: dict[str, Any]) -> Any:
+    import weakref
+
+    key = id(result)
+    _origins[key] = (weakref.ref(result, lambda _ref: _origins.pop(key, None)), origin)
+    return result
+
+
+def provenance(result: Any) -> dict[str, Any]:
+    """``{"dataset", "version", "audit_seq"}`` of a result `da.load` returned (pandas, Arrow or
+    polars): which version of which dataset it holds, and the audit record of that read. Cite
+    the dataset and version; `da.load(dataset, version=...)` reads it again."""
+    found = _origins.get(id(result))
+    if found is not None and found[0]() is result:
+        return dict(found[1])
+    attrs = getattr(result, "attrs", None)
+    if isinstance(attrs, dict) and "dataaccess" in attrs:
+        return dict(attrs["dataaccess"])
+    meta = getattr(getattr(result, "schema", None), "metadata", None) or {}
+    if b"dataaccess" in meta:
+        return json.loads(meta[b"dataaccess"])
+    raise ValueError("not a result of da.load (or one made from it that lost its metadata)")
 
 
 def open(dataset: str, format: str = "parquet", columns: list[str] | None = None, *,  # noqa: A001
-         where: str | None = None, limit: int | None = None) -> Any:
+         where: str | None = None, limit: int | None = None, version: str | None = None) -> Any:
     """A binary file-like object holding the governed dataset in `format` (arrow, parquet, csv);
-    `where` and `limit` as for `load`.
+    `where`, `limit` and `version` as for `load`.
 
     CSV and Arrow stream as you read (close the object when done). Parquet keeps its footer at
     the end, so readers need to seek: it is spooled first, in memory up to 64 MB, then to a
@@ -331,7 +381,7 @@ def open(dataset: str, format: str = "parquet", columns: list[str] | None = None
     """
     if format not in _FORMATS:
         raise ValueError(f"format must be one of {', '.join(_FORMATS)}")
-    resp, progress = _stream(dataset, format, columns, where, limit)
+    resp, progress = _stream(dataset, format, columns, where, limit, version)
     if format != "parquet":
         return _Response(progress, resp)
     import shutil

@@ -657,8 +657,8 @@ class Governance:
         if not format:
             plan = replace(plan, format="parquet" if plan.whole_file and accept_parquet
                            else "arrow")
-        self.authorize_read(who, ds.id, action, plan.audit_detail())
-        return plan
+        _, _, seq = self.authorize(who, ds.id, action, plan.audit_detail())
+        return replace(plan, audit_seq=seq)
 
     # -- notifications ---------------------------------------------------------------------
 

@@ -71,6 +71,34 @@ datasets:
     classification: restricted
     tags: [denied]
     source: {{kind: file, uri: {data}/sales.parquet}}
+  - id: birds-iceberg
+    title: Antarctic birds, an Apache Iceberg table
+    description: Palmer Station measurements in an Iceberg table of a SQL catalog, two snapshots.
+    owner: steward
+    stewards: {{users: [steward], groups: [stewards]}}
+    classification: public
+    tags: [lakehouse]
+    source:
+      kind: iceberg
+      table: lake.birds
+      catalog: {{name: lake, type: sql, uri: "sqlite:///{data}/iceberg/catalog.db",
+                warehouse: "file://{data}/iceberg/warehouse"}}
+    columns:
+      body_mass_g: {{mask: hash}}
+      sex: {{mask: redact}}
+    row_filter: "island != 'Torgersen'"
+  - id: birds-delta
+    title: Antarctic birds, a Delta Lake table
+    description: The same measurements as a Delta table, two versions.
+    owner: steward
+    stewards: {{users: [steward], groups: [stewards]}}
+    classification: public
+    tags: [lakehouse]
+    source: {{kind: delta, uri: "{data}/delta/birds"}}
+    columns:
+      body_mass_g: {{mask: hash}}
+      sex: {{mask: redact}}
+    row_filter: "island != 'Torgersen'"
   - id: broken
     title: A source that cannot be read
     owner: steward
@@ -100,6 +128,30 @@ def make_data(data: str) -> None:
     pd.DataFrame({"name": [f"person{i}" for i in range(50)],
                   "salary": rng.integers(30_000, 200_000, 50)}).to_csv(
         os.path.join(data, "salaries.csv"), index=False)
+    make_lakehouse(data, penguins)
+
+
+LAKE_FIRST_ROWS = 200  # the first version of each lakehouse table; the second appends the rest
+
+
+def make_lakehouse(data: str, penguins) -> None:
+    """The penguins as an Iceberg table (SQL catalog on SQLite) and as a Delta table, each with
+    two versions: the first LAKE_FIRST_ROWS rows, then the rest appended."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    table = pa.Table.from_pandas(penguins, preserve_index=False)
+    first, rest = table.slice(0, LAKE_FIRST_ROWS), table.slice(LAKE_FIRST_ROWS)
+    os.makedirs(os.path.join(data, "iceberg", "warehouse"))
+    catalog = SqlCatalog("lake", uri=f"sqlite:///{data}/iceberg/catalog.db",
+                         warehouse=f"file://{data}/iceberg/warehouse")
+    catalog.create_namespace("lake")
+    birds = catalog.create_table("lake.birds", schema=table.schema)
+    birds.append(first)
+    birds.append(rest)
+    write_deltalake(os.path.join(data, "delta", "birds"), first)
+    write_deltalake(os.path.join(data, "delta", "birds"), rest, mode="append")
 
 
 @pytest.fixture(scope="session")

@@ -157,7 +157,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         return {"columns": _columns_arg(self.arg("columns")),
                 "where": self.arg("where", max_len=MAX_FILTER_LENGTH) or None,
                 "limit": int(limit) if limit else None,
-                "version": self.arg("version") or None}
+                "version": self.arg("version", max_len=200) or None}
 
     async def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return await self.service.run(fn, *args, **kwargs)
@@ -272,10 +272,11 @@ class DatasetHandler(BaseHandler):
         out = dict(ds.public_dict(), access=access, request_policy=gov.request_preview(who, ds))
         try:
             info = await self.run(dataset_info, ds)
-            out.update(columns=info.columns, rows=info.rows, updated_at=info.updated_at)
+            out.update(columns=info.columns, rows=info.rows, updated_at=info.updated_at,
+                       version=info.version)
         except SourceError as e:
             self.log.warning("Cannot read schema of %s: %s", ds.id, e)
-            out.update(columns=[], rows=None, updated_at=None,
+            out.update(columns=[], rows=None, updated_at=None, version=None,
                        source_error="The source cannot be read right now")
         except CatalogMismatch as e:
             out.update(columns=[], rows=None, updated_at=None, source_error=str(e))
@@ -310,6 +311,7 @@ class PreviewHandler(BaseHandler):
         except SourceError as e:
             raise SourceUnavailable() from e
         return {
+            **plan.provenance(),
             "columns": [{"name": f.name, "type": str(f.type), "mask": plan.dataset.masks.get(f.name)}
                         for f in plan.schema],
             "rows": json.loads(json.dumps([list(r.values()) for r in table.to_pylist()],
@@ -335,6 +337,7 @@ class DataHandler(BaseHandler):
         accept = FORMATS["parquet"] in self.request.headers.get("Accept", "")
         plan = await self.run(self.service.governance.plan_read, who, dataset_id, "data.read",
                               format=fmt or None, accept_parquet=accept, **self.read_args())
+        self._provenance_headers(plan)
         if plan.format == "parquet" and plan.whole_file:
             await self._send_file(plan.dataset.id, plan.whole_file)
             return
@@ -366,6 +369,14 @@ class DataHandler(BaseHandler):
         finally:
             chunks.close()  # stops the encoder thread at once, however the stream ended
         self.finish()
+
+    def _provenance_headers(self, plan: ReadPlan) -> None:
+        """Which version was read and the audit record saying so, for the client to attach to
+        what it returns (da.load: df.attrs["dataaccess"])."""
+        if plan.version is not None:
+            self.set_header("X-Dataaccess-Version", plan.version)
+        if plan.audit_seq is not None:
+            self.set_header("X-Dataaccess-Audit-Seq", str(plan.audit_seq))
 
     def _file_headers(self, dataset: str, fmt: str) -> None:
         self.set_header("Content-Type", FORMATS[fmt])

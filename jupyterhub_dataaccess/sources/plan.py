@@ -52,6 +52,13 @@ class ReadPlan:
     whole_file: str | None = None  # the source file, when it can be sent as it is
     partition: tuple | None = None  # one partition of a scan plan (reader.partitions()), or all
     reader: Reader | None = field(default=None, repr=False, compare=False)
+    audit_seq: int | None = None  # the audit record of this read, once authorized
+
+    def provenance(self) -> dict[str, Any]:
+        """What a result of this read carries: the dataset, the version read (a string, or
+        None where the source has none) and the audit record that names both."""
+        return {"dataset": self.dataset.id, "version": self.version,
+                "audit_seq": self.audit_seq}
 
     def audit_detail(self) -> dict[str, Any]:
         detail: dict[str, Any] = {"format": self.format, "columns": self.columns_asked}
