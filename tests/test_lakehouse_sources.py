@@ -394,3 +394,43 @@ def test_variables_a_catalogue_names_but_the_environment_lacks_are_listed(tmp_pa
     path.write_text("datasets:\n  - id: ds\n    source: {kind: iceberg, table: a.b, catalog: "
                     "{uri: 'https://x', credential: '${ICE_UNSET}', token: '${ICE_SET}'}}\n")
     assert missing_env(load_catalog(str(path))) == [("ds", "ICE_UNSET")]
+
+
+# -- the caller's where, on lakehouse tables (the cases of tests/test_where.py) ----------------
+
+@pytest.fixture(scope="module")
+def where_tables(catalog_uri, tmp_path_factory) -> dict[str, Source]:
+    """test_where.py's rows as an Iceberg table (two data files) and a Delta table."""
+    from deltalake import write_deltalake
+    from test_where import ROWS
+
+    rows = pa.table(ROWS)
+    half = rows.num_rows // 2
+    d = tmp_path_factory.mktemp("where-lake")
+    cat = _write_catalog(catalog_uri, f"file://{d}/warehouse")
+    cat.create_namespace("wh")
+    table = cat.create_table("wh.flights", schema=rows.schema)
+    table.append(rows.slice(0, half))
+    table.append(rows.slice(half))
+    write_deltalake(str(d / "delta"), rows.slice(0, half))
+    write_deltalake(str(d / "delta"), rows.slice(half), mode="append")
+    return {"iceberg": Source(kind="iceberg", table="wh.flights", catalog={
+                "name": "lake", "type": "sql", "uri": catalog_uri,
+                "warehouse": f"file://{d}/warehouse"}),
+            "delta": Source(kind="delta", uri=str(d / "delta"))}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", ["iceberg", "delta"])
+@pytest.mark.parametrize("governed", [False, True], ids=["plain", "governed"])
+def test_a_where_pushed_into_a_lakehouse_table_gives_the_rows_filtering_after_gives(
+        where_tables, kind, governed):
+    from test_where import GOVERNED, WHERES, read, reference
+
+    extra = {"masks": GOVERNED["masks"], "row_filter": parse_filter(GOVERNED["row_filter"])} \
+        if governed else {}
+    ds = Dataset(id="flights", title="flights", source=where_tables[kind], **extra)
+    for where in WHERES:
+        if not governed and where.startswith("region == 'REDACTED'"):
+            continue
+        assert read(ds, where).to_pylist() == reference(ds, where), (kind, where)
