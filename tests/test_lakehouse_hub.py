@@ -127,3 +127,22 @@ def test_a_file_dataset_names_its_version_too(hub, kernel):
     assert int(r.headers["X-Dataaccess-Audit-Seq"]) > 0
     stale = hub.call("analyst", "GET", "/datasets/penguins/data", params={"version": "0" * 16})
     assert stale.status_code == 404
+
+
+@pytest.mark.parametrize("ds", DATASETS)
+def test_a_scan_plan_of_a_past_version_has_a_partition_per_data_file_and_reads_governed(
+        kernel, config_files, ds):
+    first, _ = _versions(config_files, ds)
+    out = kernel.run(f"""
+import json, jupyterhub_dataaccess as da
+plan = da.scan({ds!r}, columns=["island", "sex"], version={first!r})
+frame = da.load({ds!r}, columns=["island", "sex"], version={first!r}, as_="dask").compute()
+print(json.dumps({{"version": plan["version"], "parts": len(plan["partitions"]),
+                  "rows": len(frame), "islands": sorted(set(frame.island)),
+                  "sex": sorted(set(frame.sex))}}))
+""")
+    assert out["error"] is None, out
+    got = json.loads(out["stdout"])
+    visible = _visible(palmerpenguins.load_penguins().iloc[:LAKE_FIRST_ROWS])
+    assert got == {"version": first, "parts": 1, "rows": len(visible),
+                   "islands": sorted(set(visible.island)), "sex": ["REDACTED"]}

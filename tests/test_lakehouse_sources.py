@@ -434,3 +434,25 @@ def test_a_where_pushed_into_a_lakehouse_table_gives_the_rows_filtering_after_gi
         if not governed and where.startswith("region == 'REDACTED'"):
             continue
         assert read(ds, where).to_pylist() == reference(ds, where), (kind, where)
+
+
+# -- partitions (scan plans and tickets read a data file each) -------------------------------
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", ["iceberg", "delta"])
+def test_a_lakehouse_table_is_partitioned_by_data_file(iceberg, delta, kind):
+    from jupyterhub_dataaccess.sources.base import PartitionChanged
+    from jupyterhub_dataaccess.sources.filters import bind
+
+    ds = _ice(iceberg["props"]) if kind == "iceberg" else _delta(delta)
+    reader = reader_for(ds, iceberg["second"] if kind == "iceberg" else "1")
+    parts = reader.partitions(1 << 20)
+    assert len(parts) == 2  # one data file per append
+    raw = reader.raw_schema()
+    where = bind(parse_filter("island != 'Torgersen'"), raw)
+    got = sorted(i for p in parts for b in reader.partition_batches(p.spec, ["id"], where)
+                 for i in b.column("id").to_pylist())
+    assert got == [2, 4, 5, 6, 8]
+    stale = (parts[0].spec[0], 0, "0" * 12)
+    with pytest.raises(PartitionChanged):
+        list(reader.partition_batches(stale, ["id"], None))

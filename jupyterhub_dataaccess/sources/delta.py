@@ -21,9 +21,13 @@ from .base import (
     BATCH_READAHEAD,
     BATCH_ROWS,
     FRAGMENT_READAHEAD,
+    WHOLE,
+    Partition,
+    PartitionChanged,
     Reader,
     SourceError,
     UnknownVersion,
+    path_tag,
     plain_types,
     resolve_env,
     resolve_options,
@@ -81,7 +85,10 @@ class DeltaReader(Reader):
 
     def raw_batches(self, columns: list[str], where: RowFilter | None,
                     limit: int | None = None) -> Iterator[pa.RecordBatch]:
-        dataset = self._dataset()
+        return self._batches(self._dataset(), columns, where)
+
+    def _batches(self, dataset: Any, columns: list[str], where: RowFilter | None
+                 ) -> Iterator[pa.RecordBatch]:
         target = self.raw_schema()
         # pyarrow takes a column that an older data file lacks (added since) as matching no
         # predicate, not as null: only predicates that reject nulls anyway are pushed down,
@@ -102,6 +109,31 @@ class DeltaReader(Reader):
                 yield from batch.select(columns).combine_chunks().to_batches()
             else:
                 yield batch.select(columns)
+
+    def _fragments(self) -> tuple[Any, list[Any]]:
+        dataset = self._dataset()
+        return dataset, sorted(dataset.get_fragments(), key=lambda f: f.path)
+
+    def partitions(self, target_bytes: int) -> list[Partition]:
+        """A partition per data file of the version read."""
+        _, fragments = self._fragments()
+        return [Partition(("delta", i, path_tag(f.path))) for i, f in enumerate(fragments)
+                ] or [Partition(WHOLE, 0, 0)]
+
+    def partition_batches(self, spec: tuple, columns: list[str], where: RowFilter | None
+                          ) -> Iterator[pa.RecordBatch]:
+        if tuple(spec) == WHOLE:
+            return self.raw_batches(columns, where)
+        import pyarrow.dataset as pads
+
+        dataset, fragments = self._fragments()
+        if (len(spec) != 3 or spec[0] != "delta" or not isinstance(spec[1], int)
+                or not 0 <= spec[1] < len(fragments)
+                or path_tag(fragments[spec[1]].path) != spec[2]):
+            raise PartitionChanged("the table's data files changed since the plan")
+        one = pads.FileSystemDataset([fragments[spec[1]]], dataset.schema, dataset.format,
+                                     dataset.filesystem)
+        return self._batches(one, columns, where)
 
     def count(self, where: RowFilter | None) -> int | None:
         """Rows from the log's file statistics; unknown (None) with a filter or where a file

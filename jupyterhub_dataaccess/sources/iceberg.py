@@ -23,9 +23,13 @@ import pyarrow as pa
 from ..catalog import Dataset
 from ..times import iso
 from .base import (
+    WHOLE,
+    Partition,
+    PartitionChanged,
     Reader,
     SourceError,
     UnknownVersion,
+    path_tag,
     plain_types,
     resolve_options,
     scrub,
@@ -109,6 +113,11 @@ class IcebergReader(Reader):
 
     def raw_batches(self, columns: list[str], where: RowFilter | None,
                     limit: int | None = None) -> Iterator[pa.RecordBatch]:
+        return self._batches(columns, where)
+
+    def _batches(self, columns: list[str], where: RowFilter | None,
+                 only: str | None = None) -> Iterator[pa.RecordBatch]:
+        """The scan's batches, of the data file `only` when given."""
         from pyiceberg.io.pyarrow import ArrowScan, _read_all_delete_files
 
         table = self._table()
@@ -121,7 +130,7 @@ class IcebergReader(Reader):
             raise SourceError(f"the filter names column(s) the source lacks: {unknown}")
         target = pa.schema([raw.field(n) for n in needed])
         scan = self._scan(row_filter=to_iceberg(tree, raw), selected_fields=tuple(needed))
-        tasks = list(scan.plan_files())
+        tasks = [t for t in scan.plan_files() if only is None or t.file.file_path == only]
         # pyiceberg's own batch reader reads every file of the scan at once in a thread pool,
         # each whole; here a file is read batch by batch, one file after the other.
         arrow_scan = ArrowScan(table.metadata, table.io, scan.projection(), scan.row_filter,
@@ -133,6 +142,26 @@ class IcebergReader(Reader):
                 if filter_expr is not None:
                     batch = batch.filter(filter_expr)
                 yield from batch.select(columns).combine_chunks().to_batches()
+
+    def _files(self) -> list[Any]:
+        return sorted((t.file for t in self._scan().plan_files()), key=lambda f: f.file_path)
+
+    def partitions(self, target_bytes: int) -> list[Partition]:
+        """A partition per data file of the snapshot read (a reader pinned to a version gives
+        the same files every time)."""
+        return [Partition(("ice", i, path_tag(f.file_path)), f.record_count,
+                          f.file_size_in_bytes) for i, f in enumerate(self._files())
+                ] or [Partition(WHOLE, 0, 0)]
+
+    def partition_batches(self, spec: tuple, columns: list[str], where: RowFilter | None
+                          ) -> Iterator[pa.RecordBatch]:
+        if tuple(spec) == WHOLE:
+            return self.raw_batches(columns, where)
+        files = self._files()
+        if (len(spec) != 3 or spec[0] != "ice" or not isinstance(spec[1], int)
+                or not 0 <= spec[1] < len(files) or path_tag(files[spec[1]].file_path) != spec[2]):
+            raise PartitionChanged("the table's data files changed since the plan")
+        return self._batches(columns, where, only=files[spec[1]].file_path)
 
     def count(self, where: RowFilter | None) -> int | None:
         """Rows from the snapshot summary. With a filter, or delete files to apply, the count
