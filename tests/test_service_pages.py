@@ -169,6 +169,25 @@ def test_case48_a_browse_scope_filtered_to_someone_else_does_not_browse(hub: Hub
                  refused("custom:dataaccess:browse!user=analyst"))
 
 
+def test_scopes_to_capabilities_filters_count_only_where_exact():
+    """Pure: which capabilities and held roles a token's scopes give (no hub needed)."""
+    from jupyterhub_dataaccess.errors import Principal
+
+    p = Principal.from_scopes("bob", ["team"], [
+        "custom:dataaccess:browse!user=bob", "custom:dataaccess:request!group=team",
+        "custom:dataaccess:admin!group=team", "custom:dataaccess:admin:status!group=team",
+        "custom:dataaccess:review:status", "custom:dataaccess:browse!user=eve", "read:users"])
+    assert p.capabilities == {"browse", "request"}
+    assert p.holds == {"review"} and not p.holds_role("admin")
+    assert p.refused_scopes == ("custom:dataaccess:admin!group=team",
+                                "custom:dataaccess:browse!user=eve")
+    server = Principal.from_scopes("ann", [], ["custom:dataaccess:browse",
+                                               "custom:dataaccess:admin:status"])
+    assert server.capabilities == {"browse"} and server.holds == {"admin", "review"}
+    person = Principal.from_scopes("ann", [], ["custom:dataaccess:admin"])
+    assert person.capabilities == {"admin", "browse", "review"} and person.holds_role("admin")
+
+
 # -- the pages over HTTP: credentials, wrong users, CSP, XSRF -----------------------------------
 
 def test_the_pages_need_a_login_and_send_a_browser_through_the_hubs_oauth(hub: Hub):
