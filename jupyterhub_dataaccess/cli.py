@@ -2,6 +2,10 @@
 
 Subcommands that touch the database take --db-url (default: $DATAACCESS_DB_URL) and --key-dir
 (where the audit key is found when DATAACCESS_AUDIT_KEY is not set; never generated here).
+
+Exit status: 0 ok; 1 the check ran and failed (audit tampering or verification failure, a
+catalogue, policy or source that does not validate); 2 usage or configuration error (a wrong
+argument or --db-url, a missing file or key): one line on standard error says what to do.
 """
 
 from __future__ import annotations
@@ -14,18 +18,52 @@ import sys
 from typing import Any
 
 
-def _db(args: argparse.Namespace) -> Any:
-    """The database, with the audit key (never generated here) for the records a command writes."""
+class UsageError(Exception):
+    """What the operator must fix before the command can run (exit status 2)."""
+
+
+def _db(args: argparse.Namespace, upgrading: bool = False) -> Any:
+    """The service's existing database, with the audit key (never generated here) for the
+    records a command writes. A URL that names no database of ours is refused, never created."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
     from .keys import KeyConfigError, read_key
-    from .store import Database
+    from .store import Database, current_revision, has_schema, head_revision
 
     if not args.db_url:
-        raise SystemExit("error: give --db-url or set DATAACCESS_DB_URL")
+        raise UsageError("give --db-url or set DATAACCESS_DB_URL (the service's database URL)")
+    try:
+        url = make_url(args.db_url)
+    except ArgumentError:
+        raise UsageError("--db-url is not a database URL; use e.g. "
+                         "sqlite:////srv/jupyterhub/dataaccess.sqlite or "
+                         "postgresql://user@host/dataaccess") from None
+    shown = url.render_as_string(hide_password=True)
+    if url.get_backend_name() == "sqlite":
+        path = url.database or ""
+        if path in ("", ":memory:") or path.startswith("file:"):
+            raise UsageError(f"--db-url {shown} names no database file")
+        if not os.path.isfile(path):
+            raise UsageError(f"no database at {os.path.abspath(path)}: check --db-url (the "
+                             "service creates its database when it first starts)")
     try:
         key, _ = read_key("audit", args.key_dir)
     except KeyConfigError as e:
-        raise SystemExit(f"error: {e}") from None
-    return Database(args.db_url, audit_key=key)
+        raise UsageError(str(e)) from None
+    try:
+        db = Database(args.db_url, audit_key=key)
+        revision = current_revision(db.engine)
+        if revision is None and not has_schema(db.engine):
+            raise UsageError(f"{shown} holds no jupyterhub-dataaccess database: check --db-url "
+                             "(the service creates the schema when it first starts)")
+    except (SQLAlchemyError, ImportError) as e:
+        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0][:200]
+        raise UsageError(f"cannot open the database at {shown}: {reason}") from None
+    if not upgrading and revision != head_revision():
+        raise UsageError(f"the database at {shown} is at revision {revision}, this release needs "
+                         f"{head_revision()}: run `jupyterhub-dataaccess db upgrade`")
+    return db
 
 
 def _operator() -> Any:
@@ -59,6 +97,9 @@ def cmd_service(args: argparse.Namespace, rest: list[str]) -> int:
 def cmd_catalog_validate(args: argparse.Namespace) -> int:
     from .config_files import CatalogError, load_catalog, load_policy
 
+    for path in filter(None, (args.file, args.policy)):
+        if not os.path.isfile(path):
+            raise UsageError(f"{path}: no such file")
     try:
         catalog = load_catalog(args.file)
         print(f"{args.file}: OK, {len(catalog.datasets)} datasets")
@@ -68,13 +109,41 @@ def cmd_catalog_validate(args: argparse.Namespace) -> int:
     except CatalogError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if not args.check_sources:
+        return 0
+    return _check_sources(catalog)
+
+
+def _check_sources(catalog: Any) -> int:
+    """Open every source as the service would (this process's environment standing for the
+    service's) and report, per dataset, what would stop it being served."""
+    from .sources.base import ENV_REF
+    from .sources.plan import source_problems
+
+    failed = 0
+    for ds in catalog.datasets.values():
+        problems = source_problems(ds)
+        for name in set(ENV_REF.findall(repr(ds.source))):  # never print a resolved secret
+            value = os.environ.get(name, "")
+            if len(value) >= 4:
+                problems = [p.replace(value, "${" + name + "}") for p in problems]
+        if problems:
+            failed += 1
+            print(f"{ds.id}: FAILED: " + "; ".join(problems), file=sys.stderr)
+        else:
+            print(f"{ds.id}: OK")
+    if failed:
+        print(f"sources: {failed} of {len(catalog.datasets)} datasets would not be served; "
+              "fix the catalogue or the sources", file=sys.stderr)
+        return 1
+    print(f"sources: OK, {len(catalog.datasets)} datasets readable as the service reads them")
     return 0
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from .store import current_revision
 
-    db = _db(args)
+    db = _db(args, upgrading=True)
     db.upgrade()
     print(f"database at revision {current_revision(db.engine)}")
     return 0
@@ -87,14 +156,14 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     try:
         keys = all_audit_keys(args.key_dir)
     except KeyConfigError as e:
-        raise SystemExit(f"error: {e}") from None
+        raise UsageError(str(e)) from None
     anchors = []
     for path in args.anchors or []:
         try:
             with open(path, encoding="utf-8", errors="replace") as f:
                 anchors += audit.read_anchors(f)
         except OSError as e:
-            raise SystemExit(f"error: cannot read {path}: {e.strerror}") from None
+            raise UsageError(f"cannot read {path}: {e.strerror}") from None
     db = _db(args)
     with db.read() as s:
         result = audit.verify(s, keys=keys, anchors=anchors)
@@ -178,8 +247,7 @@ def cmd_grants_revoke(args: argparse.Namespace) -> int:
     try:
         grant = gov.revoke(_operator(), args.id)
     except GovernanceError as e:
-        print(f"error: {e.message}", file=sys.stderr)
-        return 1
+        raise UsageError(e.message) from None
     print(f"revoked grant {grant['id']} of {grant['user']} on {grant['dataset']}")
     return 0
 
@@ -219,6 +287,10 @@ def parser() -> argparse.ArgumentParser:
     v = cat.add_parser("validate", help="check a catalogue (and optionally a policy) file")
     v.add_argument("file")
     v.add_argument("--policy", help="also check this policy file")
+    v.add_argument("--check-sources", action="store_true",
+                   help="also open every source as the service would (run it with the service's "
+                        "environment): unreadable sources, masks and row filters naming columns "
+                        "the source lacks; exit 1 on any")
     v.set_defaults(func=cmd_catalog_validate)
 
     db = sub.add_parser("db", help="the database").add_subparsers(dest="sub", required=True)
@@ -263,5 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["service"]:
         return cmd_service(argparse.Namespace(), argv[1:])
-    args = parser().parse_args(argv)
-    return args.func(args)
+    args = parser().parse_args(argv)  # a usage error exits 2 here
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -256,6 +256,9 @@ def _parse_dataset(path: str, raw: Any, index: int) -> Dataset:
         cwhere = _Where(path, columns, where.dataset)
         if not isinstance(col, str) or not col:
             raise cwhere.error(str(col), "column names must be strings")
+        if isinstance(rule, dict) and "mask" in rule and rule["mask"] is None:
+            raise cwhere.error(col, 'bare null is YAML\'s empty value, not the null mask: quote '
+                                    'it: mask: "null"')
         if not isinstance(rule, dict) or rule.get("mask") not in MASKS:
             raise cwhere.error(col, f"needs mask: one of {', '.join(MASKS)}")
         if set(rule) - {"mask"}:

@@ -185,6 +185,8 @@ def test_when_an_id_is_not_a_string_then_the_dataset_is_named_by_position(tmp_pa
     ({"columns": "{sex: {mask: blur}}"}, 4, "sex", "needs mask: one of redact, hash, null"),
     ({"columns": "{sex: redact}"}, 4, "sex", "needs mask"),
     ({"columns": "{sex: {}}"}, 4, "sex", "needs mask"),
+    ({"columns": "{sex: {mask: null}}"}, 4, "sex", 'quote it: mask: "null"'),
+    ({"columns": "{sex: {mask: }}"}, 4, "sex", 'quote it: mask: "null"'),
     ({"row_filter": "\"__import__('os')\""}, 4, "row_filter", "expected a comparison"),
     ({"row_filter": "\"island == 'x\""}, 4, "row_filter", "unexpected character"),
     ({"row_filter": "\"a == 1; drop table t\""}, 4, "row_filter", "unexpected character"),
@@ -368,10 +370,66 @@ def test_when_the_command_validates_a_bad_policy_then_it_exits_1(tmp_path):
     assert f"{pol} line 2: field 'decision'" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_when_the_command_is_given_a_missing_file_then_it_exits_1(tmp_path):
+def test_when_the_command_is_given_a_missing_file_then_it_exits_2(tmp_path):
     done = validate(str(tmp_path / "nope.yaml"))
-    assert done.returncode == 1
-    assert "cannot read" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 2
+    assert done.stderr == f"error: {tmp_path / 'nope.yaml'}: no such file\n"
+
+
+def test_when_check_sources_runs_then_each_dataset_is_read_as_the_service_would(tmp_path):
+    """Issue 16 item 2: --check-sources opens every source and names, per dataset, what would
+    stop it being served (a column in the wrong case, a renamed one, a filter that cannot run, a
+    missing file); a resolved ${ENV} secret is never printed; exit 1 on any, 0 when all read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"species": ["Adelie"], "sex": ["male"], "year": [2007]}),
+                   tmp_path / "p.parquet")
+    (tmp_path / "p.csv").write_text("species,sex\nAdelie,male\n")
+    src = f"{{kind: file, uri: {tmp_path}/p.parquet}}"
+    text = textwrap.dedent(f"""\
+        datasets:
+          - id: good
+            source: {src}
+            columns: {{sex: {{mask: hash}}, year: {{mask: "null"}}}}
+            row_filter: "species != 'Gentoo'"
+          - id: wrong-case
+            source: {src}
+            columns: {{Sex: {{mask: redact}}}}
+          - id: renamed
+            source: {{kind: file, uri: {tmp_path}/p.csv}}
+            row_filter: "yr > 2000"
+          - id: cannot-run
+            source: {src}
+            row_filter: "species > 3"
+          - id: missing
+            source: {{kind: file, uri: "${{DATA_DIR}}/gone.csv"}}
+          - id: no-db
+            source: {{kind: sql, url: "sqlite:///{tmp_path}/none.db", table: t}}
+        """)
+    cat = catalog_file(tmp_path, text)
+    env_value = str(tmp_path / "secret-dir")
+    done = subprocess.run(
+        [sys.executable, "-m", "jupyterhub_dataaccess", "catalog", "validate", cat,
+         "--check-sources"], capture_output=True, text=True, timeout=120, cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO, DATA_DIR=env_value))
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.splitlines() == [f"{cat}: OK, 6 datasets", "good: OK"]
+    assert done.stderr.splitlines() == [
+        "wrong-case: FAILED: the catalogue masks column 'Sex', which the source lacks (did you "
+        "mean 'sex'?)",
+        "renamed: FAILED: the row filter names column 'yr', which the source lacks",
+        "cannot-run: FAILED: the row filter: column 'species' holds text; compare it with a "
+        "quoted string, not a number",
+        "missing: FAILED: the source cannot be read: FileNotFoundError: ${DATA_DIR}/gone.csv",
+        f"no-db: FAILED: the source cannot be read: no SQLite file at {tmp_path}/none.db",
+        "sources: 5 of 6 datasets would not be served; fix the catalogue or the sources"]
+    assert env_value not in done.stderr and not (tmp_path / "none.db").exists()
+    assert "Traceback" not in done.stderr
+    good = catalog_file(tmp_path, text.split("  - id: wrong-case")[0], "good.yaml")
+    done = validate(good, "--check-sources")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "sources: OK, 1 datasets readable as the service reads them"
 
 
 def test_when_a_key_is_given_twice_then_the_file_is_refused_at_that_line(tmp_path):

@@ -167,5 +167,24 @@ def governed_batches(ds: Dataset, key: bytes, columns: list[str] | None = None,
     return plan.schema, execute(plan, key)
 
 
+def source_problems(ds: Dataset) -> list[str]:
+    """What would stop the service serving `ds`, found by opening its source as the service does
+    and governing a first batch (`catalog validate --check-sources`); [] when nothing would."""
+    try:
+        _, batches = governed_batches(ds, b"check-sources", limit=1)
+        try:
+            next(batches, None)  # the row filter and the masks run on real rows
+        finally:
+            batches.close()
+    except CatalogMismatch as e:
+        return list(e.problems)
+    except (SourceError, UnknownVersion, ColumnError, FilterError) as e:
+        cause = e.__cause__ if not isinstance(e.__cause__, SourceError) else None
+        return [f"the source cannot be read: {type(cause).__name__ + ': ' if cause else ''}{e}"]
+    except Exception as e:  # whatever a driver raises: the operator needs its words
+        return [f"the source cannot be read: {type(e).__name__}: {e}"]
+    return []
+
+
 __all__ = ["CatalogMismatch", "ColumnError", "FilterError", "ReadPlan", "SourceError",
-           "UnknownVersion", "execute", "governed_batches", "plan_read"]
+           "UnknownVersion", "execute", "governed_batches", "plan_read", "source_problems"]

@@ -290,6 +290,9 @@ class SQLReader(Reader):
             if url not in self._engines:
                 engine = create_engine(url, pool_pre_ping=True)
                 if engine.dialect.name == "sqlite":
+                    path = engine.url.database or ""
+                    if path not in ("", ":memory:") and not os.path.isfile(path):
+                        raise SourceError(f"no SQLite file at {path}")  # never create one
                     _sqlite_read_only(engine)
                 self._engines[url] = engine
             return self._engines[url]
