@@ -234,7 +234,7 @@ def _print_rows(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -
 def cmd_grants_list(args: argparse.Namespace) -> int:
     gov = _governance(_db(args))
     page = gov.list_grants(_operator(), user=args.user or "", dataset=args.dataset or "",
-                           active="true" if args.active else None, limit=200)
+                           active=True if args.active else None, limit=200)
     _print_rows(page["items"], ["id", "dataset", "user", "status", "expires_at", "revoked_by"],
                 args.json)
     return 0

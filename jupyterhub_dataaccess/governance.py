@@ -29,7 +29,7 @@ from .errors import (
 )
 from .policy import Policy, approvals_met, decide, may_decide
 from .store import AuditRecord, Database, Decision, Grant, Request
-from .times import iso, parse_iso, utcnow
+from .times import iso, utcnow
 from .vocabulary import REQUEST_STATUSES
 
 if TYPE_CHECKING:
@@ -75,16 +75,9 @@ def grant_dict(g: Grant, now: datetime) -> dict[str, Any]:
     }
 
 
-def page(limit: Any, offset: Any, default: int = 50) -> tuple[int, int]:
-    """Validated (limit, offset): limit capped at MAX_PAGE; bad numbers are a 400."""
-    try:
-        lim = default if limit in (None, "") else int(limit)
-        off = 0 if offset in (None, "") else int(offset)
-    except (TypeError, ValueError):
-        raise BadRequest("limit and offset must be whole numbers") from None
-    if lim < 0 or off < 0:
-        raise BadRequest("limit and offset must not be negative")
-    return min(lim, MAX_PAGE), min(off, MAX_ID)
+def page(limit: int, offset: int) -> tuple[int, int]:
+    """(limit, offset) within bounds: limit capped at MAX_PAGE (handlers refuse bad numbers)."""
+    return min(max(limit, 0), MAX_PAGE), min(max(offset, 0), MAX_ID)
 
 
 def ordered(stmt: Any, sort: str, columns: dict[str, Any], default: str) -> Any:
@@ -206,7 +199,7 @@ class Governance:
         return out
 
     def list_datasets(self, who: Principal, q: str = "", tag: str = "", classification: str = "",
-                      status: str = "", limit: Any = None, offset: Any = None) -> dict[str, Any]:
+                      status: str = "", limit: int = 50, offset: int = 0) -> dict[str, Any]:
         self._require(who, "browse")
         lim, off = page(limit, offset)
         needle = unicodedata.normalize("NFC", q or "").casefold().strip()
@@ -359,7 +352,7 @@ class Governance:
             return request_dict(self._visible_request(s, who, request_id))
 
     def list_requests(self, who: Principal, scope: str = "mine", status: str = "",
-                      dataset: str = "", limit: Any = None, offset: Any = None) -> dict[str, Any]:
+                      dataset: str = "", limit: int = 50, offset: int = 0) -> dict[str, Any]:
         self._require(who, "browse")
         lim, off = page(limit, offset)
         if status and status not in REQUEST_STATUSES:
@@ -404,7 +397,7 @@ class Governance:
                     self._decidable(who).subquery())).scalar_one()
         return out
 
-    def inbox(self, who: Principal, limit: Any = None, offset: Any = None) -> dict[str, Any]:
+    def inbox(self, who: Principal, limit: int = 50, offset: int = 0) -> dict[str, Any]:
         """The approvals inbox: each request `who` may decide, oldest first, with what the
         requester would see (masks, row filter), the days asked against the rule's maximum, the
         approvals still needed, and the requester's grants on datasets `who` stewards."""
@@ -496,8 +489,9 @@ class Governance:
 
     # -- grants ----------------------------------------------------------------------------
 
-    def list_grants(self, who: Principal, user: str = "", dataset: str = "", active: Any = None,
-                    limit: Any = None, offset: Any = None, sort: str = "") -> dict[str, Any]:
+    def list_grants(self, who: Principal, user: str = "", dataset: str = "",
+                    active: bool | None = None,
+                    limit: int = 50, offset: int = 0, sort: str = "") -> dict[str, Any]:
         self._require(who, "browse")
         lim, off = page(limit, offset)
         now = self.clock()
@@ -510,12 +504,10 @@ class Governance:
             stmt = stmt.where(Grant.user == user)
         if dataset:
             stmt = stmt.where(Grant.dataset == dataset)
-        if active in ("true", "1", True):
+        if active is True:
             stmt = stmt.where(Grant.revoked_at.is_(None), Grant.expires_at > now)
-        elif active in ("false", "0", False):
+        elif active is False:
             stmt = stmt.where(or_(Grant.revoked_at.is_not(None), Grant.expires_at <= now))
-        elif active not in (None, ""):
-            raise BadRequest("active must be true or false")
         with self.db.read() as s:
             total = s.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
             rows = s.execute(ordered(stmt, sort, GRANT_SORT, "-id").limit(lim).offset(off)
@@ -662,16 +654,11 @@ class Governance:
 
     # -- notifications ---------------------------------------------------------------------
 
-    def notifications(self, who: Principal, since: Any = None, limit: Any = None
-                      ) -> dict[str, Any]:
+    def notifications(self, who: Principal, since: int = 0, limit: int = 50) -> dict[str, Any]:
         """What changed for me since audit record `since`: decisions on my requests, changes to
         my grants, and (for stewards) new requests for datasets I steward."""
         self._require(who, "browse")
-        lim, _ = page(limit, 0)
-        try:
-            after = min(int(since or 0), MAX_ID)
-        except (TypeError, ValueError):
-            raise BadRequest("since must be an audit sequence number") from None
+        lim, after = page(limit, since)
         mine = ("request.approve", "request.deny", "grant.create", "grant.revoke", "grant.expire")
         stewarded = (self.config().catalog.stewarded_by(who.name, who.groups)
                      if who.can("review") else [])
@@ -698,9 +685,9 @@ class Governance:
     # -- audit -----------------------------------------------------------------------------
 
     def audit_records(self, who: Principal, user: str = "", dataset: str = "", action: str = "",
-                      since: str = "", limit: Any = None, offset: Any = None, sort: str = ""
-                      ) -> dict[str, Any]:
-        lim, off = page(limit, offset, default=100)
+                      since: datetime | None = None, limit: int = 100, offset: int = 0,
+                      sort: str = "") -> dict[str, Any]:
+        lim, off = page(limit, offset)
         stmt = select(AuditRecord)
         if not who.can("admin"):
             self._refuse_holder(who, "admin", "review")
@@ -716,12 +703,8 @@ class Governance:
             if action not in audit.RECORDED:
                 raise BadRequest(f"action must be one of {', '.join(audit.RECORDED)}")
             stmt = stmt.where(AuditRecord.action == action)
-        if since:
-            try:
-                when = parse_iso(since)
-            except ValueError:
-                raise BadRequest("since must be an ISO 8601 time") from None
-            stmt = stmt.where(AuditRecord.at >= when)
+        if since is not None:
+            stmt = stmt.where(AuditRecord.at >= since)
         with self.db.read() as s:
             total = s.execute(select(func.count()).select_from(stmt.subquery())).scalar_one()
             rows = s.execute(ordered(stmt, sort, AUDIT_SORT, "-seq").limit(lim).offset(off)

@@ -123,7 +123,7 @@ def test_a_cli_revoke_and_the_expiry_sweep_reach_the_webhook_and_the_notificatio
     try:
         req = gov.create_request(alice, {"dataset": "conf", "justification": "a model"})
         gov.decide(steward, req["id"], "approve", {"comment": "fine"})
-        grant_id = gov.list_grants(alice, active="true")["items"][0]["id"]
+        grant_id = gov.list_grants(alice, active=True)["items"][0]["id"]
         p = cli("grants", "revoke", str(grant_id), "--db-url", db_url,
                 "--key-dir", str(tmp_path / "no-keys"))
         assert p.returncode == 0, p.stderr

@@ -16,6 +16,7 @@ from jupyterhub_dataaccess import audit
 from jupyterhub_dataaccess.config_files import load_catalog, load_policy
 from jupyterhub_dataaccess.errors import BadRequest, Conflict, Forbidden, NotFound, Principal
 from jupyterhub_dataaccess.governance import MAX_PAGE, Config, Governance, page
+from jupyterhub_dataaccess.service.handlers import parse_paging
 from jupyterhub_dataaccess.store import AuditRecord, Database, Grant, Request
 
 CATALOG = """
@@ -131,7 +132,7 @@ def test_when_public_data_is_asked_for_then_it_is_approved_at_once_with_an_activ
     [g] = grants(gov)
     assert (g.user, g.dataset, g.request_id) == ("alice", "pub", req["id"])
     assert g.expires_at == T0 + timedelta(days=10)
-    page_ = gov.list_grants(alice, active="true")
+    page_ = gov.list_grants(alice, active=True)
     assert page_["total"] == 1 and page_["items"][0]["status"] == "active"
     assert actions(gov) == {"request.create": 1, "grant.create": 1}
     ds, grant = gov.authorize_read(alice, "pub", "data.read")
@@ -417,8 +418,8 @@ def test_when_the_clock_passes_expires_at_then_reads_fail_and_the_grant_shows_ex
         gov.authorize_read(alice, "pub", "data.read")
     [shown] = gov.list_grants(alice)["items"]
     assert shown["status"] == "expired"
-    assert gov.list_grants(alice, active="true")["total"] == 0
-    assert gov.list_grants(alice, active="false")["total"] == 1
+    assert gov.list_grants(alice, active=True)["total"] == 0
+    assert gov.list_grants(alice, active=False)["total"] == 1
     assert gov.dataset_for(alice, "pub")[1]["status"] == "expired"
     assert gov.spawn_plan(alice.name)["grants"] == []
 
@@ -550,7 +551,7 @@ def test_when_listing_datasets_then_filters_access_and_paging_apply(gov):
     (0, 0, (0, 0)), (200, 0, (200, 0)), (201, 0, (200, 0)), (1_000_000_000, 0, (200, 0)),
 ])
 def test_when_paging_then_limit_is_capped_at_200(limit, offset, expected):
-    assert page(limit, offset) == expected
+    assert page(*parse_paging(limit, offset)) == expected
     assert MAX_PAGE == 200
 
 
@@ -558,7 +559,7 @@ def test_when_paging_then_limit_is_capped_at_200(limit, offset, expected):
                                            ([1], 0)])
 def test_when_paging_with_negative_or_non_numbers_then_badrequest(limit, offset):
     with pytest.raises(BadRequest):
-        page(limit, offset)
+        parse_paging(limit, offset)
 
 
 def test_when_listing_requests_for_review_then_a_steward_sees_only_their_datasets(gov):

@@ -134,7 +134,7 @@ def test_a_database_at_the_first_revision_upgrades_to_head_and_keeps_everything(
                 "access.denied"]
             assert s.get(Setting, "mask_key").value == "abcd"
         gov = Governance(db=db, config=lambda: Config(Catalog({}), Policy()))
-        (grant,) = gov.list_grants(OPERATOR, active="true")["items"]
+        (grant,) = gov.list_grants(OPERATOR, active=True)["items"]
         assert (grant["id"], grant["status"]) == (1, "active")
         assert gov.list_requests(OPERATOR, scope="review", status="pending")["total"] == 1
         # the upgraded database takes new writes and extends the same chain

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import time
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
@@ -22,6 +23,7 @@ from ..sources.filters import MAX_FILTER_LENGTH
 from ..sources.plan import ReadPlan, execute
 from ..sources.readers import CatalogMismatch, SourceError, dataset_info
 from ..sources.stream import FORMATS, encode
+from ..times import parse_iso
 from .metrics import CONTENT_TYPE, METRICS_SCOPE
 from .pages import PAGES, render_page
 
@@ -149,6 +151,27 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
             raise BadRequest(f"{name} is too long")
         return value
 
+    def paging(self, default: int = 50) -> tuple[int, int]:
+        """`limit` and `offset` as numbers (as JupyterHub's get_api_pagination): limit capped
+        at 200 by governance; not whole numbers, or negative: a 400."""
+        return parse_paging(self.arg("limit"), self.arg("offset"), default)
+
+    def flag(self, name: str) -> bool | None:
+        """A true/false query argument (true, 1, false, 0; absent: None)."""
+        value = self.arg(name)
+        if value in ("", None):
+            return None
+        if value not in ("true", "1", "false", "0"):
+            raise BadRequest(f"{name} must be true or false")
+        return value in ("true", "1")
+
+    def time_arg(self, name: str) -> datetime | None:
+        value = self.arg(name)
+        try:
+            return parse_iso(value) if value else None
+        except ValueError:
+            raise BadRequest(f"{name} must be an ISO 8601 time") from None
+
     def read_args(self) -> dict[str, Any]:
         """`columns`, `where`, `limit` and `version` of a read, as typed values."""
         limit = self.arg("limit")
@@ -204,6 +227,18 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
                        exc_info=(typ, value, tb))
 
 
+def parse_paging(limit: str, offset: str, default: int = 50) -> tuple[int, int]:
+    """Whole, non-negative `limit` and `offset` from query text ("" takes the default)."""
+    try:
+        lim = default if limit in (None, "") else int(limit)
+        off = 0 if offset in (None, "") else int(offset)
+    except (TypeError, ValueError):
+        raise BadRequest("limit and offset must be whole numbers") from None
+    if lim < 0 or off < 0:
+        raise BadRequest("limit and offset must not be negative")
+    return lim, off
+
+
 class _RepeatedField(ValueError):
     pass
 
@@ -251,17 +286,19 @@ class MeHandler(BaseHandler):
 class InboxHandler(BaseHandler):
     async def get(self) -> None:
         who = await self.principal()
-        self.send(await self.run(self.service.governance.inbox, who, limit=self.arg("limit"),
-                                 offset=self.arg("offset")))
+        limit, offset = self.paging()
+        self.send(await self.run(self.service.governance.inbox, who, limit=limit,
+                                 offset=offset))
 
 
 class DatasetsHandler(BaseHandler):
     async def get(self) -> None:
         who = await self.principal()
+        limit, offset = self.paging()
         self.send(await self.run(
             self.service.governance.list_datasets, who, q=self.arg("q"), tag=self.arg("tag"),
             classification=self.arg("classification"), status=self.arg("status"),
-            limit=self.arg("limit"), offset=self.arg("offset")))
+            limit=limit, offset=offset))
 
 
 class DatasetHandler(BaseHandler):
@@ -464,10 +501,10 @@ class TicketHandler(DataHandler):
 class RequestsHandler(BaseHandler):
     async def get(self) -> None:
         who = await self.principal()
+        limit, offset = self.paging()
         self.send(await self.run(
             self.service.governance.list_requests, who, scope=self.arg("scope", "mine"),
-            status=self.arg("status"), dataset=self.arg("dataset"),
-            limit=self.arg("limit"), offset=self.arg("offset")))
+            status=self.arg("status"), dataset=self.arg("dataset"), limit=limit, offset=offset))
 
     async def post(self) -> None:
         who = await self.principal()
@@ -504,10 +541,11 @@ class RequestActionHandler(BaseHandler):
 class GrantsHandler(BaseHandler):
     async def get(self) -> None:
         who = await self.principal()
+        limit, offset = self.paging()
         self.send(await self.run(
             self.service.governance.list_grants, who, user=self.arg("user"),
-            dataset=self.arg("dataset"), active=self.arg("active") or None,
-            limit=self.arg("limit"), offset=self.arg("offset"), sort=self.arg("sort")))
+            dataset=self.arg("dataset"), active=self.flag("active"), limit=limit, offset=offset,
+            sort=self.arg("sort")))
 
 
 class GrantHandler(BaseHandler):
@@ -520,17 +558,22 @@ class GrantHandler(BaseHandler):
 class NotificationsHandler(BaseHandler):
     async def get(self) -> None:
         who = await self.principal()
+        since = self.arg("since")
+        if since and not (since.isascii() and since.isdigit()):
+            raise BadRequest("since must be an audit sequence number")
+        limit, _ = self.paging()
         self.send(await self.run(self.service.governance.notifications, who,
-                                 since=self.arg("since"), limit=self.arg("limit")))
+                                 since=int(since or 0), limit=limit))
 
 
 class AuditHandler(BaseHandler):
     async def get(self) -> None:
         who = await self.principal()
+        limit, offset = self.paging(default=100)
         self.send(await self.run(
             self.service.governance.audit_records, who, user=self.arg("user"),
-            dataset=self.arg("dataset"), action=self.arg("action"), since=self.arg("since"),
-            limit=self.arg("limit"), offset=self.arg("offset"), sort=self.arg("sort")))
+            dataset=self.arg("dataset"), action=self.arg("action"), since=self.time_arg("since"),
+            limit=limit, offset=offset, sort=self.arg("sort")))
 
 
 class PoliciesHandler(BaseHandler):
