@@ -24,7 +24,7 @@ export PATH := $(BIN):$(PATH)
 # node_modules are outputs, not inputs.
 INSTALL_INPUTS := $(wildcard setup.py pyproject.toml MANIFEST.in install.json labextension/package.json \
 	labextension/package-lock.json labextension/tsconfig.json) \
-	$(shell find jupyterhub_dataaccess jupyter-config labextension/src labextension/style \
+	$(shell find jupyterhub_dataaccess jupyter-config labextension/src labextension/style labextension/schema \
 		\( -path jupyterhub_dataaccess/labextension -o -name __pycache__ -o -name node_modules \) -prune \
 		-o -type f -print 2>/dev/null)
 
@@ -56,8 +56,9 @@ $(VENV)/.stamp-chp-$(CHP_VERSION): | $(VENV)/bin/python
 demo: setup ## Run the demo hub on http://127.0.0.1:8000 (foreground; Ctrl-C stops it)
 	$(VENV)/bin/jupyterhub-dataaccess demo
 
-lint: setup ## ruff over the Python sources
+lint: setup ## ruff over the Python sources; tsc, eslint and prettier over the TypeScript
 	$(VENV)/bin/ruff check .
+	cd labextension && { [ -d node_modules ] || npm ci --no-audit --no-fund; } && npm run lint
 
 frontend-test: setup ## Front-end unit tests, when labextension/package.json has a "test" script
 	@if [ -f labextension/package.json ] && node -e 'process.exit(require("./labextension/package.json").scripts?.test ? 0 : 1)'; then \
@@ -67,7 +68,7 @@ frontend-test: setup ## Front-end unit tests, when labextension/package.json has
 	fi
 
 test: setup ## Lint, front-end unit tests, the whole suite on SQLite, the integration suite again on PostgreSQL
-	$(VENV)/bin/ruff check .
+	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory frontend-test
 	$(VENV)/bin/python -m pytest -ra $(PYTEST_ARGS) tests
 	DATAACCESS_TEST_DB=postgresql $(VENV)/bin/python -m pytest -ra -m integration $(PYTEST_ARGS) tests

@@ -34,9 +34,12 @@ SHARE_DIR = f"share/jupyter/labextensions/{EXTENSION_NAME}"
 SERVER_CONFIG = "jupyter-config/jupyter_server_config.d/jupyterhub_dataaccess.json"
 INSTALL_JSON = "install.json"
 
-# What the built extension depends on: a change to any of these needs a new build.
-SOURCE_FILES = ("package.json", "package-lock.json", "tsconfig.json")
-SOURCE_DIRS = ("src", "style")
+# What the built extension depends on: a change to any of these needs a new build. The API's
+# TypeScript types are generated from the OpenAPI spec (src/openapi.ts, not a source itself).
+SOURCE_FILES = ("package.json", "package-lock.json", "tsconfig.json",
+                "../jupyterhub_dataaccess/service/openapi.yaml")
+SOURCE_DIRS = ("src", "style", "schema")
+GENERATED = ("src/openapi.ts",)
 
 
 def _sources_hash() -> str | None:
@@ -49,8 +52,9 @@ def _sources_hash() -> str | None:
     for folder in SOURCE_DIRS:
         paths.extend(sorted((LABEXTENSION_SRC / folder).rglob("*")))
     for path in paths:
-        if path.is_file():
-            digest.update(path.relative_to(LABEXTENSION_SRC).as_posix().encode())
+        name = os.path.relpath(path, LABEXTENSION_SRC).replace(os.sep, "/")
+        if path.is_file() and name not in GENERATED:
+            digest.update(name.encode())
             digest.update(b"\0")
             digest.update(path.read_bytes())
     return digest.hexdigest()

@@ -4,8 +4,6 @@
  */
 import {
   IAccessRequest,
-  IAuditQuery,
-  IAuditRecord,
   ICollection,
   IDataset,
   IDatasetDetails,
@@ -13,7 +11,7 @@ import {
   IGrant,
   IGrantQuery,
   IMe,
-  IPolicies,
+  INotifications,
   IPreview,
   PAGE_SIZE,
   RequestStatus
@@ -36,7 +34,7 @@ function postJSON<T>(path: string, body?: unknown): Promise<T> {
 }
 
 export const api = {
-  me: (): Promise<IMe> => requestAPI<IMe>('me'),
+  me: (poll?: boolean): Promise<IMe> => requestAPI<IMe>(withQuery('me', polled(poll))),
 
   datasets: (query: IDatasetQuery, poll?: boolean): Promise<ICollection<IDataset>> =>
     requestAPI(withQuery('datasets', { limit: PAGE_SIZE, offset: 0, ...query, ...polled(poll) })),
@@ -50,40 +48,27 @@ export const api = {
   createRequest: (dataset: string, justification: string, days: number): Promise<IAccessRequest> =>
     postJSON('requests', { dataset, justification, days }),
 
+  /** My requests (the server's token asks for no one else's). */
   requests: (
-    scope: 'mine' | 'review',
-    status?: RequestStatus,
+    query: { status?: RequestStatus; dataset?: string } = {},
     poll?: boolean
   ): Promise<ICollection<IAccessRequest>> =>
-    requestAPI(withQuery('requests', { scope, status, limit: 200, ...polled(poll) })),
-
-  request: (id: number | string, poll?: boolean): Promise<IAccessRequest> =>
-    requestAPI(withQuery(`requests/${seg(String(id))}`, polled(poll))),
+    requestAPI(withQuery('requests', { scope: 'mine', limit: 200, ...query, ...polled(poll) })),
 
   withdraw: (id: number | string): Promise<IAccessRequest> =>
     postJSON(`requests/${seg(String(id))}/withdraw`, {}),
-
-  decide: (
-    id: number | string,
-    decision: 'approve' | 'deny',
-    comment: string
-  ): Promise<IAccessRequest> => postJSON(`requests/${seg(String(id))}/${decision}`, { comment }),
 
   /** Renew an approved request: a new request for the same dataset (`days` absent: as before). */
   renew: (id: number | string, days?: number): Promise<IAccessRequest> =>
     postJSON(`requests/${seg(String(id))}/renew`, days === undefined ? {} : { days }),
 
-  /** Grants (active ones unless the query says otherwise). */
+  /** My grants (active ones unless the query says otherwise). */
   grants: (query: IGrantQuery = { active: 'true' }, poll?: boolean): Promise<ICollection<IGrant>> =>
     requestAPI(withQuery('grants', { limit: 200, ...query, ...polled(poll) })),
 
-  policies: (poll?: boolean): Promise<IPolicies> => requestAPI(withQuery('policies', polled(poll))),
-
-  revoke: (id: number | string): Promise<IGrant | null> =>
-    requestAPI(`grants/${seg(String(id))}`, { method: 'DELETE' }),
-
-  audit: (query: IAuditQuery, poll?: boolean): Promise<ICollection<IAuditRecord>> =>
-    requestAPI(withQuery('audit', { limit: 100, ...query, ...polled(poll) }))
+  /** What changed for me after audit record `since` (SINCE_NOW: nothing yet, only `last_seq`). */
+  notifications: (since: number, poll?: boolean): Promise<INotifications> =>
+    requestAPI(withQuery('notifications', { since, limit: 200, ...polled(poll) }))
 };
 
 export type DataAccessAPI = typeof api;

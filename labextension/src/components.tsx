@@ -1,26 +1,28 @@
 /**
- * Presentational React components of the panel. Every string that comes from users or the service
- * (titles, descriptions, justifications, comments) is rendered as a React text node, never as HTML.
+ * Presentational React components of the panel and the dataset page. Every string that comes
+ * from users or the service (titles, descriptions, justifications, comments, cells) is rendered as
+ * a React text node, never as HTML. Strings of our own go through the translation bundle.
  */
 import * as React from 'react';
 
+import { ITrans } from './i18n';
 import {
-  accessLabel,
+  AccessStatus,
   canRequest,
-  columnsOf,
-  describeDecision,
-  describeMatch,
   formatDate,
+  IAccess,
   IAccessRequest,
-  IAuditRecord,
   IDataset,
-  IDatasetDetails,
-  IGrant,
-  IPolicies,
   IPreview,
   previewColumns,
   previewRows
 } from './model';
+import { PanelContext } from './polled';
+
+/** The bundle of the surrounding panel (JupyterLab's, or the plain one in tests). */
+export function useTrans(): ITrans {
+  return React.useContext(PanelContext).trans;
+}
 
 export function ErrorText({ error }: { error: string | null }): JSX.Element | null {
   return error ? (
@@ -46,12 +48,34 @@ export function ClassificationBadge({ value }: { value: string }): JSX.Element {
   );
 }
 
+/** "granted until 12 Mar 2025", "pending", "no access", ... */
+export function accessLabel(access: IAccess | undefined, trans: ITrans): string {
+  const status: AccessStatus = access?.status ?? 'none';
+  if (status === 'granted' && access?.expires_at) {
+    return trans.__('granted until %1', formatDate(access.expires_at));
+  }
+  const labels: Record<AccessStatus, string> = {
+    granted: trans.__('granted'),
+    pending: trans.__('pending'),
+    none: trans.__('no access'),
+    denied: trans.__('denied'),
+    expired: trans.__('expired'),
+    revoked: trans.__('revoked')
+  };
+  return labels[status] ?? status;
+}
+
 export function StatusBadge({ status, label }: { status: string; label?: string }): JSX.Element {
   return (
     <span className={`jp-DataAccess-badge jp-DataAccess-status jp-mod-${cssToken(status)}`}>
       {label ?? status}
     </span>
   );
+}
+
+export function AccessBadge({ access }: { access: IAccess | undefined }): JSX.Element {
+  const trans = useTrans();
+  return <StatusBadge status={access?.status ?? 'none'} label={accessLabel(access, trans)} />;
 }
 
 export function Button(props: {
@@ -87,24 +111,38 @@ export interface IDatasetRowProps {
   onLoad: (dataset: IDataset) => void;
 }
 
+/** "Load into notebook" when granted, "Request access" when the user may ask, else nothing. */
 export function DatasetActions(props: {
   dataset: IDataset;
   onRequest: (dataset: IDataset) => void;
   onLoad: (dataset: IDataset) => void;
 }): JSX.Element | null {
+  const trans = useTrans();
   const status = props.dataset.access?.status ?? 'none';
   if (status === 'granted') {
-    return <Button label="Load into notebook" accept onClick={() => props.onLoad(props.dataset)} />;
+    return (
+      <Button
+        label={trans.__('Load into notebook')}
+        accept
+        onClick={() => props.onLoad(props.dataset)}
+      />
+    );
   }
   if (canRequest(status)) {
-    return <Button label="Request access" accept onClick={() => props.onRequest(props.dataset)} />;
+    return (
+      <Button
+        label={trans.__('Request access')}
+        accept
+        onClick={() => props.onRequest(props.dataset)}
+      />
+    );
   }
   return null;
 }
 
 export function DatasetRow(props: IDatasetRowProps): JSX.Element {
+  const trans = useTrans();
   const { dataset } = props;
-  const status = dataset.access?.status ?? 'none';
   return (
     <li
       className={`jp-DataAccess-row${props.selected ? ' jp-mod-selected' : ''}`}
@@ -114,7 +152,7 @@ export function DatasetRow(props: IDatasetRowProps): JSX.Element {
         className="jp-DataAccess-rowMain"
         role="button"
         tabIndex={0}
-        title="Show details"
+        title={trans.__('Open the dataset page')}
         onClick={() => props.onOpen(dataset)}
         onKeyDown={event => {
           if (event.key === 'Enter' || event.key === ' ') {
@@ -126,7 +164,7 @@ export function DatasetRow(props: IDatasetRowProps): JSX.Element {
         <span className="jp-DataAccess-title">{dataset.title || dataset.id}</span>
         <span className="jp-DataAccess-badges">
           <ClassificationBadge value={String(dataset.classification)} />
-          <StatusBadge status={status} label={accessLabel(dataset.access)} />
+          <AccessBadge access={dataset.access} />
         </span>
       </div>
       <div className="jp-DataAccess-rowActions">
@@ -136,116 +174,94 @@ export function DatasetRow(props: IDatasetRowProps): JSX.Element {
   );
 }
 
-function stewardsText(dataset: IDataset): string {
-  const users = dataset.stewards?.users ?? [];
-  const groups = (dataset.stewards?.groups ?? []).map(group => `group ${group}`);
-  return [...users, ...groups].join(', ') || '—';
-}
-
-export function DatasetDetailsView(props: {
-  details: IDatasetDetails;
-  preview: IPreview | null;
-  previewError: string | null;
-  onRequest: (dataset: IDataset) => void;
-  onLoad: (dataset: IDataset) => void;
-}): JSX.Element {
-  const { details } = props;
-  const columns = columnsOf(details);
-  return (
-    <div className="jp-DataAccess-details">
-      <h3 className="jp-DataAccess-detailsTitle">{details.title || details.id}</h3>
-      <div className="jp-DataAccess-badges">
-        <ClassificationBadge value={String(details.classification)} />
-        <StatusBadge status={details.access?.status ?? 'none'} label={accessLabel(details.access)} />
-      </div>
-      <p className="jp-DataAccess-description">{details.description}</p>
-      <dl className="jp-DataAccess-facts">
-        <dt>Id</dt>
-        <dd>
-          <code>{details.id}</code>
-        </dd>
-        <dt>Owner</dt>
-        <dd>{details.owner || '—'}</dd>
-        <dt>Stewards</dt>
-        <dd>{stewardsText(details)}</dd>
-        {details.tags?.length ? (
-          <>
-            <dt>Tags</dt>
-            <dd>{details.tags.join(', ')}</dd>
-          </>
-        ) : null}
-        {typeof details.rows === 'number' ? (
-          <>
-            <dt>Rows</dt>
-            <dd>{details.rows.toLocaleString()}</dd>
-          </>
-        ) : null}
-        {details.updated_at ? (
-          <>
-            <dt>Updated</dt>
-            <dd>{formatDate(details.updated_at, true)}</dd>
-          </>
-        ) : null}
-      </dl>
-      <div className="jp-DataAccess-rowActions">
-        <DatasetActions dataset={details} onRequest={props.onRequest} onLoad={props.onLoad} />
-      </div>
-      {columns.length > 0 ? (
-        <table className="jp-DataAccess-table jp-DataAccess-schema">
-          <caption>Schema</caption>
-          <thead>
-            <tr>
-              <th scope="col">Column</th>
-              <th scope="col">Type</th>
-            </tr>
-          </thead>
-          <tbody>
-            {columns.map(column => (
-              <tr key={column.name}>
-                <td>{column.name}</td>
-                <td>
-                  {column.type}
-                  {column.mask ? ` (masked: ${column.mask})` : ''}
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      ) : null}
-      <ErrorText error={props.previewError} />
-      {props.preview ? <PreviewTable preview={props.preview} /> : null}
-    </div>
-  );
-}
-
-function cellText(value: unknown): string {
+export function cellText(value: unknown): string {
   if (value === null || value === undefined) {
     return '';
   }
   return typeof value === 'object' ? JSON.stringify(value) : String(value);
 }
 
-export function PreviewTable({ preview }: { preview: IPreview }): JSX.Element {
-  const rows = previewRows(preview);
+/**
+ * A keyboard-accessible data grid (WAI-ARIA grid pattern): one cell is in the Tab order; arrow
+ * keys, Home/End and PageUp/PageDown move between cells. It scrolls inside its own frame, so a
+ * wide or long table is never cut off; long cell values are shortened with the full value on
+ * hover.
+ */
+export function DataGrid(props: {
+  label: string;
+  columns: string[];
+  rows: unknown[][];
+  className?: string;
+}): JSX.Element {
+  const { columns, rows } = props;
+  const [at, setAt] = React.useState<[number, number]>([0, 0]);
+  const grid = React.useRef<HTMLTableElement>(null);
+  const lastRow = rows.length; // row 0 is the header
+  const lastColumn = Math.max(0, columns.length - 1);
+
+  const move = (row: number, column: number): void => {
+    const next: [number, number] = [
+      Math.min(Math.max(row, 0), lastRow),
+      Math.min(Math.max(column, 0), lastColumn)
+    ];
+    setAt(next);
+    grid.current?.querySelector<HTMLElement>(`[data-cell="${next[0]}:${next[1]}"]`)?.focus();
+  };
+
+  const onKeyDown = (event: React.KeyboardEvent): void => {
+    const [row, column] = at;
+    const moves: Record<string, [number, number]> = {
+      ArrowDown: [row + 1, column],
+      ArrowUp: [row - 1, column],
+      ArrowRight: [row, column + 1],
+      ArrowLeft: [row, column - 1],
+      Home: event.ctrlKey ? [0, 0] : [row, 0],
+      End: event.ctrlKey ? [lastRow, lastColumn] : [row, lastColumn],
+      PageDown: [row + 10, column],
+      PageUp: [row - 10, column]
+    };
+    const target = moves[event.key];
+    if (target) {
+      event.preventDefault();
+      move(target[0], target[1]);
+    }
+  };
+
+  const cell = (row: number, column: number, text: string, header: boolean): JSX.Element => {
+    const focused = at[0] === row && at[1] === column;
+    const Tag = header ? 'th' : 'td';
+    return (
+      <Tag
+        key={column}
+        role={header ? 'columnheader' : 'gridcell'}
+        scope={header ? 'col' : undefined}
+        tabIndex={focused ? 0 : -1}
+        data-cell={`${row}:${column}`}
+        title={text.length > 40 ? text : undefined}
+        onFocus={() => setAt([row, column])}
+      >
+        {text}
+      </Tag>
+    );
+  };
+
   return (
-    <div className="jp-DataAccess-previewWrap">
-      <table className="jp-DataAccess-table jp-DataAccess-preview">
-        <caption>Preview (first {rows.length} rows)</caption>
+    <div className={`jp-DataAccess-gridFrame ${props.className ?? ''}`}>
+      <table
+        ref={grid}
+        role="grid"
+        aria-label={props.label}
+        aria-rowcount={rows.length + 1}
+        className="jp-DataAccess-table jp-DataAccess-grid"
+        onKeyDown={onKeyDown}
+      >
         <thead>
-          <tr>
-            {previewColumns(preview).map(column => (
-              <th scope="col" key={column}>
-                {column}
-              </th>
-            ))}
-          </tr>
+          <tr role="row">{columns.map((name, column) => cell(0, column, name, true))}</tr>
         </thead>
         <tbody>
-          {rows.map((row, index) => (
-            <tr key={index}>
-              {row.map((value, column) => (
-                <td key={column}>{cellText(value)}</td>
-              ))}
+          {rows.map((values, index) => (
+            <tr role="row" key={index}>
+              {columns.map((_, column) => cell(index + 1, column, cellText(values[column]), false))}
             </tr>
           ))}
         </tbody>
@@ -254,7 +270,22 @@ export function PreviewTable({ preview }: { preview: IPreview }): JSX.Element {
   );
 }
 
+/** The masked preview in a DataGrid. */
+export function PreviewGrid({ preview }: { preview: IPreview }): JSX.Element {
+  const trans = useTrans();
+  const rows = previewRows(preview);
+  return (
+    <DataGrid
+      label={trans._n('Preview: the first row', 'Preview: the first %1 rows', rows.length)}
+      columns={previewColumns(preview)}
+      rows={rows}
+      className="jp-DataAccess-preview"
+    />
+  );
+}
+
 export function Decisions({ request }: { request: IAccessRequest }): JSX.Element | null {
+  const trans = useTrans();
   if (!request.decisions?.length) {
     return null;
   }
@@ -262,8 +293,10 @@ export function Decisions({ request }: { request: IAccessRequest }): JSX.Element
     <ul className="jp-DataAccess-decisions">
       {request.decisions.map((decision, index) => (
         <li key={index}>
-          <StatusBadge status={decision.decision} /> by {decision.by}
-          {decision.at ? ` on ${formatDate(decision.at, true)}` : ''}
+          <StatusBadge status={decision.decision} />{' '}
+          {decision.at
+            ? trans.__('by %1 on %2', decision.by, formatDate(decision.at, true))
+            : trans.__('by %1', decision.by)}
           {decision.comment ? (
             <span className="jp-DataAccess-comment">: {decision.comment}</span>
           ) : null}
@@ -278,6 +311,7 @@ export function RequestCard(props: {
   showUser?: boolean;
   children?: React.ReactNode;
 }): JSX.Element {
+  const trans = useTrans();
   const { request } = props;
   return (
     <li className="jp-DataAccess-card" data-request-id={String(request.id)}>
@@ -288,19 +322,19 @@ export function RequestCard(props: {
       <dl className="jp-DataAccess-facts">
         {props.showUser ? (
           <>
-            <dt>Requester</dt>
+            <dt>{trans.__('Requester')}</dt>
             <dd>{request.user}</dd>
           </>
         ) : null}
-        <dt>Justification</dt>
+        <dt>{trans.__('Justification')}</dt>
         <dd className="jp-DataAccess-justification">{request.justification}</dd>
-        <dt>Days</dt>
+        <dt>{trans.__('Days')}</dt>
         <dd>{String(request.days)}</dd>
-        <dt>Asked</dt>
+        <dt>{trans.__('Asked')}</dt>
         <dd>{formatDate(request.created_at, true)}</dd>
         {request.reason ? (
           <>
-            <dt>Reason</dt>
+            <dt>{trans.__('Reason')}</dt>
             <dd>{request.reason}</dd>
           </>
         ) : null}
@@ -311,102 +345,28 @@ export function RequestCard(props: {
   );
 }
 
-export function GrantsTable(props: {
-  grants: IGrant[];
-  onRevoke: (grant: IGrant) => void;
+/** A copyable code snippet: the code as text and a "Copy" button. */
+export function Snippet(props: {
+  label: string;
+  code: string;
+  onCopy: (code: string) => void;
 }): JSX.Element {
-  if (props.grants.length === 0) {
-    return <p className="jp-DataAccess-empty">No active grants.</p>;
-  }
+  const trans = useTrans();
   return (
-    <div className="jp-DataAccess-previewWrap">
-      <table className="jp-DataAccess-table">
-        <thead>
-          <tr>
-            <th scope="col">User</th>
-            <th scope="col">Dataset</th>
-            <th scope="col">Expires</th>
-            <th scope="col">
-              <span className="jp-DataAccess-visuallyHidden">Actions</span>
-            </th>
-          </tr>
-        </thead>
-        <tbody>
-          {props.grants.map(grant => (
-            <tr key={String(grant.id)} data-grant-id={String(grant.id)}>
-              <td>{grant.user}</td>
-              <td>{grant.dataset}</td>
-              <td>{formatDate(grant.expires_at)}</td>
-              <td>
-                <Button label="Revoke" warn onClick={() => props.onRevoke(grant)} />
-              </td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
-    </div>
+    <figure className="jp-DataAccess-snippet">
+      <figcaption>{props.label}</figcaption>
+      <pre>
+        <code>{props.code}</code>
+      </pre>
+      <Button
+        label={trans.__('Copy')}
+        title={trans.__('Copy %1 to the clipboard', props.label)}
+        onClick={() => props.onCopy(props.code)}
+      />
+    </figure>
   );
 }
 
-/** The policy in force, one line per rule in the order they are tried, then the default. */
-export function PolicyList({ policies }: { policies: IPolicies }): JSX.Element {
-  const rules = policies.rules ?? [];
-  return (
-    <ol className="jp-DataAccess-policy" aria-label="Policy rules">
-      {rules.map((rule, index) => (
-        <li key={index} className={`jp-mod-${cssToken(String(rule.decision))}`}>
-          <span className="jp-DataAccess-policyMatch">{describeMatch(rule.match)}</span>
-          {': '}
-          <span className="jp-DataAccess-policyDecision">{describeDecision(rule)}</span>
-        </li>
-      ))}
-      {policies.default ? (
-        <li className="jp-DataAccess-policyDefault">
-          <span className="jp-DataAccess-policyMatch">anything else</span>
-          {': '}
-          <span className="jp-DataAccess-policyDecision">
-            {describeDecision(policies.default)}
-          </span>
-        </li>
-      ) : null}
-    </ol>
-  );
-}
-
-export function AuditTable({ records }: { records: IAuditRecord[] }): JSX.Element {
-  if (records.length === 0) {
-    return <p className="jp-DataAccess-empty">No audit records match.</p>;
-  }
-  return (
-    <div className="jp-DataAccess-previewWrap">
-      <table className="jp-DataAccess-table">
-        <thead>
-          <tr>
-            <th scope="col">#</th>
-            <th scope="col">Time</th>
-            <th scope="col">Actor</th>
-            <th scope="col">Action</th>
-            <th scope="col">Dataset</th>
-            <th scope="col">Detail</th>
-          </tr>
-        </thead>
-        <tbody>
-          {records.map((record, index) => (
-            <tr key={String(record.sequence ?? record.seq ?? index)}>
-              <td>{String(record.sequence ?? record.seq ?? '')}</td>
-              <td>{formatDate(record.time ?? record.at, true)}</td>
-              <td>{record.actor}</td>
-              <td>{record.action}</td>
-              <td>{record.dataset ?? ''}</td>
-              <td>{cellText(record.detail)}</td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
-    </div>
-  );
-}
-
-function cssToken(value: string): string {
+export function cssToken(value: string): string {
   return value.toLowerCase().replace(/[^a-z0-9-]/g, '-');
 }

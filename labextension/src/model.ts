@@ -1,22 +1,43 @@
 /**
  * Shapes of the data access REST API (see DESIGN.md) and small pure helpers over them.
- * No imports: the React components and the tests use this without JupyterLab.
+ * No JupyterLab imports: the React components and the tests use this without JupyterLab.
  */
+import { ITrans, plainTrans } from './i18n';
+import type { components, paths } from './openapi';
 
-export type Classification = 'public' | 'internal' | 'confidential' | 'restricted';
-export type AccessStatus = 'granted' | 'pending' | 'none' | 'denied' | 'expired' | 'revoked';
-export type RequestStatus = 'pending' | 'approved' | 'denied' | 'withdrawn';
-export type GrantStatus = 'active' | 'revoked' | 'expired';
+/** The API's own shapes, generated from jupyterhub_dataaccess/service/openapi.yaml at build time
+ * (`npm run api-types`): the spec is the one source of the enums, and a change to it that this
+ * code does not follow fails the build. */
+type Schemas = components['schemas'];
 
-export const CLASSIFICATIONS: Classification[] = ['public', 'internal', 'confidential', 'restricted'];
-export const ACCESS_STATUSES: AccessStatus[] = [
-  'granted',
-  'pending',
-  'none',
-  'denied',
-  'expired',
-  'revoked'
-];
+export type Classification = NonNullable<Schemas['Dataset']['classification']>;
+export type AccessStatus = NonNullable<Schemas['Access']['status']>;
+export type RequestStatus = NonNullable<Schemas['Request']['status']>;
+export type GrantStatus = NonNullable<Schemas['Grant']['status']>;
+export type Mask = NonNullable<NonNullable<Schemas['Dataset']['columns']>[number]['mask']>;
+export type PolicyOutcome = NonNullable<
+  NonNullable<Schemas['Dataset']['request_policy']>['outcome']
+>;
+
+/** Each value of a spec enum once, in the order given (the compiler checks none is missing). */
+function allOf<T extends string>(values: Record<T, true>): T[] {
+  return Object.keys(values) as T[];
+}
+
+export const CLASSIFICATIONS = allOf<Classification>({
+  public: true,
+  internal: true,
+  confidential: true,
+  restricted: true
+});
+export const ACCESS_STATUSES = allOf<AccessStatus>({
+  granted: true,
+  pending: true,
+  none: true,
+  denied: true,
+  expired: true,
+  revoked: true
+});
 export const PAGE_SIZE = 50;
 
 export interface ICollection<T> {
@@ -24,12 +45,15 @@ export interface ICollection<T> {
   total: number;
 }
 
-export interface IMe {
-  name: string;
-  groups: string[];
-  capabilities: string[];
-  admin: boolean;
-}
+/** `GET /me`. With the server's token, `capabilities` are the token's (browse and request); the
+ * read-only `can_review`, `can_admin`, `pending_reviews` and `pages` say what the person may do
+ * in the service's own pages, which the panel opens (it never decides itself). */
+type MeSpec = paths['/me']['get']['responses'][200]['content']['application/json'];
+export type IMe = Required<Pick<MeSpec, 'name' | 'groups' | 'capabilities' | 'admin'>> &
+  Pick<MeSpec, 'can_review' | 'can_admin' | 'pending_reviews' | 'pages'>;
+
+/** The service's own pages the panel shows in a main-area tab. */
+export type ServicePageName = keyof NonNullable<MeSpec['pages']>;
 
 export interface IAccess {
   status: AccessStatus;
@@ -55,12 +79,12 @@ export interface IDataset {
 export interface IColumn {
   name: string;
   type: string;
-  mask?: string | null;
+  mask?: Mask | null;
 }
 
 /** What policy would decide if the caller asked for a dataset now (`GET datasets/{id}`). */
 export interface IRequestPolicy {
-  outcome: 'auto' | 'review' | 'deny' | string;
+  outcome: PolicyOutcome;
   approvals: number;
   max_days: number;
   reason: string;
@@ -72,6 +96,10 @@ export interface IDatasetDetails extends IDataset {
   /** The number of rows a reader gets (after the row filter); null when unknown. */
   rows?: number | null;
   updated_at?: string | null;
+  /** The version a read gets now (snapshot id, Delta version, file digest), when the source has one. */
+  version?: string | null;
+  /** Set when the source could not be read for the schema. */
+  source_error?: string;
   request_policy?: IRequestPolicy | null;
 }
 
@@ -112,18 +140,26 @@ export interface IGrant {
   status: GrantStatus;
 }
 
-export interface IAuditRecord {
-  seq?: number;
-  sequence?: number;
-  time?: string;
-  at?: string;
-  actor: string;
+/** One change for me (`GET notifications`): a decision on my request, a change to my grant. */
+export interface INotification {
+  seq: number;
+  at: string;
   action: string;
-  dataset?: string | null;
-  request_id?: number | string | null;
-  grant_id?: number | string | null;
-  detail?: unknown;
+  dataset: string;
+  request_id: number | null;
+  grant_id: number | null;
+  actor: string;
+  user: string;
+  message: string;
 }
+
+export interface INotifications extends ICollection<INotification> {
+  /** Ask with `since=last_seq` next time. */
+  last_seq: number;
+}
+
+/** The largest sequence number: asking for what came after it answers only `last_seq`. */
+export const SINCE_NOW = 2 ** 31 - 1;
 
 export interface IDatasetQuery {
   q?: string;
@@ -139,32 +175,6 @@ export interface IGrantQuery {
   dataset?: string;
   /** 'true': only active grants; 'false': only revoked and expired ones; '' or absent: all. */
   active?: 'true' | 'false' | '';
-}
-
-/** One rule of `GET policies`; `match` keys as the service names them. */
-export interface IPolicyRule {
-  match: {
-    classification?: string[];
-    tags?: string[];
-    groups?: string[];
-    datasets?: string[];
-  };
-  decision: 'auto' | 'review' | 'deny' | string;
-  approvals?: number;
-  max_days: number;
-}
-
-export interface IPolicies {
-  rules: IPolicyRule[];
-  default: { decision: string; approvals?: number; max_days: number };
-}
-
-export interface IAuditQuery {
-  user?: string;
-  dataset?: string;
-  action?: string;
-  since?: string;
-  limit?: number;
 }
 
 /** The columns of a dataset, whichever of the documented shapes the service used. */
@@ -195,11 +205,11 @@ export function previewRows(preview: IPreview): unknown[][] {
 }
 
 export function isReviewer(me: IMe | null): boolean {
-  return !!me && (me.capabilities.includes('review') || me.admin);
+  return !!me && (me.can_review ?? (me.capabilities.includes('review') || me.admin));
 }
 
 export function isAdmin(me: IMe | null): boolean {
-  return !!me && (me.capabilities.includes('admin') || me.admin);
+  return !!me && (me.can_admin ?? (me.capabilities.includes('admin') || me.admin));
 }
 
 /** Access statuses from which the user may ask (again). */
@@ -225,42 +235,32 @@ export function formatDate(value: string | null | undefined, withTime = false): 
   return withTime ? date.toLocaleString() : date.toLocaleDateString();
 }
 
-/** "granted until 12 Mar 2025", "pending", "no access", ... */
-export function accessLabel(access: IAccess | undefined): string {
-  const status = access?.status ?? 'none';
-  if (status === 'granted' && access?.expires_at) {
-    return `granted until ${formatDate(access.expires_at)}`;
-  }
-  return status === 'none' ? 'no access' : status;
-}
-
 /** Readable text for any error, for showing in the panel ("No such dataset (404)"). */
 export function errorMessage(error: unknown): string {
   if (error instanceof Error) {
     const status = (error as { status?: unknown }).status;
-    return typeof status === 'number' && status > 0 ? `${error.message} (${status})` : error.message;
+    return typeof status === 'number' && status > 0
+      ? `${error.message} (${status})`
+      : error.message;
   }
   return String(error);
 }
 
-/** Audit actions (DESIGN.md), for the audit search. */
-export const AUDIT_ACTIONS = [
-  'request.create',
-  'request.approve',
-  'request.deny',
-  'request.withdraw',
-  'grant.create',
-  'grant.revoke',
-  'grant.expire',
-  'data.read',
-  'data.preview',
-  'access.denied',
-  'spawn.mounts'
-];
-
 /** The cell "Load into notebook" inserts and runs. */
 export function loadCode(datasetId: string): string {
   return `import jupyterhub_dataaccess as da\ndf = da.load(${JSON.stringify(datasetId)})\ndf`;
+}
+
+/** A dataset id as a DuckDB table name: quoted unless it is a plain identifier. */
+export function sqlTable(datasetId: string): string {
+  return /^[a-z_][a-z0-9_]*$/.test(datasetId) ? datasetId : `"${datasetId.replace(/"/g, '""')}"`;
+}
+
+/** The `da.sql` snippet the dataset page offers. */
+export function sqlCode(datasetId: string): string {
+  const sql = `SELECT * FROM ${sqlTable(datasetId)} LIMIT 100`;
+  const literal = /['\\\n]/.test(sql) ? JSON.stringify(sql) : `'${sql}'`;
+  return `import jupyterhub_dataaccess as da\ndf = da.sql(${literal})\ndf`;
 }
 
 /** A number of days for people: "30", "0.5", "1.25" (at most two decimals). */
@@ -268,31 +268,26 @@ export function daysText(days: number): string {
   return String(Math.round(days * 100) / 100);
 }
 
-function plural(n: number, word: string): string {
-  return `${n} ${word}${n === 1 ? '' : 's'}`;
-}
-
-/** "Needs 2 steward approvals" for a review by `approvals` stewards. */
-function reviewHeadline(approvals: number | undefined): string {
-  return `Needs ${plural(Math.max(1, approvals ?? 1), 'steward approval')}`;
-}
-
 /**
  * The outcome the request dialog shows before sending: "Approved at once — auto-approved: public
  * data", "Needs 2 steward approvals — restricted data", "Policy denies this request — dataset
  * forbidden". The reason's words that only repeat the headline are left out.
  */
-export function policyOutcomeText(policy: IRequestPolicy): string {
+export function policyOutcomeText(policy: IRequestPolicy, trans: ITrans = plainTrans): string {
   const reason = (policy.reason ?? '').trim();
   let headline: string;
   let detail = reason;
   if (policy.outcome === 'auto') {
-    headline = 'Approved at once';
+    headline = trans.__('Approved at once');
   } else if (policy.outcome === 'deny') {
-    headline = 'Policy denies this request';
+    headline = trans.__('Policy denies this request');
     detail = detail.replace(/^denied by policy\s*:?\s*/i, '');
   } else {
-    headline = reviewHeadline(policy.approvals);
+    headline = trans._n(
+      'Needs %1 steward approval',
+      'Needs %1 steward approvals',
+      Math.max(1, policy.approvals ?? 1)
+    );
     detail = detail.replace(/^needs \d+ steward approvals?\s*:?\s*/i, '');
   }
   const unwrapped = /^\((.*)\)$/.exec(detail);
@@ -304,7 +299,13 @@ export function policyOutcomeText(policy: IRequestPolicy): string {
 
 /** The days a request may ask for, capped at the policy's maximum (NaN and ≤ 0 left as they are). */
 export function clampDays(days: number, maxDays: number | null | undefined): number {
-  if (!Number.isFinite(days) || days <= 0 || !maxDays || !Number.isFinite(maxDays) || maxDays <= 0) {
+  if (
+    !Number.isFinite(days) ||
+    days <= 0 ||
+    !maxDays ||
+    !Number.isFinite(maxDays) ||
+    maxDays <= 0
+  ) {
     return days;
   }
   return Math.min(days, maxDays);
@@ -362,50 +363,4 @@ export function renewableRequestIds(requests: IAccessRequest[], grants: IGrant[]
     }
   }
   return out;
-}
-
-/** "confidential data", "internal data for analysts", "dataset forbidden", "any data". */
-export function describeMatch(match: IPolicyRule['match'] | undefined): string {
-  const parts: string[] = [];
-  const names = (value: string[] | string | undefined): string[] =>
-    value === undefined ? [] : Array.isArray(value) ? value : [value];
-  const classifications = names(match?.classification);
-  const tags = names(match?.tags);
-  const groups = names(match?.groups);
-  const datasets = names(match?.datasets);
-  if (classifications.length) {
-    parts.push(`${classifications.join('/')} data`);
-  }
-  if (tags.length) {
-    parts.push(`tagged ${tags.join('/')}`);
-  }
-  if (groups.length) {
-    parts.push(`for ${groups.join('/')}`);
-  }
-  if (datasets.length) {
-    parts.push(`${datasets.length === 1 ? 'dataset' : 'datasets'} ${datasets.join('/')}`);
-  }
-  return parts.join(', ') || 'any data';
-}
-
-/** "approved at once, up to 365 days", "2 steward approvals, up to 7 days", "denied". */
-export function describeDecision(rule: {
-  decision: string;
-  approvals?: number;
-  max_days?: number;
-}): string {
-  const days =
-    typeof rule.max_days === 'number'
-      ? `, up to ${plural(Number(daysText(rule.max_days)), 'day')}`
-      : '';
-  if (rule.decision === 'auto') {
-    return `approved at once${days}`;
-  }
-  if (rule.decision === 'deny') {
-    return 'denied';
-  }
-  if (rule.decision === 'review') {
-    return `${plural(Math.max(1, rule.approvals ?? 1), 'steward approval')}${days}`;
-  }
-  return `${rule.decision}${days}`;
 }

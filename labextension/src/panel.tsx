@@ -1,5 +1,5 @@
 /**
- * The JupyterLab side of the panel: the ReactWidget, the request and revoke dialogs,
+ * The JupyterLab side of the panel: the sidebar's ReactWidget, the request dialog,
  * notifications, and inserting + running the load cell in a notebook.
  */
 import { JupyterFrontEnd } from '@jupyterlab/application';
@@ -10,8 +10,10 @@ import { Widget } from '@lumino/widgets';
 import * as React from 'react';
 
 import { api } from './api';
+import { ITrans, plainTrans } from './i18n';
 import { dataAccessIcon } from './icon';
-import { IAccessRequest, IDataset, IDatasetDetails, IGrant, IRequestPolicy, loadCode } from './model';
+import { IAccessRequest, IDataset, IDatasetDetails, IRequestPolicy, loadCode } from './model';
+import { IPanelContext, PanelContext } from './polled';
 import { IRequestFormValue, problemWith, RequestFormBody } from './requestform';
 import { DataAccessApp, IPanelActions } from './views';
 
@@ -57,36 +59,33 @@ async function requestPolicyOf(dataset: IDataset): Promise<IRequestPolicy | null
 }
 
 /** Show the request dialog until it is cancelled or valid, then send the request. */
-export async function askForAccess(dataset: IDataset): Promise<IAccessRequest | null> {
+export async function askForAccess(
+  dataset: IDataset,
+  trans: ITrans = plainTrans
+): Promise<IAccessRequest | null> {
   const policy = await requestPolicyOf(dataset);
   let problem = '';
   let previous: IRequestFormValue | undefined;
   for (;;) {
     const result = await showDialog<IRequestFormValue>({
-      title: 'Request access',
-      body: new RequestForm(new RequestFormBody(dataset, policy, problem, previous)),
-      buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Request' })],
+      title: trans.__('Request access'),
+      body: new RequestForm(new RequestFormBody(dataset, policy, problem, previous, trans)),
+      buttons: [
+        Dialog.cancelButton({ label: trans.__('Cancel') }),
+        Dialog.okButton({ label: trans.__('Request') })
+      ],
       focusNodeSelector: 'textarea'
     });
     if (!result.button.accept || !result.value) {
       return null;
     }
     previous = result.value;
-    problem = problemWith(result.value, policy);
+    problem = problemWith(result.value, policy, trans);
     if (!problem) {
       break;
     }
   }
   return api.createRequest(dataset.id, previous.justification, previous.days);
-}
-
-export async function confirmRevoke(grant: IGrant): Promise<boolean> {
-  const result = await showDialog({
-    title: 'Revoke access?',
-    body: `${grant.user} loses access to ${grant.dataset} on their next read.`,
-    buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Revoke' })]
-  });
-  return result.button.accept;
 }
 
 /** Insert `df = da.load("<id>")` into the current notebook (or a new one) and run it. */
@@ -116,7 +115,9 @@ export async function loadIntoNotebook(
   const notebook = panel.content;
   const active = notebook.activeCell;
   const reusable =
-    active !== null && active.model.type === 'code' && active.model.sharedModel.getSource().trim() === '';
+    active !== null &&
+    active.model.type === 'code' &&
+    active.model.sharedModel.getSource().trim() === '';
   if (!reusable) {
     NotebookActions.insertBelow(notebook);
   }
@@ -131,31 +132,55 @@ export async function loadIntoNotebook(
   await NotebookActions.run(notebook, panel.sessionContext);
 }
 
-function notify(kind: 'success' | 'warning' | 'error' | 'info', message: string): void {
+export function notify(kind: 'success' | 'warning' | 'error' | 'info', message: string): void {
   Notification[kind](message, { autoClose: 10_000 });
 }
 
-/** The left-sidebar widget. */
-export class DataAccessPanel extends ReactWidget {
-  constructor(app: JupyterFrontEnd, tracker: INotebookTracker) {
+/** A ReactWidget whose tree reads the panel's context (strings, settings): `update()` re-renders. */
+export abstract class ContextWidget extends ReactWidget {
+  constructor(protected readonly context: () => IPanelContext) {
     super();
-    this.id = PANEL_ID;
-    this.addClass('jp-DataAccess-panel');
-    this.title.icon = dataAccessIcon;
-    this.title.label = 'Data';
-    this.title.caption = 'Data';
-    this._actions = {
-      askForAccess,
-      confirmRevoke,
-      loadIntoNotebook: datasetId => loadIntoNotebook(app, tracker, datasetId),
-      notify,
-      isVisible: () => this.isVisible
-    };
   }
 
   protected render(): JSX.Element {
-    return <DataAccessApp api={api} actions={this._actions} />;
+    return (
+      <PanelContext.Provider value={this.context()}>{this.renderContent()}</PanelContext.Provider>
+    );
   }
 
-  private _actions: IPanelActions;
+  protected abstract renderContent(): JSX.Element;
+}
+
+/** The left-sidebar widget. */
+export class DataAccessPanel extends ContextWidget {
+  constructor(
+    private readonly actions: IPanelActions,
+    context: () => IPanelContext
+  ) {
+    super(context);
+    const { trans } = context();
+    this.id = PANEL_ID;
+    this.addClass('jp-DataAccess-panel');
+    this.title.icon = dataAccessIcon;
+    this.title.label = trans.__('Data');
+    this.title.caption = trans.__('Data');
+  }
+
+  /** Show Browse with `text` in the search box, focused. */
+  async search(text = ''): Promise<void> {
+    this._search = { text, nonce: (this._search?.nonce ?? 0) + 1 };
+    this.update();
+    // A command palette that closes gives the focus back to the main area once its activation
+    // message is processed (on the next animation frame): take the focus after that.
+    for (let frame = 0; frame < 2; frame++) {
+      await new Promise(resolve => requestAnimationFrame(resolve));
+    }
+    this.node.querySelector<HTMLInputElement>('input[type=search]')?.focus();
+  }
+
+  protected renderContent(): JSX.Element {
+    return <DataAccessApp api={api} actions={this.actions} search={this._search} />;
+  }
+
+  private _search: { text: string; nonce: number } | undefined;
 }

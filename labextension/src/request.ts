@@ -75,7 +75,10 @@ export async function requestAPI<T>(
     throw new DataAccessError(response.status, message);
   }
   if (text.length > 0 && data === null) {
-    throw new DataAccessError(response.status, 'The server answered with something that is not JSON');
+    throw new DataAccessError(
+      response.status,
+      'The server answered with something that is not JSON'
+    );
   }
   return data as T;
 }

@@ -3,13 +3,8 @@
  * it: the expected outcome from the dataset's `request_policy`, a required justification, and the
  * days capped at the policy's maximum. Every string is set as text, never as HTML.
  */
-import {
-  clampDays,
-  daysText,
-  IDataset,
-  IRequestPolicy,
-  policyOutcomeText
-} from './model';
+import { clampDays, daysText, IDataset, IRequestPolicy, policyOutcomeText } from './model';
+import { ITrans, plainTrans } from './i18n';
 
 export const DEFAULT_DAYS = 30;
 
@@ -25,29 +20,35 @@ export class RequestFormBody {
     dataset: IDataset,
     readonly policy: IRequestPolicy | null,
     problem = '',
-    previous?: IRequestFormValue
+    previous?: IRequestFormValue,
+    trans: ITrans = plainTrans
   ) {
     this.node = document.createElement('div');
     this.node.className = 'jp-DataAccess-requestForm';
 
     const intro = document.createElement('p');
-    intro.textContent = `Why do you need "${dataset.title || dataset.id}" (${dataset.classification})?`;
+    intro.textContent = trans.__(
+      'Why do you need "%1" (%2)?',
+      dataset.title || dataset.id,
+      dataset.classification
+    );
     this.node.appendChild(intro);
 
     const outcome = document.createElement('div');
     outcome.className = 'jp-DataAccess-outcome';
     outcome.setAttribute('role', 'status');
     if (policy) {
-      const kind = policy.outcome === 'auto' || policy.outcome === 'deny' ? policy.outcome : 'review';
+      const kind =
+        policy.outcome === 'auto' || policy.outcome === 'deny' ? policy.outcome : 'review';
       outcome.classList.add(`jp-mod-${kind}`);
-      outcome.textContent = policyOutcomeText(policy);
+      outcome.textContent = policyOutcomeText(policy, trans);
     } else {
-      outcome.textContent = 'The policy decides when you send the request.';
+      outcome.textContent = trans.__('The policy decides when you send the request.');
     }
     this.node.appendChild(outcome);
 
     const justificationLabel = document.createElement('label');
-    justificationLabel.textContent = 'Justification (required)';
+    justificationLabel.textContent = trans.__('Justification (required)');
     this.justification = document.createElement('textarea');
     this.justification.required = true;
     this.justification.rows = 4;
@@ -56,7 +57,7 @@ export class RequestFormBody {
     justificationLabel.appendChild(this.justification);
 
     const daysLabel = document.createElement('label');
-    daysLabel.textContent = 'Days';
+    daysLabel.textContent = trans.__('Days');
     this.days = document.createElement('input');
     this.days.type = 'number';
     this.days.min = '0.01';
@@ -72,7 +73,7 @@ export class RequestFormBody {
     if (max !== null) {
       const hint = document.createElement('span');
       hint.className = 'jp-DataAccess-hint';
-      hint.textContent = `up to ${daysText(max)} day${max === 1 ? '' : 's'}`;
+      hint.textContent = trans._n('up to %2 day', 'up to %2 days', max, daysText(max));
       daysLabel.appendChild(hint);
     }
     // Clamp what was typed once the field is left (typing "4" on the way to "45" stays possible).
@@ -129,15 +130,19 @@ export class RequestFormBody {
 }
 
 /** Why the value cannot be sent, or '' when it can. */
-export function problemWith(value: IRequestFormValue, policy: IRequestPolicy | null): string {
+export function problemWith(
+  value: IRequestFormValue,
+  policy: IRequestPolicy | null,
+  trans: ITrans = plainTrans
+): string {
   if (policy?.outcome === 'deny') {
-    return policyOutcomeText(policy);
+    return policyOutcomeText(policy, trans);
   }
   if (!value.justification) {
-    return 'Please say why you need this dataset.';
+    return trans.__('Please say why you need this dataset.');
   }
   if (!Number.isFinite(value.days) || value.days <= 0) {
-    return 'Days must be a positive number.';
+    return trans.__('Days must be a positive number.');
   }
   return '';
 }

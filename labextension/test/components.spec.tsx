@@ -6,8 +6,8 @@ import * as React from 'react';
 import { act } from 'react';
 import { createRoot, Root } from 'react-dom/client';
 
-import { DatasetDetailsView, DatasetRow, PreviewTable, RequestCard } from '../src/components';
-import { IAccessRequest, IDataset, loadCode } from '../src/model';
+import { DataGrid, DatasetRow, PreviewGrid, RequestCard } from '../src/components';
+import { IAccessRequest, IColumn, IDataset, loadCode, sqlCode } from '../src/model';
 
 (globalThis as { IS_REACT_ACT_ENVIRONMENT?: boolean }).IS_REACT_ACT_ENVIRONMENT = true;
 
@@ -57,7 +57,14 @@ function expectNoMarkup(): void {
 
 describe('DatasetRow', () => {
   it('shows a hostile title as text', () => {
-    render(<DatasetRow dataset={dataset('none')} onOpen={jest.fn()} onRequest={jest.fn()} onLoad={jest.fn()} />);
+    render(
+      <DatasetRow
+        dataset={dataset('none')}
+        onOpen={jest.fn()}
+        onRequest={jest.fn()}
+        onLoad={jest.fn()}
+      />
+    );
     expect(container.querySelector('.jp-DataAccess-title')?.textContent).toBe(HOSTILE);
     expectNoMarkup();
   });
@@ -65,7 +72,14 @@ describe('DatasetRow', () => {
   it('offers "Request access" for none, denied, expired and revoked, and sends the dataset', () => {
     for (const status of ['none', 'denied', 'expired', 'revoked'] as const) {
       const onRequest = jest.fn();
-      render(<DatasetRow dataset={dataset(status)} onOpen={jest.fn()} onRequest={onRequest} onLoad={jest.fn()} />);
+      render(
+        <DatasetRow
+          dataset={dataset(status)}
+          onOpen={jest.fn()}
+          onRequest={onRequest}
+          onLoad={jest.fn()}
+        />
+      );
       expect(buttonNames()).toEqual(['Request access']);
       act(() => container.querySelector('button')!.click());
       expect(onRequest).toHaveBeenCalledWith(expect.objectContaining({ id: 'penguins' }));
@@ -73,14 +87,28 @@ describe('DatasetRow', () => {
   });
 
   it('says "no access" rather than the API\'s "none"', () => {
-    render(<DatasetRow dataset={dataset('none')} onOpen={jest.fn()} onRequest={jest.fn()} onLoad={jest.fn()} />);
+    render(
+      <DatasetRow
+        dataset={dataset('none')}
+        onOpen={jest.fn()}
+        onRequest={jest.fn()}
+        onLoad={jest.fn()}
+      />
+    );
     expect(container.querySelector('.jp-DataAccess-status')?.textContent).toBe('no access');
   });
 
   it('offers "Load into notebook" when granted and shows the expiry', () => {
     const onLoad = jest.fn();
     const onOpen = jest.fn();
-    render(<DatasetRow dataset={dataset('granted')} onOpen={onOpen} onRequest={jest.fn()} onLoad={onLoad} />);
+    render(
+      <DatasetRow
+        dataset={dataset('granted')}
+        onOpen={onOpen}
+        onRequest={jest.fn()}
+        onLoad={onLoad}
+      />
+    );
     expect(buttonNames()).toEqual(['Load into notebook']);
     expect(container.textContent).toContain('granted until');
     act(() => container.querySelector('button')!.click());
@@ -89,55 +117,76 @@ describe('DatasetRow', () => {
   });
 
   it('offers nothing while pending', () => {
-    render(<DatasetRow dataset={dataset('pending')} onOpen={jest.fn()} onRequest={jest.fn()} onLoad={jest.fn()} />);
+    render(
+      <DatasetRow
+        dataset={dataset('pending')}
+        onOpen={jest.fn()}
+        onRequest={jest.fn()}
+        onLoad={jest.fn()}
+      />
+    );
     expect(buttonNames()).toEqual([]);
     expect(container.textContent).toContain('pending');
   });
 });
 
-describe('DatasetDetailsView', () => {
-  it('shows description, owner, stewards, schema and row count as text', () => {
-    render(
-      <DatasetDetailsView
-        details={{
-          ...dataset('granted'),
-          rows: 344,
-          columns: [
-            { name: 'species', type: 'string' },
-            { name: HOSTILE, type: 'int64', mask: 'redact' }
-          ]
-        }}
-        preview={{ columns: ['species', 'mass'], rows: [[HOSTILE, 3750]] }}
-        previewError={null}
-        onRequest={jest.fn()}
-        onLoad={jest.fn()}
-      />
+describe('PreviewGrid', () => {
+  it('accepts rows as objects keyed by column', () => {
+    render(<PreviewGrid preview={{ columns: ['a', 'b'], rows: [{ a: 1, b: null }] }} />);
+    const cells = Array.from(container.querySelectorAll('[role=gridcell]')).map(
+      td => td.textContent
     );
-    expect(container.querySelector('.jp-DataAccess-description')?.textContent).toBe(HOSTILE);
-    expect(container.textContent).toContain('bob, group stewards');
-    expect(container.textContent).toContain('344');
-    expect(container.textContent).toContain('int64 (masked: redact)');
-    expect(container.querySelector('.jp-DataAccess-preview tbody td')?.textContent).toBe(HOSTILE);
+    expect(cells).toEqual(['1', '']);
+  });
+
+  it('takes the column objects the service sends and shows hostile cells as text', () => {
+    const columns: IColumn[] = [
+      { name: 'species', type: 'string', mask: null },
+      { name: 'sex', type: 'string', mask: 'redact' }
+    ];
+    render(<PreviewGrid preview={{ columns, rows: [[HOSTILE, 'REDACTED']] }} />);
+    const heads = Array.from(container.querySelectorAll('[role=columnheader]')).map(
+      th => th.textContent
+    );
+    expect(heads).toEqual(['species', 'sex']);
+    expect(container.querySelector('tbody')?.textContent).toBe(`${HOSTILE}REDACTED`);
     expectNoMarkup();
   });
 });
 
-describe('PreviewTable', () => {
-  it('accepts rows as objects keyed by column', () => {
-    render(<PreviewTable preview={{ columns: ['a', 'b'], rows: [{ a: 1, b: null }] }} />);
-    const cells = Array.from(container.querySelectorAll('tbody td')).map(td => td.textContent);
-    expect(cells).toEqual(['1', '']);
-  });
-
-  it('takes the column objects the service sends (name, type, mask)', () => {
-    const columns = [
-      { name: 'species', type: 'string', mask: null },
-      { name: 'sex', type: 'string', mask: 'redact' }
-    ];
-    render(<PreviewTable preview={{ columns, rows: [['Adelie', 'REDACTED']] }} />);
-    const heads = Array.from(container.querySelectorAll('th')).map(th => th.textContent);
-    expect(heads).toEqual(['species', 'sex']);
-    expect(container.querySelector('tbody')?.textContent).toBe('AdelieREDACTED');
+describe('DataGrid', () => {
+  it('keeps one cell in the Tab order and moves it with the arrow keys, Home and End', () => {
+    render(
+      <DataGrid
+        label="grid"
+        columns={['a', 'b', 'c']}
+        rows={[
+          [1, 2, 3],
+          [4, 5, 6]
+        ]}
+      />
+    );
+    const tabbable = (): string[] =>
+      Array.from(container.querySelectorAll('[tabindex="0"]')).map(
+        cell => (cell as HTMLElement).dataset.cell ?? ''
+      );
+    expect(tabbable()).toEqual(['0:0']);
+    const grid = container.querySelector('[role=grid]')!;
+    const press = (key: string, ctrlKey = false): void =>
+      act(() => {
+        grid.dispatchEvent(new KeyboardEvent('keydown', { key, ctrlKey, bubbles: true }));
+      });
+    press('ArrowDown');
+    press('ArrowRight');
+    expect(tabbable()).toEqual(['1:1']);
+    expect((document.activeElement as HTMLElement).textContent).toBe('2');
+    press('End');
+    expect(tabbable()).toEqual(['1:2']);
+    press('ArrowDown');
+    press('ArrowDown'); // stays on the last row
+    expect(tabbable()).toEqual(['2:2']);
+    press('Home', true);
+    expect(tabbable()).toEqual(['0:0']);
   });
 });
 
@@ -168,8 +217,15 @@ describe('RequestCard', () => {
   });
 });
 
-describe('loadCode', () => {
+describe('loadCode and sqlCode', () => {
   it('is the documented three-line cell', () => {
-    expect(loadCode('penguins')).toBe('import jupyterhub_dataaccess as da\ndf = da.load("penguins")\ndf');
+    expect(loadCode('penguins')).toBe(
+      'import jupyterhub_dataaccess as da\ndf = da.load("penguins")\ndf'
+    );
+  });
+
+  it('quotes a dataset id that is not a plain SQL name', () => {
+    expect(sqlCode('penguins')).toContain("da.sql('SELECT * FROM penguins LIMIT 100')");
+    expect(sqlCode('nyc-taxi')).toContain(`da.sql('SELECT * FROM "nyc-taxi" LIMIT 100')`);
   });
 });

@@ -1,15 +1,14 @@
 /**
- * The expected outcome shown before sending, the days cap, the tag choices, which requests renew,
- * and the readable policy rules: pure helpers of model.ts, and the request dialog's body in jsdom.
+ * The expected outcome shown before sending, the days cap, the tag choices and which requests
+ * renew: pure helpers of model.ts, and the request dialog's body in jsdom.
  */
 import {
   clampDays,
   daysText,
-  describeDecision,
-  describeMatch,
   IAccessRequest,
   IDataset,
   IGrant,
+  IRequestPolicy,
   mergeTags,
   policyOutcomeText,
   renewableRequestIds
@@ -21,7 +20,12 @@ const HOSTILE = '<img src=x onerror="window.__pwned=1">';
 describe('policyOutcomeText', () => {
   it('says approved at once, with the reason', () => {
     expect(
-      policyOutcomeText({ outcome: 'auto', approvals: 0, max_days: 365, reason: 'auto-approved: public data' })
+      policyOutcomeText({
+        outcome: 'auto',
+        approvals: 0,
+        max_days: 365,
+        reason: 'auto-approved: public data'
+      })
     ).toBe('Approved at once — auto-approved: public data');
   });
 
@@ -94,7 +98,12 @@ describe('mergeTags', () => {
     const known = mergeTags([], [ds('a', ['teaching', 'biology']), ds('b', ['biology', 'hr'])]);
     expect(known).toEqual(['biology', 'hr', 'teaching']);
     expect(mergeTags(known, [ds('a', ['teaching'])])).toBe(known);
-    expect(mergeTags(known, [ds('c', ['finance'])])).toEqual(['biology', 'finance', 'hr', 'teaching']);
+    expect(mergeTags(known, [ds('c', ['finance'])])).toEqual([
+      'biology',
+      'finance',
+      'hr',
+      'teaching'
+    ]);
   });
 });
 
@@ -149,29 +158,9 @@ describe('renewableRequestIds', () => {
   });
 });
 
-describe('describeMatch and describeDecision', () => {
-  it('reads like the service\'s reasons', () => {
-    expect(describeMatch({ classification: ['confidential'] })).toBe('confidential data');
-    expect(describeMatch({ classification: ['internal'], groups: ['analysts'] })).toBe(
-      'internal data, for analysts'
-    );
-    expect(describeMatch({ datasets: ['forbidden'] })).toBe('dataset forbidden');
-    expect(describeMatch({ tags: ['hr', 'pii'] })).toBe('tagged hr/pii');
-    expect(describeMatch({})).toBe('any data');
-    expect(describeDecision({ decision: 'auto', max_days: 365 })).toBe('approved at once, up to 365 days');
-    expect(describeDecision({ decision: 'review', approvals: 2, max_days: 7 })).toBe(
-      '2 steward approvals, up to 7 days'
-    );
-    expect(describeDecision({ decision: 'review', approvals: 1, max_days: 1 })).toBe(
-      '1 steward approval, up to 1 day'
-    );
-    expect(describeDecision({ decision: 'deny', max_days: 30 })).toBe('denied');
-  });
-});
-
 describe('RequestFormBody', () => {
   const dataset = { ...ds('salaries', ['hr']), title: HOSTILE, classification: 'restricted' };
-  const review = {
+  const review: IRequestPolicy = {
     outcome: 'review',
     approvals: 2,
     max_days: 7,
@@ -213,7 +202,12 @@ describe('RequestFormBody', () => {
   });
 
   it('cannot be sent when the policy denies it', () => {
-    const deny = { outcome: 'deny', approvals: 0, max_days: 30, reason: 'denied by policy: dataset forbidden' };
+    const deny: IRequestPolicy = {
+      outcome: 'deny',
+      approvals: 0,
+      max_days: 30,
+      reason: 'denied by policy: dataset forbidden'
+    };
     const form = new RequestFormBody(dataset, deny, '', { justification: 'please', days: 3 });
     expect(form.node.querySelector('.jp-DataAccess-outcome')?.textContent).toBe(
       'Policy denies this request — dataset forbidden'
@@ -228,7 +222,9 @@ describe('RequestFormBody', () => {
     expect(form.days.max).toBe('');
     expect(form.days.value).toBe('30');
     expect(form.node.querySelector('.jp-DataAccess-hint')).toBeNull();
-    expect(form.node.querySelector('.jp-DataAccess-outcome')?.textContent).toContain('policy decides');
+    expect(form.node.querySelector('.jp-DataAccess-outcome')?.textContent).toContain(
+      'policy decides'
+    );
     form.days.value = '400';
     expect(form.getValue().days).toBe(400);
   });

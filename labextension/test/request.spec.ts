@@ -16,7 +16,9 @@ jest.mock('@jupyterlab/coreutils', () => ({
   URLExt: {
     join: (...parts: string[]) =>
       parts
-        .map((part, index) => (index === 0 ? part.replace(/\/+$/, '') : part.replace(/^\/+|\/+$/g, '')))
+        .map((part, index) =>
+          index === 0 ? part.replace(/\/+$/, '') : part.replace(/^\/+|\/+$/g, '')
+        )
         .filter(part => part.length > 0)
         .join('/')
   }
@@ -99,9 +101,9 @@ describe('requestAPI', () => {
 
 describe('withQuery', () => {
   it('leaves out empty values and encodes the rest', () => {
-    expect(withQuery('datasets', { q: 'a&b=c', classification: '', status: undefined, limit: 50 })).toBe(
-      'datasets?q=a%26b%3Dc&limit=50'
-    );
+    expect(
+      withQuery('datasets', { q: 'a&b=c', classification: '', status: undefined, limit: 50 })
+    ).toBe('datasets?q=a%26b%3Dc&limit=50');
     expect(withQuery('me', {})).toBe('me');
   });
 });
