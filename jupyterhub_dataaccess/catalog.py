@@ -13,7 +13,7 @@ from typing import Any
 from .sources.filters import RowFilter
 
 DATASET_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-MASKS = ("redact", "hash", "null")
+MASKS = ("redact", "hash", "hash-v1", "hash-v2", "null")
 SOURCE_KINDS = ("file", "sql", "s3", "iceberg", "delta")
 FILE_FORMATS = ("csv", "parquet", "jsonl")
 
@@ -49,7 +49,7 @@ class Dataset:
     classification: str = "internal"
     tags: tuple[str, ...] = ()
     source: Source = Source(kind="file")
-    masks: dict[str, str] = field(default_factory=dict)  # column -> redact|hash|null
+    masks: dict[str, str] = field(default_factory=dict)  # column -> redact, hash (-v1, -v2), null
     row_filter: RowFilter | None = None
     mount_path: str = ""  # where the data lives on the host or volume
     mount_claim: str = ""  # Kubernetes: PersistentVolumeClaim holding mount_path (as subPath)

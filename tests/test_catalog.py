@@ -182,7 +182,7 @@ def test_when_an_id_is_not_a_string_then_the_dataset_is_named_by_position(tmp_pa
     ({"stewards": "[bob]"}, 4, "stewards", "must be a mapping"),
     ({"stewards": "{users: bob, groups: [1]}"}, 4, "groups", "non-empty strings"),
     ({"columns": "[sex]"}, 4, "columns", "must be a mapping"),
-    ({"columns": "{sex: {mask: blur}}"}, 4, "sex", "needs mask: one of redact, hash, null"),
+    ({"columns": "{sex: {mask: blur}}"}, 4, "sex", "needs mask: one of redact, hash, hash-v1, hash-v2, null"),
     ({"columns": "{sex: redact}"}, 4, "sex", "needs mask"),
     ({"columns": "{sex: {}}"}, 4, "sex", "needs mask"),
     ({"columns": "{sex: {mask: null}}"}, 4, "sex", 'quote it: mask: "null"'),
