@@ -197,19 +197,6 @@ class _Body(io.RawIOBase):
         self._pos += n
         return n
 
-    def read_whole(self) -> Any:
-        """Everything left, into one buffer (allocated once when the length is known)."""
-        if self.total is None:
-            return memoryview(io.BufferedReader(self, 1 << 20).read())
-        out = memoryview(bytearray(self.total))
-        filled = 0
-        while filled < self.total:
-            n = self.readinto(out[filled:])
-            if not n:
-                raise DataAccessError(f"The read of {self.label!r} was cut short; try again")
-            filled += n
-        return out
-
     def _show(self) -> None:
         now = time.monotonic()
         if now - self.start > 1.0 and now - self.shown > 0.25:
@@ -274,6 +261,23 @@ def _stream(dataset: str, fmt: str | None, columns: list[str] | None,
     return resp, _Body(resp, dataset)
 
 
+def _load_stream(dataset: str, columns: list[str] | None, where: str | None, limit: int,
+                 version: str | None) -> tuple[Any, dict[str, Any]]:
+    """One governed stream of at most `limit` rows (an Arrow stream: a limit never sends a file
+    as it is)."""
+    import pyarrow as pa
+
+    resp, body = _stream(dataset, "arrow", columns, where, limit, version)
+    try:
+        with pa.ipc.open_stream(io.BufferedReader(body, buffer_size=1 << 20)) as reader:
+            return reader.read_all(), _origin(dataset, resp)
+    except pa.ArrowInvalid as e:
+        raise DataAccessError(f"The read of {dataset!r} was cut short; try again ({e})") from None
+    finally:
+        body.finish()
+        resp.close()
+
+
 def load(dataset: str, columns: list[str] | None = None, as_: str = "pandas", *,
          where: str | None = None, limit: int | None = None, version: str | None = None
          ) -> Any:
@@ -284,8 +288,10 @@ def load(dataset: str, columns: list[str] | None = None, as_: str = "pandas", *,
     dataset's row filter and masks (a predicate on a masked column compares masked values), and
     are pushed down to the source where that is safe, so only the answer travels.
 
-    as_="dask" gives a Dask DataFrame with a partition per ticket of a scan plan (`da.scan`):
-    its tasks fetch with their ticket alone, so the workers need no token.
+    Without `limit` the read is a scan plan (`da.scan`) whose partitions are fetched several at
+    once over kept-alive connections; with it, one stream that stops at the limit.
+    as_="dask" gives a Dask DataFrame with a partition per ticket of the plan: its tasks fetch
+    with their ticket alone, so the workers need no token.
 
     `version` reads that version of the dataset (an Iceberg snapshot id, a Delta version; for
     files only the current one), a DataAccessError (404) naming it if the dataset has no such
@@ -300,27 +306,16 @@ def load(dataset: str, columns: list[str] | None = None, as_: str = "pandas", *,
         raise ValueError("as_ must be 'pandas', 'arrow', 'polars' or 'dask'")
     if as_ != "arrow":
         _require(as_, f"as_={as_!r}")
-    if as_ == "dask":
-        if limit is not None:
-            raise ValueError("limit is not taken with as_='dask' (use .head() on the frame)")
-        return _dask_frame(scan(dataset, columns, where, version))
-    import pyarrow as pa
-
-    resp, body = _stream(dataset, None, columns, where, limit, version)
-    origin = _origin(dataset, resp)
-    try:
-        if resp.headers.get("Content-Type", "").startswith(_TYPES["parquet"]):
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(pa.py_buffer(body.read_whole()))
-        else:
-            with pa.ipc.open_stream(io.BufferedReader(body, buffer_size=1 << 20)) as reader:
-                table = reader.read_all()
-    except pa.ArrowInvalid as e:
-        raise DataAccessError(f"The read of {dataset!r} was cut short; try again ({e})") from None
-    finally:
-        body.finish()
-        resp.close()
+    if limit is None:
+        plan = scan(dataset, columns, where, version)
+        if as_ == "dask":
+            return _dask_frame(plan)
+        table = load_partitions(plan)
+        origin = {k: plan[k] for k in ("dataset", "version", "audit_seq")}  # its data.scan
+    elif as_ == "dask":
+        raise ValueError("limit is not taken with as_='dask' (use .head() on the frame)")
+    else:
+        table, origin = _load_stream(dataset, columns, where, limit, version)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                            b"dataaccess": json.dumps(origin).encode()})
     if as_ == "arrow":
@@ -542,7 +537,7 @@ def _fetch_once(part: Partition) -> Any:
     conn = _connection(url.scheme, url.netloc)
     path = url.path + (f"?{url.query}" if url.query else "")
     headers = {"Authorization": f"ticket {part.ticket}",
-               "Accept": "application/vnd.apache.arrow.stream"}
+               "Accept": f"{_TYPES['parquet']}, {_TYPES['arrow']};q=0.9"}
     for fresh in (False, True):  # a kept-alive connection the server closed: one new try
         try:
             if fresh:
@@ -565,31 +560,53 @@ def _fetch_once(part: Partition) -> Any:
             refusal.body["retry_after"] = int(retry)
         raise refusal
     try:
-        with pa.ipc.open_stream(resp) as reader:
+        if resp.getheader("Content-Type", "").startswith(_TYPES["parquet"]):
+            import pyarrow.parquet as pq
+
+            return pq.read_table(_receive(resp, int(resp.getheader("Content-Length"))))
+        with pa.ipc.open_stream(resp) as reader:  # decoded batch by batch as it arrives
             table = reader.read_all()
         if resp.read(1):
             raise pa.ArrowInvalid("data after the end of the stream")
-    except (pa.ArrowInvalid, http.client.IncompleteRead, OSError) as e:
+        return table
+    except (pa.ArrowInvalid, http.client.HTTPException, OSError, TypeError) as e:
         conn.close()
         raise DataAccessError(f"The read of {url.path.rsplit('/', 1)[-1]!r} was cut short; "
                               f"try again ({type(e).__name__})") from None
-    return table
+
+
+def _receive(resp: Any, length: int) -> Any:
+    """A body of known length, received straight into one Arrow buffer (no copies on the way;
+    Arrow's memory pool reuses its pages from one read to the next)."""
+    import pyarrow as pa
+
+    buf = pa.allocate_buffer(length)
+    view = memoryview(buf)
+    got = 0
+    while got < length:
+        n = resp.readinto(view[got:])
+        if not n:
+            raise OSError("the body ended early")
+        got += n
+    return buf
 
 
 def load_partitions(plan: dict[str, Any], parallel: int = 4) -> Any:
     """Every partition of a plan, fetched `parallel` at a time, as one Arrow table (in order)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import pyarrow as pa
 
     parts = partitions(plan)
     schema = plan_schema(plan)
-    if len(parts) <= 1 or parallel <= 1:
-        tables = [fetch_partition(p) for p in parts]
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(min(parallel, len(parts)),
-                                thread_name_prefix="dataaccess-fetch") as pool:
-            tables = list(pool.map(fetch_partition, parts))
+    tables, start = [], time.monotonic()
+    with ThreadPoolExecutor(max(1, min(parallel, len(parts))),
+                            thread_name_prefix="dataaccess-fetch") as pool:
+        for table in pool.map(fetch_partition, parts):
+            tables.append(table)
+            if time.monotonic() - start > 1.0:  # long reads show progress
+                sys.stderr.write(f"\r{plan['dataset']}: {len(tables)} of {len(parts)} "
+                                 f"partitions{chr(10) if len(tables) == len(parts) else ''}")
     if not tables:
         return schema.empty_table()
     return pa.concat_tables([t.cast(schema) if t.schema != schema else t for t in tables])

@@ -39,6 +39,7 @@ from .sources.readers import (
     check_columns,
     governed_schema,
     reader_for,
+    whole_file,
 )
 from .times import iso
 
@@ -46,6 +47,7 @@ SCHEME = "ticket"
 _PREFIX = "dat1"
 _MAC_CONTEXT = b"jupyterhub-dataaccess ticket v1\n"
 MAX_TICKET_CHARS = 16 * 1024
+AS_IS_FACTOR = 4  # a file up to this many times the partition target is one partition, as is
 
 
 class TicketRequired(GovernanceError):
@@ -104,8 +106,7 @@ class Claims:
     def audit_detail(self) -> dict[str, Any]:
         """The data.read record of one fetch: the partition, never the ticket itself."""
         return {"ticket": self.id, "scan": self.scan, "partition": list(self.partition),
-                "version": self.version, "columns": self.columns, "where": self.where,
-                "format": "arrow"}
+                "version": self.version, "columns": self.columns, "where": self.where}
 
 
 def _b64(data: bytes) -> str:
@@ -189,6 +190,16 @@ def _governed_read(ds: Any, reader: Reader, key: bytes, columns: list[str] | Non
     return plan.schema, execute(plan, key)
 
 
+def _as_is(ds: Any, reader: Reader, claims: Claims) -> str | None:
+    spec = claims.partition
+    if claims.columns or claims.where or spec[0] != "rg" or not whole_file(ds, None):
+        return None
+    import pyarrow.parquet as pq
+
+    path = reader.partition_file(reader._dataset(), spec)
+    return path if spec[3] == 0 and spec[4] == pq.read_metadata(path).num_row_groups else None
+
+
 def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest, *,
               ticket_key: bytes, ttl: float, target_bytes: int,
               url_for: Callable[[str], str]) -> dict[str, Any]:
@@ -203,7 +214,9 @@ def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest
         names = check_columns(raw, req.columns)
         if rf:
             check_columns(raw, sorted(rf.columns))
-        parts = reader.partitions(target_bytes)
+        # with nothing to govern a whole file can go as it is: bigger partitions pay then
+        as_is = not (ds.masks or ds.row_filter or req.columns or req.where)
+        parts = reader.partitions(target_bytes * (AS_IS_FACTOR if as_is else 1))
     except (ColumnError, FilterError) as e:
         raise BadRequest(str(e)) from None
     except UnknownVersion as e:
@@ -229,17 +242,33 @@ def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest
             "schema": _b64(schema.serialize().to_pybytes()), "partitions": out}
 
 
-def open_partition(gov: Governance, claims: Claims, mask_key: bytes
-                   ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    """One partition for a verified ticket: its grant checked now and the fetch audited."""
+@dataclass
+class Opened:
+    """A partition ready to send: the source file as it is (`path`), or governed batches."""
+
+    path: str | None = None
+    schema: pa.Schema | None = None
+    batches: Iterator[pa.RecordBatch] | None = None
+
+
+def open_partition(gov: Governance, claims: Claims, mask_key: bytes,
+                   accept_parquet: bool = False) -> Opened:
+    """One partition for a verified ticket: its grant checked now and the fetch audited. With
+    `accept_parquet`, a partition that is a whole Parquet file with nothing to govern (no mask,
+    row filter, projection or where) is the file as it is."""
     who = Principal(claims.user, capabilities=frozenset({"browse"}))
     ds = gov.dataset(who, claims.dataset)
     try:
         reader = reader_for(ds, claims.version)
         reader.version()  # a file changed since the plan has no such version any more
-        gov.authorize(who, ds.id, "data.read", claims.audit_detail(), grant_id=claims.grant)
-        return _governed_read(ds, reader, mask_key, claims.columns, claims.where,
-                              claims.partition)
+        path = _as_is(ds, reader, claims) if accept_parquet else None
+        detail = dict(claims.audit_detail(), format="parquet" if path else "arrow")
+        gov.authorize(who, ds.id, "data.read", detail, grant_id=claims.grant)
+        if path:
+            return Opened(path=path)
+        schema, batches = _governed_read(ds, reader, mask_key, claims.columns, claims.where,
+                                         claims.partition)
+        return Opened(schema=schema, batches=batches)
     except (PartitionChanged, UnknownVersion):
         raise ExpiredTicket("The dataset changed since this plan was made: ask for a new "
                             "plan (da.scan, or da.load again)") from None

@@ -492,10 +492,14 @@ class TicketHandler(DataHandler):
         except web.HTTPError:
             self._retry_after = self._headers.get("Retry-After")
             raise
+        accept = FORMATS["parquet"] in self.request.headers.get("Accept", "")
         with service.streams.slot(claims.user):  # the same per-user cap as every stream
-            schema, batches = await self.run(tickets.open_partition, service.governance, claims,
-                                             service.keys.mask)
-            await self._send_batches(claims.dataset, schema, batches, "arrow")
+            part = await self.run(tickets.open_partition, service.governance, claims,
+                                  service.keys.mask, accept)
+            if part.path:
+                await self._send_file(claims.dataset, part.path)
+            else:
+                await self._send_batches(claims.dataset, part.schema, part.batches, "arrow")
 
 
 class RequestsHandler(BaseHandler):
