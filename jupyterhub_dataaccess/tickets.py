@@ -28,16 +28,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from .errors import BadRequest, GovernanceError, NotFound, Principal
+from .errors import BadRequest, GovernanceError, NotFound, Principal, SourceUnavailable
 from .governance import Governance
 from .sources.base import PartitionChanged, Reader, SourceError, UnknownVersion
-from .sources.filters import FilterError, parse_filter
+from .sources.filters import FilterError
 from .sources.plan import execute, plan_read
 from .sources.readers import (
     ColumnError,
-    check_catalog_columns,
-    check_columns,
-    governed_schema,
     reader_for,
     whole_file,
 )
@@ -64,13 +61,6 @@ class InvalidTicket(GovernanceError):
 
 class ExpiredTicket(GovernanceError):
     status = 410
-
-
-class SourceUnavailable(GovernanceError):
-    status = 502
-
-    def __init__(self) -> None:
-        super().__init__("The data source cannot be read right now; the service log has details")
 
 
 @dataclass(frozen=True)
@@ -206,14 +196,8 @@ def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest
     """The scan plan: the grant checked, one data.scan record, a ticket per partition."""
     ds = gov.dataset(who, dataset_id)
     try:
-        rf = parse_filter(req.where) if req.where else None
         reader = reader_for(ds, req.version)
-        version = reader.version()
-        raw = reader.raw_schema()
-        check_catalog_columns(ds, raw)
-        names = check_columns(raw, req.columns)
-        if rf:
-            check_columns(raw, sorted(rf.columns))
+        plan = plan_read(ds, req.columns, req.where, reader=reader)  # checks columns and where
         # with nothing to govern a whole file can go as it is: bigger partitions pay then
         as_is = not (ds.masks or ds.row_filter or req.columns or req.where)
         parts = reader.partitions(target_bytes * (AS_IS_FACTOR if as_is else 1))
@@ -223,7 +207,7 @@ def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest
         raise NotFound(str(e)) from None
     except SourceError as e:
         raise SourceUnavailable() from e
-    schema = governed_schema(ds, raw, names)
+    schema, version = plan.schema, plan.version
     _, grant, seq = gov.authorize(who, ds.id, "data.scan", {
         "columns": req.columns, "where": req.where, "version": version,
         "partitions": len(parts)})
