@@ -323,8 +323,8 @@ def _check_mount(where: _Where, source: Source, masks: dict[str, str], row_filte
             raise where.error("mount", f"path {path!r} in claim {claim!r} must be the source's "
                                        f"own: the source's uri must end with it")
     elif os.path.realpath(path) != own:
-        raise where.error("mount", f"path must be the source's own ({source.uri}): a mount "
-                                   "gives exactly the files the dataset reads, no others")
+        raise where.error("mount", "path must be the source's own (its uri): a mount gives "
+                                   "exactly the files the dataset reads, no others")
 
 
 def load_catalog(path: str) -> Catalog:

@@ -199,7 +199,7 @@ def test_when_an_id_is_not_a_string_then_the_dataset_is_named_by_position(tmp_pa
     ({"mount": "{path: '/srv\\data'}"}, 4, "mount", "no '..'"),
     ({"mount": "{path: /srv, claim: Bad_Claim}"}, 4, "mount", "PersistentVolumeClaim"),
     ({"mount": "{path: /srv, readonly: false}"}, 4, "mount", "unknown field 'readonly'"),
-    ({"mount": "{path: /srv/data}"}, 4, "mount", "must be the source's own (/d.csv)"),
+    ({"mount": "{path: /srv/data}"}, 4, "mount", "must be the source's own (its uri)"),
     ({"mount": "{path: /, claim: data}"}, 4, "mount", "the source's uri must end with it"),
     ({"mount": "{path: /e.csv, claim: data}"}, 4, "mount", "the source's uri must end with it"),
 ])

@@ -267,8 +267,12 @@ class HealthHandler(BaseHandler):
 
     def get(self) -> None:
         cfg = self.service.config_state
+        error = cfg.error
+        for path in filter(None, (self.service.catalog, self.service.policy)):
+            if error:  # anyone may ask: the file's name, not where it lives (the log has that)
+                error = error.replace(path, os.path.basename(path))
         self.send({"status": "ok" if not cfg.error else "degraded",
-                   "datasets": len(cfg.config.catalog.datasets), "config_error": cfg.error,
+                   "datasets": len(cfg.config.catalog.datasets), "config_error": error,
                    "config_loaded_at": cfg.loaded_at})
 
 
