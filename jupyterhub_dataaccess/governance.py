@@ -227,6 +227,11 @@ class Governance:
             acc = self.access_map(s, who.name).get(ds.id, {"status": "none", "expires_at": None})
         return ds, acc
 
+    def policy(self, who: Principal) -> dict[str, Any]:
+        """The policy rules in force, in order, and the default."""
+        self._require(who, "browse")
+        return self.config().policy.as_dict()
+
     def request_preview(self, who: Principal, ds: Dataset) -> dict[str, Any]:
         """What policy would decide if `who` asked for `ds` now (shown before sending)."""
         d = decide(self.config().policy, ds, who.name, who.groups)

@@ -586,10 +586,7 @@ class AuditHandler(BaseHandler):
 
 class PoliciesHandler(BaseHandler):
     async def get(self) -> None:
-        who = await self.principal()
-        if not who.can("browse"):
-            raise web.HTTPError(403, "You lack the dataaccess 'browse' permission")
-        self.send(self.service.config_state.config.policy.as_dict())
+        self.send(self.service.governance.policy(await self.principal()))
 
 
 class SpawnHandler(BaseHandler):
