@@ -30,7 +30,7 @@ from .errors import (
 from .policy import Policy, approvals_met, decide, may_decide
 from .store import AuditRecord, Database, Decision, Grant, Request
 from .times import iso, utcnow
-from .vocabulary import REQUEST_STATUSES
+from .vocabulary import CLASSIFICATIONS, REQUEST_STATUSES
 
 if TYPE_CHECKING:
     from .sources.plan import ReadPlan
@@ -175,6 +175,8 @@ class Governance:
         latest: dict[str, tuple[datetime, str, str | None]] = {}
         for g in s.execute(select(Grant).where(Grant.user == user)).scalars():
             st = grant_status(g, now)
+            if st == "active" and self._outranked(g):
+                st = "revoked"  # it will be at the next read, request or spawn
             if st == "active":
                 cur = out.get(g.dataset)
                 if not cur or cur["expires_at"] < iso(g.expires_at):
@@ -234,7 +236,9 @@ class Governance:
 
     def request_preview(self, who: Principal, ds: Dataset) -> dict[str, Any]:
         """What policy would decide if `who` asked for `ds` now (shown before sending)."""
-        d = decide(self.config().policy, ds, who.name, who.groups)
+        with self.db.read() as s:
+            revoked = self._revoked_since_approval(s, who.name, ds.id)
+        d = decide(self.config().policy, ds, who.name, who.groups, revoked=revoked)
         return {"outcome": d.outcome, "approvals": d.approvals, "max_days": d.max_days,
                 "reason": d.reason}
 
@@ -276,10 +280,24 @@ class Governance:
         if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float))
                                  or not days > 0 or days != days or days == float("inf")):
             raise BadRequest("days must be a positive number")
-        decision = decide(self.config().policy, ds, who.name, who.groups, days)
+        try:
+            return self._insert_request(who, ds, justification, days, renews)
+        except IntegrityError:
+            # the same request sent twice at one instant (PostgreSQL): the unique index on
+            # pending requests let one in; this one gets the answer it would have got a moment
+            # later
+            with self.db.read() as s:
+                pending = self._pending(s, who.name, ds.id)
+            raise Conflict("You already have a pending request for this dataset",
+                           **({"request": request_dict(pending)} if pending else {})) from None
+
+    def _insert_request(self, who: Principal, ds: Dataset, justification: str,
+                        days: float | None, renews: int | None) -> dict[str, Any]:
         now = self.clock()
         with self.db.write() as s:
             self._refuse_duplicate(s, who.name, ds.id, now, allow_active=renews is not None)
+            decision = decide(self.config().policy, ds, who.name, who.groups, days,
+                              revoked=self._revoked_since_approval(s, who.name, ds.id))
             req = Request(dataset=ds.id, user=who.name, justification=justification,
                           days=decision.days, asked_days=None if days is None else float(days),
                           max_days=decision.max_days, status="pending", reason=decision.reason,
@@ -301,34 +319,76 @@ class Governance:
             s.flush()
             return request_dict(req)
 
+    def _revoked_since_approval(self, s: Session, user: str, dataset: str) -> bool:
+        """Whether someone (a steward, an admin, an operator) revoked the user's access to the
+        dataset and no steward has approved a request for it since: a revocation sticks until a
+        steward says otherwise. The service's own revocations after a reclassification do not
+        count: the new tier's policy decides."""
+        revoked_at = s.execute(select(func.max(Grant.revoked_at)).where(
+            Grant.user == user, Grant.dataset == dataset, Grant.revoked_by != "system")).scalar()
+        if revoked_at is None:
+            return False
+        approved_since = s.execute(
+            select(Grant.id).join(Decision, Decision.request_id == Grant.request_id).where(
+                Grant.user == user, Grant.dataset == dataset, Grant.created_at > revoked_at,
+                Decision.decision == "approve").limit(1)).first()
+        return approved_since is None
+
+    def _pending(self, s: Session, user: str, dataset: str) -> Request | None:
+        return s.execute(select(Request).where(
+            Request.user == user, Request.dataset == dataset, Request.status == "pending")
+        ).scalars().first()
+
     def _refuse_duplicate(self, s: Session, user: str, dataset: str, now: datetime,
                           allow_active: bool = False) -> None:
-        pending = s.execute(
-            select(Request).where(Request.user == user, Request.dataset == dataset,
-                                  Request.status == "pending")
-        ).scalars().first()
+        pending = self._pending(s, user, dataset)
         if pending is not None:
             raise Conflict("You already have a pending request for this dataset",
                            request=request_dict(pending))
-        if allow_active:
-            return
-        active = s.execute(
+        active = next(iter(self._drop_outranked(s, s.execute(
             select(Grant).where(Grant.user == user, Grant.dataset == dataset,
                                 Grant.revoked_at.is_(None), Grant.expires_at > now)
-        ).scalars().first()
-        if active is not None:
+            .with_for_update()).scalars().all(), now)), None)
+        if active is not None and not allow_active:
             req = s.get(Request, active.request_id)
             raise Conflict(f"You already have access until {iso(active.expires_at)}",
                            request=request_dict(req), grant=grant_dict(active, now))
 
     def _grant(self, s: Session, req: Request, actor: str, now: datetime, auto: bool) -> Grant:
         g = Grant(dataset=req.dataset, user=req.user, request_id=req.id, created_at=now,
-                  expires_at=now + timedelta(days=req.days), expiry_recorded=0)
+                  expires_at=now + timedelta(days=req.days), expiry_recorded=0,
+                  classification=self._dataset(req.dataset).classification)
         s.add(g)
         s.flush()
         audit.append(s, actor, "grant.create", dataset=req.dataset, request_id=req.id,
                      grant_id=g.id, detail={"expires_at": iso(g.expires_at), "auto": auto}, at=now)
         return g
+
+    def _outranked(self, g: Grant) -> str | None:
+        """The dataset's classification, if it was raised above the one `g` was granted under
+        (a grant from before the upgrade, with none recorded, is never outranked)."""
+        ds = self.config().catalog.get(g.dataset)
+        if ds is None or not g.classification or g.classification not in CLASSIFICATIONS:
+            return None
+        raised = CLASSIFICATIONS.index(ds.classification) > CLASSIFICATIONS.index(g.classification)
+        return ds.classification if raised else None
+
+    def _drop_outranked(self, s: Session, grants: list[Grant], now: datetime) -> list[Grant]:
+        """The grants still good: each one whose dataset was reclassified upward since it was
+        granted is revoked here (by "system", audited), so the user asks again under the new
+        classification's policy."""
+        kept = []
+        for g in grants:
+            raised = self._outranked(g)
+            if raised is None:
+                kept.append(g)
+                continue
+            g.revoked_at, g.revoked_by = now, "system"
+            audit.append(s, "system", "grant.revoke", dataset=g.dataset, request_id=g.request_id,
+                         grant_id=g.id, at=now, detail={
+                             "user": g.user, "reason": f"reclassified from {g.classification} "
+                                                       f"to {raised}"})
+        return kept
 
     def _visible_request(self, s: Session, who: Principal, request_id: Any,
                          for_update: bool = False) -> Request:
@@ -525,9 +585,9 @@ class Governance:
         now = self.clock()
         catalog = self.config().catalog
         with self.db.write() as s:
-            rows = s.execute(select(Grant).where(
+            rows = self._drop_outranked(s, s.execute(select(Grant).where(
                 Grant.user == user, Grant.revoked_at.is_(None), Grant.expires_at > now
-            ).order_by(Grant.id)).scalars().all()
+            ).order_by(Grant.id).with_for_update()).scalars().all(), now)
             grants = [grant_dict(g, now) for g in rows if g.dataset in catalog.datasets]
             mounts = []
             for g in grants:
@@ -604,8 +664,10 @@ class Governance:
                 Grant.expires_at > now)
             if grant_id is not None:
                 stmt = stmt.where(Grant.id == grant_id)
-            g = s.execute(stmt.order_by(Grant.expires_at.desc())
-                          .with_for_update()).scalars().first()
+            active = s.execute(stmt.order_by(Grant.expires_at.desc())
+                               .with_for_update()).scalars().all()
+            kept = self._drop_outranked(s, active, now)
+            g = kept[0] if kept else None
             if g is None:
                 rec = audit.append(s, who.name, "access.denied", dataset=ds.id,
                                    grant_id=grant_id, detail=dict(detail or {}, attempted=action),
@@ -617,6 +679,10 @@ class Governance:
         if g is None:
             held = "the grant this ticket was given under is no longer active" if grant_id \
                 else f"you have no active grant for {ds.id!r}"
+            if active and not grant_id:
+                held = (f"{ds.id!r} was reclassified from {active[0].classification} to "
+                        f"{ds.classification} after your access was granted, so that grant was "
+                        "revoked")
             raise Forbidden(
                 f"{held[0].upper() + held[1:]}. Ask for it with "
                 f"da.request({ds.id!r}, justification=\"why you need it\") "

@@ -7,7 +7,7 @@ config_files.py reads the policy file into these objects.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .catalog import Dataset
@@ -90,17 +90,35 @@ class Decision:
 
 
 def decide(policy: Policy, dataset: Dataset, user: str, groups: Iterable[str],
-           days: float | None = None) -> Decision:
-    """The decision for `user` (in `groups`) asking for `dataset` for `days` (capped by the rule)."""
+           days: float | None = None, revoked: bool = False) -> Decision:
+    """The decision for `user` (in `groups`) asking for `dataset` for `days` (capped by the rule).
+
+    `revoked`: a steward revoked this user's access to this dataset and none has approved it
+    since. A revocation sticks: what policy would auto-approve goes to the stewards instead
+    (review, at least one approval), and with no stewards to ask it is denied.
+    """
     groups = frozenset(groups)
+    decision = None
     for index, rule in enumerate(policy.rules):
         if rule.match.matches(dataset, groups):
-            granted = cap_days(days, rule.max_days)
-            return Decision(rule.decision, rule.approvals if rule.decision == "review" else 0,
-                            rule.max_days, _reason(rule, dataset), index, granted)
-    granted = cap_days(days, policy.default_max_days)
-    return Decision("review", 1, policy.default_max_days,
-                    "needs 1 steward approval (no policy rule matched)", None, granted)
+            decision = Decision(rule.decision, rule.approvals if rule.decision == "review" else 0,
+                                rule.max_days, _reason(rule, dataset), index,
+                                cap_days(days, rule.max_days))
+            break
+    if decision is None:
+        decision = Decision("review", 1, policy.default_max_days,
+                            "needs 1 steward approval (no policy rule matched)", None,
+                            cap_days(days, policy.default_max_days))
+    if not revoked or decision.outcome == "deny":
+        return decision
+    if not (dataset.stewards.users or dataset.stewards.groups):
+        return replace(decision, outcome="deny", approvals=0,
+                       reason="denied: your access to this dataset was revoked, and it has no "
+                              "stewards who could approve it again")
+    approvals = max(1, decision.approvals)
+    return replace(decision, outcome="review", approvals=approvals,
+                   reason=f"needs {approvals} steward approval{'s' if approvals != 1 else ''}: "
+                          "your access to this dataset was revoked, so a steward decides again")
 
 
 def _reason(rule: Rule, dataset: Dataset) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import requests
-from hubutil import Hub
+from hubutil import Hub, approve_after_revocation
 
 # Every secret a security test sent (cookies, canaries); the log-hygiene check looks for each.
 SECRETS: set[str] = set()
@@ -68,8 +68,9 @@ def fresh_request(hub: Hub, user: str, dataset: str, justification: str = "secur
 
 
 def grant_of(hub: Hub, user: str, dataset: str) -> dict:
-    """The user's active grant for a dataset they were auto-approved for."""
-    new_request(hub, user, dataset)
+    """The user's active grant for a dataset they were auto-approved for (approved by a steward
+    when an earlier test's revocation sent the request to review)."""
+    approve_after_revocation(hub, new_request(hub, user, dataset))
     items = hub.call(user, "GET", "/grants", params={"dataset": dataset, "active": "true"}
                      ).json()["items"]
     assert items, f"{user} has no active grant for {dataset}"

@@ -656,3 +656,105 @@ def test_when_two_stewards_approve_the_same_request_at_once_then_one_grant(gov):
     assert sorted(results) == ["approved", "conflict"]
     assert len(grants(gov)) == 1
     assert actions(gov) == {"request.create": 1, "request.approve": 1, "grant.create": 1}
+
+
+# -- a revocation sticks (SECURITY-CASES 50) ----------------------------------------------------
+
+
+def test_after_a_revocation_renew_and_new_requests_wait_for_a_steward_until_one_approves(
+        gov, clock):
+    """Given an auto-approved grant a steward revoked, When the user renews it or asks again,
+    Then the request waits for a steward whatever the tier; once a steward approved one, the
+    policy applies as before."""
+    first = ask(gov, alice, "pub")
+    assert first["status"] == "approved"
+    [g] = grants(gov, "alice")
+    gov.revoke(steward, g.id)
+    clock.advance(minutes=1)
+    renewed = gov.renew(alice, first["id"], {})
+    assert (renewed["status"], renewed["approvals_required"]) == ("pending", 1)
+    assert "was revoked" in renewed["reason"]
+    assert gov.request_preview(alice, gov.dataset(alice, "pub"))["outcome"] == "review"
+    with pytest.raises(Conflict):  # the pending one stands; no second request
+        ask(gov, alice, "pub")
+    gov.withdraw(alice, renewed["id"])
+    again = ask(gov, alice, "pub")
+    assert again["status"] == "pending"
+    assert approve(gov, steward, again["id"])["status"] == "approved"
+    assert gov.renew(alice, again["id"], {})["status"] == "approved"  # a steward said yes since
+    assert gov.request_preview(alice, gov.dataset(alice, "pub"))["outcome"] == "auto"
+
+
+def test_after_a_revocation_a_dataset_without_stewards_answers_a_clear_denial(tmp_path, clock):
+    catalog = CATALOG + """
+  - id: orphan
+    title: Nobody looks after it
+    classification: public
+    source: {kind: file, uri: /data/orphan.csv}
+"""
+    (tmp_path / "catalog.yaml").write_text(catalog, encoding="utf-8")
+    (tmp_path / "policy.yaml").write_text(UNIT_POLICY, encoding="utf-8")
+    config = Config(load_catalog(str(tmp_path / "catalog.yaml")),
+                    load_policy(str(tmp_path / "policy.yaml")))
+    db = Database(f"sqlite:///{tmp_path / 'gov.sqlite'}")
+    db.upgrade()
+    gov = Governance(db=db, config=lambda: config, clock=clock)
+    try:
+        assert ask(gov, alice, "orphan")["status"] == "approved"
+        [g] = grants(gov, "alice")
+        gov.revoke(admin, g.id)
+        denied = ask(gov, alice, "orphan")
+        assert (denied["status"], denied["reason"]) == (
+            "denied", "denied: your access to this dataset was revoked, and it has no stewards "
+                      "who could approve it again")
+        assert actions(gov)["request.deny"] == 1
+    finally:
+        db.dispose()
+
+
+# -- reclassification upward (issue 10 item 11) -----------------------------------------------------
+
+
+def test_a_grant_never_outlives_its_dataset_being_reclassified_upward(tmp_path, clock):
+    """Given a grant on confidential data, When the catalogue makes the dataset restricted, Then
+    the next read is refused naming the change, the grant shows revoked by "system" with the
+    reason audited, and asking again follows the restricted policy (two stewards); a
+    reclassification downward changes nothing."""
+    (tmp_path / "policy.yaml").write_text(UNIT_POLICY, encoding="utf-8")
+    policy = load_policy(str(tmp_path / "policy.yaml"))
+
+    def config_with(classification: str) -> Config:
+        (tmp_path / "catalog.yaml").write_text(
+            CATALOG.replace("classification: confidential\n    tags: [finance]",
+                            f"classification: {classification}\n    tags: [finance]"),
+            encoding="utf-8")
+        return Config(load_catalog(str(tmp_path / "catalog.yaml")), policy)
+
+    current = {"config": config_with("confidential")}
+    db = Database(f"sqlite:///{tmp_path / 'gov.sqlite'}")
+    db.upgrade()
+    gov = Governance(db=db, config=lambda: current["config"], clock=clock)
+    try:
+        req = ask(gov, alice, "conf")
+        approve(gov, steward, req["id"])
+        [g] = grants(gov, "alice")
+        assert g.classification == "confidential"
+        current["config"] = config_with("internal")  # downward: the grant stands
+        gov.authorize_read(alice, "conf", "data.read")
+        current["config"] = config_with("restricted")
+        assert gov.dataset_for(alice, "conf")[1]["status"] == "revoked"
+        with pytest.raises(Forbidden, match="'conf' was reclassified from confidential to "
+                                            "restricted after your access was granted"):
+            gov.authorize_read(alice, "conf", "data.read")
+        [g] = grants(gov, "alice")
+        assert (g.revoked_by, g.revoked_at) == ("system", clock.now)
+        with gov.db.read() as s:
+            revoke = s.execute(select(AuditRecord).where(
+                AuditRecord.action == "grant.revoke")).scalar_one()
+        assert revoke.actor == "system"
+        assert '"reason":"reclassified from confidential to restricted"' in revoke.detail
+        again = ask(gov, alice, "conf")
+        assert (again["status"], again["approvals_required"]) == ("pending", 2)
+        assert "was revoked" not in again["reason"]  # the new tier decides, not a steward's revoke
+    finally:
+        db.dispose()

@@ -386,3 +386,30 @@ def test_when_the_demo_policy_is_loaded_then_it_is_valid():
 
     p = load_policy(os.path.join(os.path.dirname(demo.__file__), "policy.yaml"))
     assert p.rules and all(r.line > 0 for r in p.rules)
+
+
+# -- a revocation sticks (SECURITY-CASES 50) ----------------------------------------------------
+
+
+def test_when_access_was_revoked_then_what_would_be_automatic_goes_to_the_stewards(policy):
+    d = decide(policy, dataset(classification="public"), "ann", [], 10, revoked=True)
+    assert (d.outcome, d.approvals, d.max_days, d.days) == ("review", 1, 365.0, 10.0)
+    assert d.reason == ("needs 1 steward approval: your access to this dataset was revoked, so a "
+                        "steward decides again")
+
+
+def test_when_access_was_revoked_then_review_keeps_its_approvals_and_deny_stays(policy):
+    d = decide(policy, dataset(classification="restricted"), "ann", [], None, revoked=True)
+    assert (d.outcome, d.approvals) == ("review", 2)
+    d = decide(policy, dataset(classification="restricted", tags=("denied",)), "u", [], None,
+               revoked=True)
+    assert d.outcome == "deny" and d.reason.startswith("denied by policy")
+
+
+def test_when_access_was_revoked_and_no_one_stewards_the_dataset_then_it_is_denied(policy):
+    orphan = dataset(classification="public", users=(), groups=())
+    assert decide(policy, orphan, "ann", [], None).outcome == "auto"
+    d = decide(policy, orphan, "ann", [], None, revoked=True)
+    assert (d.outcome, d.approvals) == ("deny", 0)
+    assert d.reason == ("denied: your access to this dataset was revoked, and it has no stewards "
+                        "who could approve it again")

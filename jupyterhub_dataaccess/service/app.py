@@ -34,6 +34,7 @@ from ..governance import Config, Governance
 from ..keys import DEFAULT_KEY_DIR, ENV, KEY_DIR_ENV, KeyConfigError, key_id, load_keys
 from ..store import Database, SchemaError, Setting
 from ..times import iso, utcnow
+from .details import DetailsCache
 from .handlers import routes
 from .metrics import Metrics
 from .streams import StreamSlots
@@ -159,6 +160,17 @@ class DataAccessService(Application):
     ).tag(config=True)
     rate_burst = Integer(
         int(os.environ.get("DATAACCESS_RATE_BURST", 200)), help="Burst of requests allowed per user."
+    ).tag(config=True)
+    details_cache_seconds = Float(
+        float(os.environ.get("DATAACCESS_DETAILS_CACHE_SECONDS", 0.0)),
+        help="Seconds a dataset's details (schema, row count, version) are reused for everyone "
+             "who opens its page. Files, Iceberg and Delta tables are cached per version anyway; "
+             "this spares a SQL source its count query, at the cost of a count that much old.",
+    ).tag(config=True)
+    details_concurrency = Integer(
+        int(os.environ.get("DATAACCESS_DETAILS_CONCURRENCY", 2)),
+        help="Dataset details computed at once (each on a worker thread); more wait their turn, "
+             "so browsing never takes all the threads reads and decisions need.",
     ).tag(config=True)
     max_streams_per_user = Integer(
         int(os.environ.get("DATAACCESS_MAX_STREAMS_PER_USER", 4)),
@@ -292,6 +304,8 @@ class DataAccessService(Application):
                                          owner=f"{socket.gethostname()}:{os.getpid()}",
                                          log=self.log)
             self.webhook.start_at_head()
+        self.details = DetailsCache(self.details_cache_seconds, self.details_concurrency,
+                                    self.run)
         self.streams = StreamSlots(self.max_streams_per_user, self.max_streams,
                                    self.stream_write_timeout, self.log)
         prefix = self.service_prefix if self.service_prefix.endswith("/") else self.service_prefix + "/"

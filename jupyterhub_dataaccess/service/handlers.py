@@ -310,9 +310,10 @@ class DatasetHandler(BaseHandler):
         who = await self.principal()
         gov = self.service.governance
         ds, access = await self.run(gov.dataset_for, who, dataset_id)
-        out = dict(ds.public_dict(), access=access, request_policy=gov.request_preview(who, ds))
+        out = dict(ds.public_dict(), access=access,
+                   request_policy=await self.run(gov.request_preview, who, ds))
         try:
-            info = await self.run(dataset_info, ds)
+            info = await self.service.details.get(ds, dataset_info)
             out.update(columns=info.columns, rows=info.rows, updated_at=info.updated_at,
                        version=info.version)
         except SourceError as e:

@@ -99,6 +99,9 @@ class Grant(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
     expiry_recorded: Mapped[int] = mapped_column(Integer, default=0)  # grant.expire written
+    # the dataset's classification when granted: a grant never outlives an upward
+    # reclassification (None: granted before this was recorded)
+    classification: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
     __table_args__ = (Index("ix_grants_user_dataset", "user", "dataset"),)
 
