@@ -182,7 +182,7 @@ def _governed_read(ds: Any, reader: Reader, key: bytes, columns: list[str] | Non
 
 def _as_is(ds: Any, reader: Reader, claims: Claims) -> str | None:
     spec = claims.partition
-    if claims.columns or claims.where or spec[0] != "rg" or not whole_file(ds, None):
+    if claims.columns or claims.where or spec[0] != "rg" or not whole_file(ds):
         return None
     import pyarrow.parquet as pq
 

@@ -149,6 +149,26 @@ def test_a_scan_plan_gives_a_ticket_per_row_group_and_the_tickets_alone_read_the
                             for i in range(4)])}
 
 
+def test_a_partition_with_nothing_to_govern_is_its_parquet_file_as_it_is(hub: Hub, config_files):
+    """When a ticket of a whole Parquet file with no mask, filter, projection or where is
+    fetched accepting Parquet, Then the body is the file's own bytes; without that Accept, or
+    with a projection, it is the governed Arrow stream."""
+    grant_of(hub, "analyst", "sales")
+    part = _plan(hub, "sales")["partitions"][0]
+    with open(f"{config_files['data']}/sales.parquet", "rb") as f:
+        raw = f.read()
+    r = requests.get(part["url"], timeout=60, headers={
+        "Authorization": f"ticket {part['ticket']}", "Accept": "application/vnd.apache.parquet"})
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith(
+        "application/vnd.apache.parquet") and r.content == raw
+    assert _table(_fetch(part)).equals(pq.read_table(io.BytesIO(raw)))
+    projected = _plan(hub, "sales", columns=["region"])["partitions"][0]
+    r = requests.get(projected["url"], timeout=60, headers={
+        "Authorization": f"ticket {projected['ticket']}",
+        "Accept": "application/vnd.apache.parquet"})
+    assert _table(r).column_names == ["region"]
+
+
 def test_a_scan_honours_columns_and_where_on_masked_values(hub: Hub):
     """When a plan names columns and a where, Then every partition has only those columns and
     only rows matching where; a where on a hashed column compares hashed values."""
