@@ -716,7 +716,8 @@ class Governance:
         except plans.UnknownVersion as e:
             raise NotFound(str(e)) from None
         except plans.SourceError as e:  # the cause goes to the service log, not to the caller
-            raise SourceUnavailable() from e
+            raise (SourceUnavailable(f"The data source cannot be read right now: {e.reason}")
+                   if e.reason else SourceUnavailable()) from e
         if not format:
             plan = replace(plan, format="parquet" if plan.whole_file and accept_parquet
                            else "arrow")

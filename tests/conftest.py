@@ -99,6 +99,16 @@ datasets:
       body_mass_g: {{mask: hash}}
       sex: {{mask: redact}}
     row_filter: "island != 'Torgersen'"
+  - id: lake-gone
+    title: A lakehouse table whose catalog lost it
+    owner: steward
+    stewards: {{users: [steward]}}
+    classification: public
+    tags: [lakehouse]
+    source:
+      kind: iceberg
+      table: lake.gone
+      catalog: {{name: lake, type: sql, uri: "sqlite:///{data}/iceberg/catalog.db"}}
   - id: broken
     title: A source that cannot be read
     owner: steward

@@ -148,3 +148,17 @@ print(json.dumps({{"version": plan["version"], "parts": len(plan["partitions"]),
     visible = _visible(palmerpenguins.load_penguins().iloc[:LAKE_FIRST_ROWS])
     assert got == {"version": first, "parts": 1, "rows": len(visible),
                    "islands": sorted(set(visible.island)), "sex": ["REDACTED"]}
+
+
+def test_a_table_its_catalog_lacks_shows_unavailable_and_the_rest_works(hub, kernel):
+    details = hub.call("analyst", "GET", "/datasets/lake-gone").json()
+    assert details["source_error"] == ("The source cannot be read right now: its table is not "
+                                       "in its Iceberg catalog")
+    assert (details["columns"], details["rows"], details["version"]) == ([], None, None)
+    r = hub.call("analyst", "POST", "/requests",
+                 json={"dataset": "lake-gone", "justification": "unavailable", "days": 1})
+    assert r.status_code in (201, 409)
+    data = hub.call("analyst", "GET", "/datasets/lake-gone/data")
+    assert data.status_code == 502 and "not in its Iceberg catalog" in data.json()["message"]
+    assert "lake.gone" not in data.text and "catalog.db" not in data.text
+    assert hub.call("analyst", "GET", "/datasets/birds-iceberg").json()["version"]

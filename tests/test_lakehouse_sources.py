@@ -456,3 +456,12 @@ def test_a_lakehouse_table_is_partitioned_by_data_file(iceberg, delta, kind):
     stale = (parts[0].spec[0], 0, "0" * 12)
     with pytest.raises(PartitionChanged):
         list(reader.partition_batches(stale, ["id"], None))
+
+
+@pytest.mark.integration
+def test_a_mask_on_a_column_the_table_lacks_fails_closed(iceberg, delta):
+    from jupyterhub_dataaccess.sources.plan import CatalogMismatch, plan_read
+
+    for ds in (_ice(iceberg["props"], masks={"ssn": "hash"}), _delta(delta, masks={"ssn": "hash"})):
+        with pytest.raises(CatalogMismatch, match="ssn"):
+            plan_read(ds)

@@ -319,7 +319,8 @@ class DatasetHandler(BaseHandler):
         except SourceError as e:
             self.log.warning("Cannot read schema of %s: %s", ds.id, e)
             out.update(columns=[], rows=None, updated_at=None, version=None,
-                       source_error="The source cannot be read right now")
+                       source_error="The source cannot be read right now"
+                       + (f": {e.reason}" if e.reason else ""))
         except CatalogMismatch as e:
             out.update(columns=[], rows=None, updated_at=None, source_error=str(e))
         self.send(out)

@@ -26,7 +26,13 @@ FRAGMENT_READAHEAD = 1
 
 
 class SourceError(Exception):
-    """The source could not be read: a message for the user; details go to the service log."""
+    """The source could not be read. The message (the details) goes to the service log;
+    `reason`, when given, is a short cause any user who may browse the dataset may see (never
+    a location, a name from the source's settings or a secret)."""
+
+    def __init__(self, message: str = "", reason: str = ""):
+        super().__init__(message)
+        self.reason = reason
 
 
 class UnknownVersion(LookupError):
@@ -105,7 +111,8 @@ def resolve_options(ds_id: str, value: Any) -> Any:
         missing = [n for n in ENV_REF.findall(value) if n not in os.environ]
         if missing:
             raise SourceError(f"dataset {ds_id!r}: the service environment lacks "
-                              + ", ".join(missing))
+                              + ", ".join(missing),
+                              reason="a credential the service needs for it is not set")
         return resolve_env(value)
     return value
 

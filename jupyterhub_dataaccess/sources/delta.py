@@ -56,7 +56,8 @@ class DeltaReader(Reader):
             table = DeltaTable(uri, storage_options=options or None)
         except Exception as e:  # TableNotFoundError, an unreachable store, bad options
             raise SourceError(f"dataset {self.ds.id!r}: cannot open the Delta table: "
-                              f"{scrub(self.ds, e)}") from None
+                              f"{scrub(self.ds, e)}",
+                              reason="its Delta table cannot be opened") from None
         if self.pinned is not None:
             wanted = int(self.pinned) if self.pinned.isdigit() else -1
             if not 0 <= wanted <= table.version():
@@ -78,7 +79,9 @@ class DeltaReader(Reader):
             raise
         except Exception as e:  # a reader feature pyarrow cannot honour (deletion vectors ...)
             raise SourceError(f"dataset {self.ds.id!r}: cannot read the Delta table: "
-                              f"{scrub(self.ds, e)}") from None
+                              f"{scrub(self.ds, e)}",
+                              reason="its Delta table uses a feature the service cannot "
+                                     "read") from None
 
     def raw_schema(self) -> pa.Schema:
         return plain_types(pa.schema(self._table().schema().to_arrow()))

@@ -55,7 +55,8 @@ def _catalog(ds: Dataset) -> Any:
                 _catalogs[key] = load_catalog(name, **{k: str(v) for k, v in props.items()})
             except Exception as e:
                 raise SourceError(f"dataset {ds.id!r}: the Iceberg catalog {name!r} did not "
-                                  f"answer: {scrub(ds, e)}") from None
+                                  f"answer: {scrub(ds, e)}",
+                                  reason="its Iceberg catalog does not answer") from None
         return _catalogs[key]
 
 
@@ -82,10 +83,12 @@ class IcebergReader(Reader):
                 table = catalog.load_table(self.ds.source.table)
             except (NoSuchTableError, NoSuchNamespaceError):
                 raise SourceError(f"dataset {self.ds.id!r}: the Iceberg catalog has no table "
-                                  f"{self.ds.source.table!r}") from None
+                                  f"{self.ds.source.table!r}",
+                                  reason="its table is not in its Iceberg catalog") from None
             except Exception as e:
                 raise SourceError(f"dataset {self.ds.id!r}: the Iceberg catalog did not answer: "
-                                  f"{scrub(self.ds, e)}") from None
+                                  f"{scrub(self.ds, e)}",
+                                  reason="its Iceberg catalog does not answer") from None
             if self.pinned is not None:
                 snap = (table.metadata.snapshot_by_id(int(self.pinned))
                         if self.pinned.isdigit() else None)
