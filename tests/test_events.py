@@ -121,13 +121,13 @@ def test_a_cli_revoke_and_the_expiry_sweep_reach_the_webhook_and_the_notificatio
     delivery = AuditDelivery(db, receiver.send, _run, owner="a", clock=clock)
     delivery.start_at_head()
     try:
-        req = gov.create_request(alice, {"dataset": "conf", "justification": "a model"})
-        gov.decide(steward, req["id"], "approve", {"comment": "fine"})
+        req = gov.create_request(alice, "conf", "a model")
+        gov.decide(steward, req["id"], "approve", "fine")
         grant_id = gov.list_grants(alice, active=True)["items"][0]["id"]
         p = cli("grants", "revoke", str(grant_id), "--db-url", db_url,
                 "--key-dir", str(tmp_path / "no-keys"))
         assert p.returncode == 0, p.stderr
-        gov.create_request(alice, {"dataset": "pub", "justification": "a look"})
+        gov.create_request(alice, "pub", "a look")
         clock.now += timedelta(days=2)
         assert gov.expire_sweep() == 1
 
@@ -161,14 +161,14 @@ def test_replicas_deliver_each_decision_once_and_retry_with_backoff(db_url: str,
     b.start_at_head()
     try:
         receiver.fail = True
-        gov.create_request(alice, {"dataset": "pub", "justification": "first"})
+        gov.create_request(alice, "pub", "first")
         first = asyncio.run(a.deliver())
         assert (first.sent, first.failed) == (0, "request.create")
         assert asyncio.run(b.deliver()).sent == 0  # backing off: no one tries before retry_at
         receiver.fail = False
         clock.now += timedelta(seconds=1.5)
         for n in range(10):
-            gov.create_request(alice, {"dataset": "conf", "justification": f"ask {n}"})
+            gov.create_request(alice, "conf", f"ask {n}")
             gov.withdraw(alice, gov.list_requests(alice, status="pending")["items"][0]["id"])
 
         async def both() -> None:
@@ -187,11 +187,11 @@ def test_a_new_webhook_starts_at_the_end_of_the_log(db_url: str, receiver: Recei
     db, clock = Database(db_url), Clock()
     gov = _governance(db, clock, tmp_path)
     try:
-        gov.create_request(alice, {"dataset": "pub", "justification": "before the webhook"})
+        gov.create_request(alice, "pub", "before the webhook")
         delivery = AuditDelivery(db, receiver.send, _run, owner="a", clock=clock)
         delivery.start_at_head()
         assert asyncio.run(delivery.deliver()).sent == 0
-        gov.create_request(alice, {"dataset": "conf", "justification": "after"})
+        gov.create_request(alice, "conf", "after")
         assert asyncio.run(delivery.deliver()).sent == 1
         assert receiver.events[0]["object"]["justification"] == "after"
     finally:

@@ -128,7 +128,15 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         groups = await self.service.directory.groups(model["name"])
         return Principal.from_scopes(model["name"], groups, list(model.get("scopes", [])))
 
-    def json_body(self) -> dict[str, Any]:
+    def json_body(self, fields: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """The JSON object sent; given `fields`, with only those in it (an unknown field is a
+        400: mass assignment of status, user, ...)."""
+        body = self._json_object()
+        if fields is not None:
+            no_unknown(body, set(fields))
+        return body
+
+    def _json_object(self) -> dict[str, Any]:
         if len(self.request.body) > MAX_JSON_BODY:
             raise web.HTTPError(413, f"Request body larger than {MAX_JSON_BODY} bytes")
         if not self.request.body.strip():
@@ -225,6 +233,16 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
             return
         self.log.error("Uncaught error on %s %s", self.request.method, self.request.path,
                        exc_info=(typ, value, tb))
+
+
+def no_unknown(body: dict[str, Any], allowed: set[str]) -> None:
+    """Refuse fields we do not take (mass assignment: status, user, ...)."""
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        # named, but never echoed at length: a field name is the caller's input
+        shown = [n if len(n) <= 40 else n[:40] + "..." for n in map(str, unknown[:5])]
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise BadRequest(f"unknown field(s): {', '.join(shown)}{more}")
 
 
 def parse_paging(limit: str, offset: str, default: int = 50) -> tuple[int, int]:
@@ -518,8 +536,9 @@ class RequestsHandler(BaseHandler):
 
     async def post(self) -> None:
         who = await self.principal()
-        body = self.json_body()
-        req = await self.run(self.service.governance.create_request, who, body)
+        body = self.json_body(("dataset", "justification", "days"))
+        req = await self.run(self.service.governance.create_request, who, body.get("dataset"),
+                             body.get("justification"), body.get("days"))
         self.send(req, 201)
 
 
@@ -532,19 +551,21 @@ class RequestHandler(BaseHandler):
 class RequestActionHandler(BaseHandler):
     async def post(self, request_id: str, action: str) -> None:
         who = await self.principal()
-        body = self.json_body()
         gov = self.service.governance
         if action == "withdraw":
-            if body:
+            if self.json_body():
                 raise BadRequest("withdraw takes no body")
             req = await self.run(gov.withdraw, who, request_id)
         elif action == "renew":
-            req = await self.run(gov.renew, who, request_id, body)
+            body = self.json_body(("justification", "days"))
+            req = await self.run(gov.renew, who, request_id, body.get("justification"),
+                                 body.get("days"))
             self.send(req, 201)
             return
         else:
+            body = self.json_body(("comment",))
             req = await self.run(gov.decide, who, request_id,
-                                 "approve" if action == "approve" else "deny", body)
+                                 "approve" if action == "approve" else "deny", body.get("comment"))
         self.send(req)
 
 
