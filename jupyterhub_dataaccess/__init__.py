@@ -31,12 +31,13 @@ from .client import (  # noqa: E402
     request,
     requests,
     scan,
+    sql,
     without_token,
 )
 
 __all__ = [
     "AccessDenied", "DataAccessError", "__version__", "datasets", "duckdb", "grants", "info", "load",
-    "open", "provenance", "request", "requests", "scan", "without_token",
+    "open", "provenance", "request", "requests", "scan", "sql", "without_token",
     "_jupyter_labextension_paths",
     "_jupyter_server_extension_points", "_load_jupyter_server_extension",
 ]

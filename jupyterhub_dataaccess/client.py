@@ -19,7 +19,7 @@ from typing import Any
 from .endpoint import Endpoint, NotConfigured, endpoint, error_of
 
 __all__ = ["AccessDenied", "DataAccessError", "datasets", "duckdb", "grants", "info", "load",
-           "open", "provenance", "request", "requests", "scan", "without_token"]
+           "open", "provenance", "request", "requests", "scan", "sql", "without_token"]
 
 _FORMATS = ("arrow", "parquet", "csv")
 
@@ -362,6 +362,42 @@ def provenance(result: Any) -> dict[str, Any]:
     if b"dataaccess" in meta:
         return json.loads(meta[b"dataaccess"])
     raise ValueError("not a result of da.load (or one made from it that lost its metadata)")
+
+
+def sql(query: str, as_: str = "pandas") -> Any:
+    """Run one SELECT in the service, next to the data, and get the answer (pandas, arrow or
+    polars). Its tables are dataset ids (quote ids that are not plain names: "nyc-taxi");
+    each is seen governed (row filter, then masks), and each needs an active grant::
+
+        da.sql("select carrier, avg(dep_delay), count(*) from flights "
+               "where month = 3 group by carrier")
+
+    Raises AccessDenied naming a dataset without a grant (and the `da.request(...)` to make),
+    DataAccessError with the service's message for anything else it refuses.
+    """
+    if as_ not in ("pandas", "arrow", "polars"):
+        raise ValueError("as_ must be 'pandas', 'arrow' or 'polars'")
+    if not isinstance(query, str) or not query.strip():
+        raise ValueError("sql takes one SELECT statement, as text")
+    if as_ != "arrow":
+        _require(as_, f"as_={as_!r}")
+    import pyarrow as pa
+
+    resp = _call("POST", "query", json={"sql": query, "format": "arrow"})
+    table = pa.ipc.open_stream(resp.content).read_all()
+    import json as _json
+
+    meta = {"datasets": _json.loads(resp.headers.get("X-Dataaccess-Datasets") or "{}"),
+            "audit_seq": int(resp.headers.get("X-Dataaccess-Audit-Seq") or 0) or None}
+    if as_ == "arrow":
+        return table.replace_schema_metadata({b"dataaccess": _json.dumps(meta).encode()})
+    if as_ == "polars":
+        import polars as pl
+
+        return pl.from_arrow(table)
+    df = table.to_pandas()
+    df.attrs["dataaccess"] = meta
+    return df
 
 
 def open(dataset: str, format: str = "parquet", columns: list[str] | None = None, *,  # noqa: A001

@@ -687,6 +687,40 @@ class Governance:
                 f"or with 'Request access' in the Data panel.", dataset=ds.id)
         return ds, g, seq
 
+    def authorize_query(self, who: Principal, datasets: list[str],
+                        detail: dict[str, Any] | None = None) -> int | None:
+        """Every dataset of a query needs an active grant. Missing one: an `access.denied`
+        record and Forbidden naming it with the exact `da.request(...)`. With `detail`, all
+        held: one `data.query` record (returns its sequence number); without, a check only."""
+        self._require(who, "browse")
+        for d in datasets:
+            self._dataset(d)
+        now = self.clock()
+        with self.db.write() as s:
+            held = {}
+            for d in datasets:  # the row locks order this after a revoke at the same moment
+                held[d] = s.execute(select(Grant).where(
+                    Grant.user == who.name, Grant.dataset == d, Grant.revoked_at.is_(None),
+                    Grant.expires_at > now).order_by(Grant.expires_at.desc())
+                    .with_for_update()).scalars().first()
+            missing = [d for d in datasets if held[d] is None]
+            if missing:
+                audit.append(s, who.name, "access.denied", dataset=missing[0],
+                             detail=dict(detail or {}, attempted="data.query",
+                                         datasets=datasets), at=now)
+            elif detail is not None:
+                first = held[datasets[0]]
+                return audit.append(s, who.name, "data.query", dataset=datasets[0],
+                                    request_id=first.request_id, grant_id=first.id,
+                                    detail=detail, at=now).seq
+        if missing:
+            d = missing[0]
+            raise Forbidden(
+                f"You have no active grant for {d!r}, which this query reads. Ask for it with "
+                f"da.request({d!r}, justification=\"why you need it\") "
+                f"or with 'Request access' in the Data panel.", dataset=d)
+        return None
+
     def plan_read(self, who: Principal, dataset_id: Any, action: str = "data.read", *,
                   columns: list[str] | None = None, where: str | None = None,
                   limit: int | None = None, format: str | None = None,  # noqa: A002

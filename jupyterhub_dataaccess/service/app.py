@@ -224,6 +224,29 @@ class DataAccessService(Application):
         help="How long the tickets of a scan plan (POST /datasets/{id}/scan) stay valid. Each "
              "fetch also checks the grant, so a revocation bites sooner.",
     ).tag(config=True)
+    query_timeout_seconds = Float(
+        30.0, help="POST /query: a query still running after this long is stopped (its worker "
+                   "process killed) and answered with a clear error.",
+    ).tag(config=True)
+    query_memory_mb = Integer(
+        1024, help="POST /query: DuckDB's memory limit per query (MB); its worker process's "
+                   "address space is capped at 4x this plus 2 GB, and it may spill twice this "
+                   "to a private temporary directory.",
+    ).tag(config=True)
+    query_max_rows = Integer(
+        1_000_000, help="POST /query: a result with more rows is refused (aggregate, or add a "
+                        "LIMIT); it is produced whole before the first byte is sent.",
+    ).tag(config=True)
+    query_max_bytes = Integer(
+        256 << 20, help="POST /query: a result larger than this (bytes, in Arrow) is refused.",
+    ).tag(config=True)
+    query_workers = Integer(
+        2, help="POST /query: DuckDB worker processes kept warm; also how many queries run at "
+                "once in this replica (more wait, then 429).",
+    ).tag(config=True)
+    query_per_user = Integer(
+        1, help="POST /query: queries one user may run at once (429 past it).",
+    ).tag(config=True)
     scan_partition_mb = Float(
         64.0, help="Size a scan plan aims at per partition (MB at the source, e.g. compressed "
                    "Parquet): the source's units (files, row groups) are merged up to it.",
@@ -308,6 +331,13 @@ class DataAccessService(Application):
                                     self.run)
         self.streams = StreamSlots(self.max_streams_per_user, self.max_streams,
                                    self.stream_write_timeout, self.log)
+        from ..query.worker import Limits, WorkerPool
+
+        self.queries = WorkerPool(self.query_workers, Limits(
+            timeout_seconds=self.query_timeout_seconds, memory_mb=self.query_memory_mb,
+            max_rows=self.query_max_rows, max_bytes=self.query_max_bytes),
+            per_user=self.query_per_user)
+        self.queries.warm()
         prefix = self.service_prefix if self.service_prefix.endswith("/") else self.service_prefix + "/"
         self.api_prefix = prefix + "api/v1"
         self.web_app = web.Application(

@@ -526,6 +526,32 @@ class TicketHandler(DataHandler):
                 await self._send_batches(claims.dataset, part.schema, part.batches, "arrow")
 
 
+class QueryHandler(DataHandler):
+    """POST /query {sql, format}: one checked SELECT over governed relations (query/), its
+    answer produced whole, within bounds, and audited before the first byte is sent."""
+
+    async def get(self) -> None:
+        raise web.HTTPError(405)
+
+    async def post(self) -> None:
+        from ..query.run import run_query
+
+        who = await self.principal()
+        body = self.json_body()
+        unknown = sorted(set(body) - {"sql", "format"})
+        if unknown:
+            raise BadRequest(f"unknown field(s): {', '.join(map(str, unknown))[:200]}")
+        fmt = body.get("format") or "arrow"
+        if fmt not in FORMATS:
+            raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
+        answer = await self.run(run_query, self.service.governance, self.service.queries, who,
+                                body.get("sql"), self.service.keys.mask)
+        self.set_header("X-Dataaccess-Audit-Seq", str(answer.audit_seq))
+        self.set_header("X-Dataaccess-Datasets", json.dumps(answer.datasets))
+        await self._send_batches("query", answer.table.schema, iter(answer.table.to_batches()),
+                                 fmt)
+
+
 class RequestsHandler(BaseHandler):
     async def get(self) -> None:
         who = await self.principal()
@@ -701,6 +727,7 @@ def routes(prefix: str) -> list[tuple]:
         (api + rf"/datasets/{ID}/data", DataHandler),
         (api + rf"/datasets/{ID}/scan", ScanHandler),
         (api + rf"/tickets/{ID}", TicketHandler),
+        (api + r"/query", QueryHandler),
         (api + r"/requests", RequestsHandler),
         (api + rf"/requests/{ID}", RequestHandler),
         (api + rf"/requests/{ID}/(approve|deny|withdraw|renew)", RequestActionHandler),

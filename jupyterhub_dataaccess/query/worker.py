@@ -1,0 +1,309 @@
+"""DuckDB in worker processes of its own, away from the process that holds credentials.
+
+A worker is `python -m jupyterhub_dataaccess.query.worker`, started with an almost empty
+environment (no source credential, no token, no key), an address-space limit, and its own
+private temporary directory. It answers one query at a time over its stdin/stdout: the service
+sends the regenerated SQL and the governed relations as Arrow IPC streams (row filter and masks
+already applied by the service's one implementation, sources/plan.py), the worker registers them
+in a fresh DuckDB connection (external access off, no extensions, configuration locked, threads,
+memory and temp space limited) and sends back the result within the row and byte bounds.
+
+The pool keeps a few workers warm (a start costs a second of imports), kills one at the timeout
+and starts a replacement; a crash or out-of-memory in a worker is an error for that query only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+_LEN = struct.Struct(">Q")
+
+
+def _write(out: BinaryIO, payload: bytes) -> None:
+    out.write(_LEN.pack(len(payload)))
+    out.write(payload)
+
+
+def _read(inp: BinaryIO) -> bytes:
+    head = inp.read(_LEN.size)
+    if len(head) < _LEN.size:
+        raise EOFError("the other side closed the pipe")
+    (n,) = _LEN.unpack(head)
+    data = inp.read(n)
+    if len(data) < n:
+        raise EOFError("the other side closed the pipe")
+    return data
+
+
+class QueryFailed(Exception):
+    """kind: 'bind' (parse, binder, catalog: the engine's message is safe to show), 'runtime'
+    (its text could echo data: not shown), 'limit' (a bound was reached), 'crash'."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind, self.message = kind, message
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout_seconds: float = 30.0
+    memory_mb: int = 1024
+    max_rows: int = 1_000_000
+    max_bytes: int = 256 << 20
+    threads: int = 2
+
+
+# -- the worker process ---------------------------------------------------------------------
+
+
+def _connect(limits: dict[str, Any], temp: str) -> Any:
+    import duckdb
+
+    con = duckdb.connect(":memory:", config={
+        "enable_external_access": False,
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "allow_community_extensions": False,
+        "threads": int(limits["threads"]),
+        "memory_limit": f"{int(limits['memory_mb'])}MB",
+        "temp_directory": temp,
+        "max_temp_directory_size": f"{2 * int(limits['memory_mb'])}MB",
+    })
+    return con
+
+
+def _serve(inp: BinaryIO, out: BinaryIO) -> None:
+    import duckdb
+    import pyarrow as pa
+
+    root = tempfile.mkdtemp(prefix="dataaccess-query-")
+    while True:
+        try:
+            header = json.loads(_read(inp))
+        except EOFError:
+            return
+        tables = {name: pa.ipc.open_stream(_read(inp)).read_all() for name in header["tables"]}
+        temp = tempfile.mkdtemp(dir=root)
+        try:
+            con = _connect(header["limits"], temp)
+            try:
+                for name, table in tables.items():
+                    con.register(name, table)
+                con.execute("SET lock_configuration = true")
+                result = _bounded(con, header["sql"], header["limits"])
+            finally:
+                con.close()
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, result.schema) as writer:
+                writer.write_table(result)
+            body = sink.getvalue().to_pybytes()
+            _write(out, json.dumps({"ok": True, "rows": result.num_rows,
+                                    "bytes": len(body)}).encode())
+            _write(out, body)
+        except QueryFailed as e:
+            _write(out, json.dumps({"ok": False, "kind": e.kind, "message": e.message}).encode())
+        except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException) as e:
+            _write(out, json.dumps({"ok": False, "kind": "bind",
+                                    "message": str(e).splitlines()[0][:500]}).encode())
+        except duckdb.OutOfMemoryException:
+            _write(out, json.dumps({"ok": False, "kind": "limit",
+                                    "message": "memory"}).encode())
+        except Exception as e:  # runtime errors: their text stays here
+            _write(out, json.dumps({"ok": False, "kind": "runtime",
+                                    "message": type(e).__name__}).encode())
+        finally:
+            tables.clear()
+            shutil.rmtree(temp, ignore_errors=True)
+        out.flush()
+
+
+def _bounded(con: Any, sql: str, limits: dict[str, Any]) -> Any:
+    """The whole result, or QueryFailed('limit') past max_rows or max_bytes."""
+    import pyarrow as pa
+
+    reader = con.execute(sql).to_arrow_reader(64 * 1024)
+    batches, rows, size = [], 0, 0
+    for batch in reader:
+        rows += batch.num_rows
+        size += batch.nbytes
+        if rows > limits["max_rows"]:
+            raise QueryFailed("limit", f"more than {limits['max_rows']} rows")
+        if size > limits["max_bytes"]:
+            raise QueryFailed("limit", f"more than {limits['max_bytes']} bytes")
+        batches.append(batch)
+    return pa.Table.from_batches(batches, schema=reader.schema)
+
+
+def main() -> None:
+    import resource
+
+    limit = int(os.environ.get("DATAACCESS_QUERY_AS_BYTES", "0"))
+    if limit:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _serve(sys.stdin.buffer, sys.stdout.buffer)
+
+
+# -- the pool, in the service -------------------------------------------------------------
+
+
+class _Worker:
+    def __init__(self, memory_mb: int):
+        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+            __file__))))
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": package_root, "LANG": "C.UTF-8",
+               "HOME": tempfile.gettempdir(), "PYTHONDONTWRITEBYTECODE": "1",
+               # the address space: DuckDB's own limit plus room for Python, Arrow and threads
+               "DATAACCESS_QUERY_AS_BYTES": str((4 * memory_mb + 2048) << 20)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub_dataaccess.query.worker"], env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            cwd=tempfile.gettempdir(), start_new_session=True)
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        self.proc.wait()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+class WorkerPool:
+    """`size` warm workers; `run` takes one (waiting for a free one), and gives it back unless
+    it had to be killed, in which case a new one takes its place."""
+
+    def __init__(self, size: int, limits: Limits, per_user: int = 1):
+        self.limits, self.size, self.per_user = limits, size, per_user
+        self._users: dict[str, int] = {}
+        self._idle: list[_Worker] = []
+        self._lock = threading.Condition()
+        self._busy = 0
+        self._closed = False
+
+    def _take(self, wait: float) -> _Worker:
+        deadline = time.monotonic() + wait
+        with self._lock:
+            while not self._idle and self._busy >= self.size:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._lock.wait(left):
+                    raise QueryFailed("limit", "busy")
+            self._busy += 1
+            worker = self._idle.pop() if self._idle else None
+        if worker is None or not worker.alive():
+            worker = _Worker(self.limits.memory_mb)
+        return worker
+
+    def _give(self, worker: _Worker | None) -> None:
+        with self._lock:
+            self._busy -= 1
+            if worker is not None and not self._closed:
+                self._idle.append(worker)
+            self._lock.notify()
+        if worker is None and not self._closed:
+            self.warm(1)
+
+    def warm(self, n: int | None = None) -> None:
+        """Start workers ahead of queries (in the background), up to the pool's size."""
+        def start() -> None:
+            w = _Worker(self.limits.memory_mb)
+            with self._lock:
+                if self._closed or len(self._idle) + self._busy >= self.size:
+                    w.kill()
+                    return
+                self._idle.append(w)
+                self._lock.notify()
+
+        for _ in range(self.size if n is None else n):
+            threading.Thread(target=start, daemon=True, name="dataaccess-query-warm").start()
+
+    def user_slot(self, user: str) -> Any:
+        """A context holding one of `user`'s `per_user` query slots (QueryFailed 'busy' past)."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def slot() -> Iterator[None]:
+            with self._lock:
+                if self._users.get(user, 0) >= self.per_user:
+                    raise QueryFailed("limit", "user-busy")
+                self._users[user] = self._users.get(user, 0) + 1
+            try:
+                yield
+            finally:
+                with self._lock:
+                    self._users[user] -= 1
+                    if not self._users[user]:
+                        del self._users[user]
+
+        return slot()
+
+    def run(self, sql: str, tables: dict[str, Any]) -> Any:
+        """The result of `sql` over `tables` (name -> pyarrow Table), as a pyarrow Table."""
+        import pyarrow as pa
+
+        started = time.monotonic()
+        worker = self._take(self.limits.timeout_seconds)
+        limits = {"memory_mb": self.limits.memory_mb, "threads": self.limits.threads,
+                  "max_rows": self.limits.max_rows, "max_bytes": self.limits.max_bytes}
+        done = threading.Event()
+        killed = threading.Event()
+
+        def watchdog() -> None:
+            left = self.limits.timeout_seconds - (time.monotonic() - started)
+            if not done.wait(max(left, 0)):
+                killed.set()
+                worker.kill()
+
+        threading.Thread(target=watchdog, daemon=True, name="dataaccess-query-timer").start()
+        keep: _Worker | None = None
+        try:
+            try:
+                _write(worker.proc.stdin, json.dumps({"sql": sql, "tables": list(tables),
+                                                      "limits": limits}).encode())
+                for table in tables.values():
+                    sink = pa.BufferOutputStream()
+                    with pa.ipc.new_stream(sink, table.schema) as writer:
+                        writer.write_table(table)
+                    _write(worker.proc.stdin, sink.getvalue())
+                worker.proc.stdin.flush()
+                header = json.loads(_read(worker.proc.stdout))
+                body = _read(worker.proc.stdout) if header["ok"] else None
+            except (OSError, EOFError, ValueError):
+                worker.kill()
+                if killed.is_set():
+                    raise QueryFailed("limit", "time") from None
+                raise QueryFailed("crash", "the query engine stopped") from None
+            keep = worker
+        finally:
+            done.set()
+            self._give(keep)
+        if not header["ok"]:
+            raise QueryFailed(header["kind"], header["message"])
+        return pa.ipc.open_stream(body).read_all()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for w in idle:
+            w.kill()
+
+
+
+
+if __name__ == "__main__":
+    main()
