@@ -530,8 +530,7 @@ class QueryHandler(DataHandler):
     """POST /query {sql, format}: one checked SELECT over governed relations (query/), its
     answer produced whole, within bounds, and audited before the first byte is sent."""
 
-    async def get(self) -> None:
-        raise web.HTTPError(405)
+    SUPPORTED_METHODS = ("POST",)  # (it reuses DataHandler's streaming, not its GET)
 
     async def post(self) -> None:
         from ..query.run import run_query
