@@ -669,7 +669,7 @@ def test_after_a_revocation_renew_and_new_requests_wait_for_a_steward_until_one_
     [g] = grants(gov, "alice")
     gov.revoke(steward, g.id)
     clock.advance(minutes=1)
-    renewed = gov.renew(alice, first["id"], {})
+    renewed = gov.renew(alice, first["id"])
     assert (renewed["status"], renewed["approvals_required"]) == ("pending", 1)
     assert "was revoked" in renewed["reason"]
     assert gov.request_preview(alice, gov.dataset(alice, "pub"))["outcome"] == "review"
@@ -679,7 +679,7 @@ def test_after_a_revocation_renew_and_new_requests_wait_for_a_steward_until_one_
     again = ask(gov, alice, "pub")
     assert again["status"] == "pending"
     assert approve(gov, steward, again["id"])["status"] == "approved"
-    assert gov.renew(alice, again["id"], {})["status"] == "approved"  # a steward said yes since
+    assert gov.renew(alice, again["id"])["status"] == "approved"  # a steward said yes since
     assert gov.request_preview(alice, gov.dataset(alice, "pub"))["outcome"] == "auto"
 
 
