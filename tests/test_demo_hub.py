@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import requests
+from hubutil import REPO
 
 pytestmark = pytest.mark.hub
 
@@ -55,6 +56,7 @@ def demo_hub(tmp_path_factory):
     port = free_port(pair=True)  # the proxy's API listens on port + 1
     env = dict(
         os.environ,
+        PYTHONPATH=REPO,  # this checkout, in the hub and its services too (not an older install)
         DATAACCESS_DEMO_HUB_PORT=str(free_port()),
         DATAACCESS_DEMO_SERVICE_PORT=str(free_port()),
     )
