@@ -1,0 +1,129 @@
+"""Benchmark: a question about a big table, asked five ways, side by side.
+
+A year of departures (month, carrier, dep_delay, distance, tailnum; --rows rows, 20,000,000 by
+default) written by this script as Parquet in row groups of rows/20 (1,000,000 at full size), in
+time order. The question: average delay and count by carrier for one month.
+
+- floor: DuckDB on the file, in this process, result to pandas through Arrow;
+- da.sql through the hub's service (POST /query);
+- da.load(where=month, columns=...) then pandas groupby; against DuckDB reading that month into
+  pandas through Arrow (the second goal's floor);
+- today's path: load the columns, filter and group in pandas;
+- the same da.load(where=) on a copy with a hashed tailnum and a row filter.
+
+Goals: da.sql <= 1.5x the floor; da.load(where=) of one month <= 1.5x DuckDB reading that month.
+Also prints the service's peak RSS while answering (goal: under 500 MB).
+
+    .venv/bin/python benchmarks/query.py [--rows 20000000] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import reset_peak, running_hub  # noqa: E402
+from hubutil import service_pid, status_mb  # noqa: E402
+
+QUESTION = ("select carrier, avg(dep_delay) as delay, count(*) as n from {t} "
+            "where month = 3 group by carrier order by carrier")
+
+
+def write_flights(path: str, rows: int) -> None:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    group = max(rows // 20, 1)
+    rng = np.random.default_rng(7)
+    carriers = np.array(["AA", "AS", "B6", "DL", "F9", "HA", "NK", "UA", "WN", "OO"])
+    with pq.ParquetWriter(path, pa.schema([
+            ("month", pa.int8()), ("carrier", pa.string()), ("dep_delay", pa.float64()),
+            ("distance", pa.int32()), ("tailnum", pa.string())])) as w:
+        for start in range(0, rows, group):
+            n = min(group, rows - start)
+            month = (1 + (np.arange(start, start + n) * 12) // rows).astype(np.int8)  # time order
+            w.write_table(pa.table({
+                "month": month,
+                "carrier": carriers[rng.integers(0, len(carriers), n)],
+                "dep_delay": rng.normal(10, 30, n).round(1),
+                "distance": rng.integers(100, 3000, n, dtype=np.int32),
+                "tailnum": np.char.add("N", rng.integers(100, 999, n).astype(str)),
+            }), row_group_size=n)
+
+
+def median_ms(fn, runs: int) -> float:
+    fn()  # warm
+    samples = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t) * 1000)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=20_000_000)
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+
+    import tempfile
+
+    import duckdb
+
+    path = os.path.join(tempfile.mkdtemp(prefix="dataaccess-query-bench-"), "flights.parquet")
+    write_flights(path, args.rows)
+    governed = ('    columns:\n      tailnum: {mask: hash}\n'
+                '    row_filter: "carrier != \'OO\'"\n')
+    con = duckdb.connect()
+    floor = median_ms(lambda: con.sql(QUESTION.format(t=f"'{path}'")).to_arrow_table()
+                      .to_pandas(), args.runs)
+    month_floor = median_ms(lambda: con.sql(
+        f"select carrier, dep_delay from '{path}' where month = 3").to_arrow_table().to_pandas(),
+        args.runs)
+    with running_hub({"flights": path, "flights-governed": (path, governed)}) as hub:
+        import jupyterhub_dataaccess as da
+
+        pid = service_pid(hub)
+        reset_peak(pid)
+
+        def by_load(dataset: str) -> None:
+            df = da.load(dataset, where="month == 3", columns=["carrier", "dep_delay"])
+            df.groupby("carrier")["dep_delay"].agg(["mean", "count"])
+
+        def today() -> None:
+            df = da.load("flights", columns=["month", "carrier", "dep_delay"])
+            df[df.month == 3].groupby("carrier")["dep_delay"].agg(["mean", "count"])
+
+        rows = [
+            ("floor: DuckDB on the file, to pandas", floor),
+            ("da.sql through hub and service", median_ms(
+                lambda: da.sql(QUESTION.format(t="flights")), args.runs)),
+            ("DuckDB reading one month, to pandas", month_floor),
+            ("da.load(where=month, columns=) + pandas", median_ms(
+                lambda: by_load("flights"), args.runs)),
+            ("today: da.load(columns=) + pandas filter", median_ms(today, max(args.runs // 2, 1))),
+            ("da.load(where=) on the hashed, filtered copy", median_ms(
+                lambda: by_load("flights-governed"), args.runs)),
+        ]
+        peak = status_mb(pid, "VmHWM")
+    print(f"{args.rows:,} rows, row groups of {max(args.rows // 20, 1):,}, in time order "
+          f"(median of {args.runs}; the machine was shared)")
+    for name, ms in rows:
+        print(f"  {name:48s} {ms:9.1f} ms")
+    sql_ratio, load_ratio = rows[1][1] / floor, rows[3][1] / month_floor
+    print(f"da.sql / floor = {sql_ratio:.1f}x (goal <= 1.5x: "
+          f"{'MET' if sql_ratio <= 1.5 else 'NOT MET'})")
+    print(f"da.load(where=) / DuckDB month = {load_ratio:.1f}x (goal <= 1.5x: "
+          f"{'MET' if load_ratio <= 1.5 else 'NOT MET'})")
+    print(f"service peak RSS {peak:.0f} MB (goal < 500 MB: {'MET' if peak < 500 else 'NOT MET'})")
+
+
+if __name__ == "__main__":
+    main()
