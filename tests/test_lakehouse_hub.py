@@ -156,3 +156,23 @@ def test_a_table_its_catalog_lacks_shows_unavailable_and_the_rest_works(hub, ker
     assert data.status_code == 502 and "not in its Iceberg catalog" in data.json()["message"]
     assert "lake.gone" not in data.text and "catalog.db" not in data.text
     assert hub.call("analyst", "GET", "/datasets/birds-iceberg").json()["version"]
+
+
+def test_sql_over_both_lakehouse_tables_is_governed_and_names_their_versions(
+        hub, kernel, config_files):
+    _, iceberg_now = _versions(config_files, "birds-iceberg")
+    out = kernel.run("""
+import json, jupyterhub_dataaccess as da
+df = da.sql('select island, sex, count(*) as n from (select island, sex from "birds-iceberg" '
+            'union all select island, sex from "birds-delta") group by 1, 2 order by 1')
+print(json.dumps({"islands": sorted(set(df.island)), "sex": sorted(set(df.sex)),
+                  "meta": df.attrs["dataaccess"]}))
+""")
+    assert out["error"] is None, out
+    got = json.loads(out["stdout"])
+    assert got["islands"] == ["Biscoe", "Dream"] and got["sex"] == ["REDACTED"]  # governed
+    assert got["meta"]["datasets"] == {"birds-iceberg": iceberg_now, "birds-delta": "1"}
+    record = hub.call("admin", "GET", "/audit", params={"action": "data.query", "limit": 1}
+                      ).json()["items"][0]
+    assert record["seq"] == got["meta"]["audit_seq"]
+    assert iceberg_now in json.dumps(record["detail"])
