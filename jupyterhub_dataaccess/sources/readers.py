@@ -198,10 +198,16 @@ class FileReader(Reader):
             raise PartitionChanged("the file's row groups changed since the plan")
         needed = list(dict.fromkeys([*columns, *sorted(where.columns if where else ())]))
         target = pa.schema([dataset.schema.field(n) for n in needed])
+        wanted = range(spec[3], spec[4])
+        if filter_expr is not None:  # only the row groups whose statistics may match
+            fragment = pads.ParquetFileFormat().make_fragment(
+                path, filesystem=dataset.filesystem, row_groups=list(wanted))
+            wanted = [rg.id for rg in fragment.subset(filter=filter_expr,
+                                                      schema=dataset.schema).row_groups]
 
         def groups() -> Iterator[pa.RecordBatch]:
             with f:
-                for group in range(spec[3], spec[4]):
+                for group in wanted:
                     yield from self._row_group(f, meta, group, columns, needed, target,
                                                filter_expr)
 
