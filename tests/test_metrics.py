@@ -6,7 +6,8 @@ from __future__ import annotations
 import requests
 from hubutil import SCRAPER_TOKEN, Hub
 from prometheus_client.parser import text_string_to_metric_families
-from secutil import assert_error, fresh_request
+from reliabilityutil import fresh_grant
+from secutil import assert_error
 
 
 def _scrape(hub: Hub, token: str | None) -> requests.Response:
@@ -33,7 +34,7 @@ def test_a_scrape_shows_latency_by_route_data_served_and_the_databases_figures(h
     """Given a read and a preview of a granted dataset, When the scraper scrapes, Then request
     latency is labelled by route pattern (no dataset id), bytes and rows sent have grown, and
     the active grants, pending requests and audit appends are there."""
-    fresh_request(hub, "analyst", "penguins")
+    fresh_grant(hub, "analyst", "penguins")
     before = _samples(_scrape(hub, SCRAPER_TOKEN).text)
     assert hub.call("analyst", "GET", "/datasets/penguins/data",
                     params={"format": "csv"}).status_code == 200
@@ -63,3 +64,15 @@ def test_a_scrape_shows_latency_by_route_data_served_and_the_databases_figures(h
     (appends,) = [s for s in after["dataaccess_audit_appends"] if s.name.endswith("_total")]
     assert appends.value > 0
     assert "dataaccess_rate_limited" in after and "dataaccess_query_duration_seconds" in after
+
+
+def test_a_query_is_counted_with_its_duration_and_outcome(hub: Hub):
+    fresh_grant(hub, "analyst", "penguins")
+    assert hub.call("analyst", "POST", "/query",
+                    json={"sql": "select count(*) from penguins"}).status_code == 200
+    assert hub.call("analyst", "POST", "/query", json={"sql": "drop table penguins"}
+                    ).status_code == 400
+    after = _samples(_scrape(hub, SCRAPER_TOKEN).text)
+    counts = {s.labels["outcome"]: s.value for s in after["dataaccess_query_duration_seconds"]
+              if s.name.endswith("_count")}
+    assert counts.get("ok", 0) >= 1 and counts.get("refused", 0) >= 1

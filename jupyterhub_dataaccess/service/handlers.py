@@ -543,8 +543,15 @@ class QueryHandler(DataHandler):
         fmt = body.get("format") or "arrow"
         if fmt not in FORMATS:
             raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
-        answer = await self.run(run_query, self.service.governance, self.service.queries, who,
-                                body.get("sql"), self.service.keys.mask)
+        started = time.monotonic()
+        try:
+            answer = await self.run(run_query, self.service.governance, self.service.queries,
+                                    who, body.get("sql"), self.service.keys.mask)
+        except GovernanceError as e:
+            self.service.metrics.observe_query(time.monotonic() - started,
+                                               outcome="refused" if e.status < 500 else "error")
+            raise
+        self.service.metrics.observe_query(time.monotonic() - started)
         self.set_header("X-Dataaccess-Audit-Seq", str(answer.audit_seq))
         self.set_header("X-Dataaccess-Datasets", json.dumps(answer.datasets))
         await self._send_batches("query", answer.table.schema, iter(answer.table.to_batches()),
