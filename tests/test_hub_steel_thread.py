@@ -26,6 +26,8 @@ def _route_methods() -> list[tuple[str, str]]:
         if pattern.endswith(".*"):
             continue
         for method in ("get", "post", "delete"):
+            if method.upper() not in handler.SUPPORTED_METHODS:  # e.g. /query: POST only
+                continue
             if method in handler.__dict__ or any(
                 method in base.__dict__ for base in handler.__mro__
                 if base.__module__ == handlers.__name__ and base is not handlers.BaseHandler
