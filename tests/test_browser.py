@@ -398,10 +398,18 @@ def test_commands_in_the_palette(hub: Hub, browser):
     hub.start_server("analyst")
     lab = log_in(browser, hub, "analyst")
     open_lab(lab, hub, "analyst")
-    lab.locator(".lm-MenuBar-itemLabel", has_text="View").click()
-    lab.locator(".lm-Menu-itemLabel", has_text="Activate Command Palette").click()
     palette = lab.locator(".lm-CommandPalette-input")
-    palette.wait_for(timeout=10_000)
+
+    def palette_open() -> bool:
+        # JupyterLab focuses the restored main area once its layout has settled, which closes
+        # a modal palette opened just before: open it again until it stays open.
+        if not palette.is_visible():
+            lab.locator(".lm-MenuBar-itemLabel", has_text="View").click()
+            lab.locator(".lm-Menu-itemLabel", has_text="Activate Command Palette").click()
+            lab.wait_for_timeout(300)
+        return palette.is_visible()
+
+    wait_for(palette_open, 20, "the command palette open")
     palette.fill("Data:")
     wait_for(lambda: {"Data: Search datasets", "Data: Load dataset into notebook"} <= set(
         lab.locator(".lm-CommandPalette-itemLabel").all_inner_texts()), 10,
