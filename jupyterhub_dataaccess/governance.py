@@ -287,8 +287,10 @@ class Governance:
             # later
             with self.db.read() as s:
                 pending = self._pending(s, who.name, ds.id)
+            if pending is None:
+                raise  # not that race: the database refused the write (a clean 503 upstream)
             raise Conflict("You already have a pending request for this dataset",
-                           **({"request": request_dict(pending)} if pending else {})) from None
+                           request=request_dict(pending)) from None
 
     def _insert_request(self, who: Principal, ds: Dataset, justification: str,
                         days: float | None, renews: int | None) -> dict[str, Any]:
