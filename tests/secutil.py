@@ -150,7 +150,8 @@ def service_routes() -> list[tuple[str, str]]:
         paths = [path[:actions.start()] + a for a in actions.group(1).split("|")] if actions \
             else [path]
         methods = [m for m in ("get", "post", "delete")
-                   if any(m in cls.__dict__ for cls in handler.__mro__
+                   if m.upper() in handler.SUPPORTED_METHODS  # e.g. /query: POST only
+                   and any(m in cls.__dict__ for cls in handler.__mro__
                           if cls.__module__ == handlers.__name__ and cls is not handlers.BaseHandler)]
         assert methods, pattern
         for p in paths:
