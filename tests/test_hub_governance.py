@@ -9,6 +9,7 @@ import time
 import pytest
 import yaml
 from hubutil import Hub
+from secutil import hub_user
 
 from jupyterhub_dataaccess.service import handlers
 
@@ -243,14 +244,18 @@ def test_a_token_without_the_dataaccess_scopes_is_forbidden(hub: Hub):
 
 
 def test_dataset_details_say_what_asking_now_would_give(hub: Hub):
-    public = hub.call("nobody", "GET", "/datasets/penguins").json()["request_policy"]
-    assert public == {"outcome": "auto", "approvals": 0, "max_days": 365.0,
-                      "reason": "auto-approved: public data"}
-    restricted = hub.call("nobody", "GET", "/datasets/salaries").json()["request_policy"]
-    assert restricted["outcome"] == "review" and restricted["approvals"] == 2
-    assert restricted["max_days"] == 7.0
-    # the same internal dataset: auto for an analyst, review for anyone else
-    assert hub.call("analyst", "GET", "/datasets/sales").json()["request_policy"][
-        "outcome"] == "auto"
-    assert hub.call("nobody", "GET", "/datasets/sales").json()["request_policy"][
-        "outcome"] == "review"
+    """New users ask: other tests revoke the shared users' grants, and after a revocation a
+    request waits for a steward whatever the tier (SECURITY-CASES 50)."""
+    with hub_user(hub, prefix="gov") as someone, \
+            hub_user(hub, groups=("analysts",), prefix="gov") as analyst:
+        public = hub.call(someone, "GET", "/datasets/penguins").json()["request_policy"]
+        assert public == {"outcome": "auto", "approvals": 0, "max_days": 365.0,
+                          "reason": "auto-approved: public data"}
+        restricted = hub.call(someone, "GET", "/datasets/salaries").json()["request_policy"]
+        assert restricted["outcome"] == "review" and restricted["approvals"] == 2
+        assert restricted["max_days"] == 7.0
+        # the same internal dataset: auto for an analyst, review for anyone else
+        assert hub.call(analyst, "GET", "/datasets/sales").json()["request_policy"][
+            "outcome"] == "auto"
+        assert hub.call(someone, "GET", "/datasets/sales").json()["request_policy"][
+            "outcome"] == "review"
