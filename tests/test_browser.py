@@ -28,6 +28,7 @@ from browserutil import (
     wait_for,
 )
 from hubutil import Hub
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 pytestmark = [pytest.mark.hub, pytest.mark.browser]
 
@@ -400,20 +401,23 @@ def test_commands_in_the_palette(hub: Hub, browser):
     open_lab(lab, hub, "analyst")
     palette = lab.locator(".lm-CommandPalette-input")
 
-    def palette_open() -> bool:
+    def palette_lists_data_commands() -> bool:
         # JupyterLab focuses the restored main area once its layout has settled, which closes
         # a modal palette opened just before: open it again until it stays open.
         if not palette.is_visible():
             lab.locator(".lm-MenuBar-itemLabel", has_text="View").click()
             lab.locator(".lm-Menu-itemLabel", has_text="Activate Command Palette").click()
             lab.wait_for_timeout(300)
-        return palette.is_visible()
+            if not palette.is_visible():
+                return False
+        try:
+            palette.fill("Data:", timeout=2_000)
+        except PlaywrightTimeout:  # closed again between the check and the typing
+            return False
+        return {"Data: Search datasets", "Data: Load dataset into notebook"} <= set(
+            lab.locator(".lm-CommandPalette-itemLabel").all_inner_texts())
 
-    wait_for(palette_open, 20, "the command palette open")
-    palette.fill("Data:")
-    wait_for(lambda: {"Data: Search datasets", "Data: Load dataset into notebook"} <= set(
-        lab.locator(".lm-CommandPalette-itemLabel").all_inner_texts()), 10,
-        "the palette listing the Data commands")
+    wait_for(palette_lists_data_commands, 30, "the palette listing the Data commands")
     palette.fill("Data: Search datasets")
     lab.keyboard.press("Enter")
     lab.locator(PANEL).wait_for(state="visible", timeout=10_000)
