@@ -139,9 +139,6 @@ class FileReader(Reader):
         import pyarrow.parquet as pq
 
         needed = list(dict.fromkeys([*columns, *sorted(where.columns if where else ())]))
-        unknown = [n for n in needed if n not in dataset.schema.names]
-        if unknown:
-            raise SourceError(f"the filter names column(s) the source lacks: {unknown}")
         target = pa.schema([dataset.schema.field(n) for n in needed])
         filter_expr = where.to_arrow() if where is not None else None
         for fragment in dataset.get_fragments(filter=filter_expr):
