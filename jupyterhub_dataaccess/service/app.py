@@ -35,7 +35,7 @@ from ..keys import DEFAULT_KEY_DIR, ENV, KEY_DIR_ENV, KeyConfigError, key_id, lo
 from ..store import Database, SchemaError, Setting
 from ..times import iso, utcnow
 from .details import DetailsCache
-from .handlers import routes
+from .handlers import Parts, routes
 from .metrics import Metrics
 from .streams import StreamSlots
 
@@ -339,9 +339,16 @@ class DataAccessService(Application):
             per_user=self.query_per_user)
         self.queries.warm()
         prefix = self.service_prefix if self.service_prefix.endswith("/") else self.service_prefix + "/"
-        self.api_prefix = prefix + "api/v1"
+        parts = Parts(
+            governance=self.governance, run=self.run, directory=self.directory,
+            limiter=self.limiter, token_cache_seconds=self.token_cache_seconds, log=self.log,
+            metrics=self.metrics, streams=self.streams, details=self.details, keys=self.keys,
+            queries=self.queries, config_state=lambda: self.config_state,
+            config_files=(self.catalog, self.policy), frame_ancestors=tuple(self.frame_ancestors),
+            ticket_seconds=self.ticket_seconds, scan_partition_mb=self.scan_partition_mb)
         self.web_app = web.Application(
-            routes(prefix), dataaccess=self, hub_auth=self.hub_auth, prefix=prefix,
+            [(pattern, handler, parts.for_route(handler)) for pattern, handler in routes(prefix)],
+            hub_auth=self.hub_auth, prefix=prefix,
             cookie_secret=self.keys.cookie, xsrf_cookies=False, log_function=self._log_request,
         )
 

@@ -7,7 +7,10 @@ import json
 import os
 import re
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
+from logging import Logger
 from typing import Any
 
 import pyarrow as pa
@@ -32,24 +35,62 @@ PREVIEW_MAX = 100
 PREVIEW_DEFAULT = 20
 
 
+@dataclass(frozen=True)
+class Parts:
+    """What the service's handlers work with, built once by the application. Each route is given
+    (tornado's `initialize`) the parts every handler uses (`COMMON`) and those its class names
+    in `needs`, never the application itself."""
+
+    governance: Any  # Governance
+    run: Callable[..., Awaitable[Any]]  # fn(*args) on the worker thread pool
+    directory: Any  # HubDirectory: a user's groups
+    limiter: Any  # RateLimiter: per-user requests
+    token_cache_seconds: float
+    log: Logger
+    metrics: Any  # Metrics
+    streams: Any  # StreamSlots: per-user and total streams
+    details: Any  # DetailsCache: a dataset's schema and size
+    keys: Any  # Keys: mask and ticket keys
+    queries: Any  # WorkerPool of the SQL queries
+    config_state: Callable[[], Any]  # the ConfigState loaded now (reloads replace it)
+    config_files: tuple[str, ...]  # catalogue and policy paths (only their names are shown)
+    frame_ancestors: tuple[str, ...]
+    ticket_seconds: float
+    scan_partition_mb: float
+
+    COMMON = ("governance", "run", "directory", "limiter", "token_cache_seconds", "log")
+
+    def for_route(self, handler: type[web.RequestHandler]) -> dict[str, Any]:
+        """The keyword arguments of `handler`'s initialize: the parts it uses (none for the
+        OAuth callback, which is JupyterHub's)."""
+        if not issubclass(handler, BaseHandler):
+            return {}
+        return {name: getattr(self, name) for name in (*self.COMMON, *handler.needs)}
+
+
 class BaseHandler(HubOAuthenticated, web.RequestHandler):
     """Every route: Hub authentication (token or OAuth cookie), JSON in and out, no tracebacks."""
 
     public = False  # only /health says True
     callers = ("user",)  # the kinds of Hub identity a route answers (/spawn, /metrics: services)
     wrong_caller = "Only hub users may use the data access service"
+    needs: tuple[str, ...] = ()  # the Parts this route uses beyond Parts.COMMON
 
-    @property
-    def service(self) -> Any:
-        return self.settings["dataaccess"]
+    governance: Any
+    directory: Any
+    limiter: Any
+    token_cache_seconds: float
+    log: Logger
+    _run: Callable[..., Awaitable[Any]]
+
+    def initialize(self, run: Callable[..., Awaitable[Any]], **parts: Any) -> None:
+        """The parts of Parts.for_route(type(self)), as attributes of the same names."""
+        self._run = run
+        self.__dict__.update(parts)
 
     @property
     def hub_auth(self) -> Any:
         return self.settings["hub_auth"]
-
-    @property
-    def log(self) -> Any:
-        return self.service.log
 
     def set_default_headers(self) -> None:
         self.set_header("Cache-Control", "no-store")
@@ -83,7 +124,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         if model.get("kind", "user") != "user":
             return  # services (the hub's spawn hook, a metrics scraper) are not rate limited
         try:
-            await self.service.limiter.check(self, model["name"])
+            await self.limiter.check(self, model["name"])
         except web.HTTPError:
             self._retry_after = self._headers.get("Retry-After")  # send_error clears headers
             raise
@@ -109,7 +150,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
                 raise web.HTTPError(
                     403, "XSRF check failed: send the _xsrf cookie's value in an X-XSRFToken header"
                 ) from None
-        return await auth.user_for_token(token, use_cache=self.service.token_cache_seconds > 0,
+        return await auth.user_for_token(token, use_cache=self.token_cache_seconds > 0,
                                          session_id=auth.get_session_id(self), sync=False)
 
     def decode_argument(self, value: bytes, name: str | None = None) -> str:
@@ -125,7 +166,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
 
     async def principal(self) -> Principal:
         model = self.current_user
-        groups = await self.service.directory.groups(model["name"])
+        groups = await self.directory.groups(model["name"])
         return Principal.from_scopes(model["name"], groups, list(model.get("scopes", [])))
 
     def json_body(self, fields: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -191,7 +232,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
                 "version": self.arg("version", max_len=200) or None}
 
     async def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        return await self.service.run(fn, *args, **kwargs)
+        return await self._run(fn, *args, **kwargs)
 
     def send(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -282,11 +323,12 @@ def _json_error(handler: web.RequestHandler, status_code: int, exc: BaseExceptio
 
 class HealthHandler(BaseHandler):
     public = True
+    needs = ("config_state", "config_files")
 
     def get(self) -> None:
-        cfg = self.service.config_state
+        cfg = self.config_state()
         error = cfg.error
-        for path in filter(None, (self.service.catalog, self.service.policy)):
+        for path in filter(None, self.config_files):
             if error:  # anyone may ask: the file's name, not where it lives (the log has that)
                 error = error.replace(path, os.path.basename(path))
         self.send({"status": "ok" if not cfg.error else "degraded",
@@ -299,7 +341,7 @@ class MeHandler(BaseHandler):
     it whether to offer the Approvals and Admin pages, which then need the person's login)."""
 
     async def get(self) -> None:
-        out = await self.run(self.service.governance.me, await self.principal())
+        out = await self.run(self.governance.me, await self.principal())
         prefix = self.settings["prefix"]
         out["pages"] = {name: f"{prefix}pages/{name}" for name in PAGES}
         self.send(out)
@@ -309,7 +351,7 @@ class InboxHandler(BaseHandler):
     async def get(self) -> None:
         who = await self.principal()
         limit, offset = self.paging()
-        self.send(await self.run(self.service.governance.inbox, who, limit=limit,
+        self.send(await self.run(self.governance.inbox, who, limit=limit,
                                  offset=offset))
 
 
@@ -318,20 +360,22 @@ class DatasetsHandler(BaseHandler):
         who = await self.principal()
         limit, offset = self.paging()
         self.send(await self.run(
-            self.service.governance.list_datasets, who, q=self.arg("q"), tag=self.arg("tag"),
+            self.governance.list_datasets, who, q=self.arg("q"), tag=self.arg("tag"),
             classification=self.arg("classification"), status=self.arg("status"),
             limit=limit, offset=offset))
 
 
 class DatasetHandler(BaseHandler):
+    needs = ("details",)
+
     async def get(self, dataset_id: str) -> None:
         who = await self.principal()
-        gov = self.service.governance
+        gov = self.governance
         ds, access = await self.run(gov.dataset_for, who, dataset_id)
         out = dict(ds.public_dict(), access=access,
                    request_policy=await self.run(gov.request_preview, who, ds))
         try:
-            info = await self.service.details.get(ds, dataset_info)
+            info = await self.details.get(ds, dataset_info)
             out.update(columns=info.columns, rows=info.rows, updated_at=info.updated_at,
                        version=info.version)
         except SourceError as e:
@@ -354,20 +398,22 @@ def _columns_arg(value: str) -> list[str] | None:
 
 
 class PreviewHandler(BaseHandler):
+    needs = ("keys", "metrics")
+
     async def get(self, dataset_id: str) -> None:
         who = await self.principal()
         args = self.read_args()
         args["limit"] = min(PREVIEW_DEFAULT if args["limit"] is None else args["limit"],
                             PREVIEW_MAX)
-        plan = await self.run(self.service.governance.plan_read, who, dataset_id,
+        plan = await self.run(self.governance.plan_read, who, dataset_id,
                               "data.preview", **args)
         rows = await self.run(self._preview, plan)
-        self.service.metrics.served(self.service.metrics.route(self), rows=len(rows["rows"]))
+        self.metrics.served(self.metrics.route(self), rows=len(rows["rows"]))
         self.send(rows)
 
     def _preview(self, plan: ReadPlan) -> dict[str, Any]:
         try:
-            table = pa.Table.from_batches(list(execute(plan, self.service.keys.mask)),
+            table = pa.Table.from_batches(list(execute(plan, self.keys.mask)),
                                           schema=plan.schema)
         except SourceError as e:
             raise SourceUnavailable() from e
@@ -383,12 +429,14 @@ class PreviewHandler(BaseHandler):
 class DataHandler(BaseHandler):
     """Streams what `Governance.plan_read` decided. Everything that can fail before data flows
     fails there, as a JSON error; the first chunk is produced before the headers go out, so a
-    source that fails at once is a clean 502 too. Each stream holds a slot of service.streams
+    source that fails at once is a clean 502 too. Each stream holds a slot of the stream slots
     (429 past the caps) until it ends."""
+
+    needs = ("keys", "metrics", "streams")
 
     async def get(self, dataset_id: str) -> None:
         who = await self.principal()
-        with self.service.streams.slot(who.name):
+        with self.streams.slot(who.name):
             await self._stream(who, dataset_id)
 
     async def _stream(self, who: Principal, dataset_id: str) -> None:
@@ -396,20 +444,20 @@ class DataHandler(BaseHandler):
         if fmt and fmt not in FORMATS:
             raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
         accept = FORMATS["parquet"] in self.request.headers.get("Accept", "")
-        plan = await self.run(self.service.governance.plan_read, who, dataset_id, "data.read",
+        plan = await self.run(self.governance.plan_read, who, dataset_id, "data.read",
                               format=fmt or None, accept_parquet=accept, **self.read_args())
         self._provenance_headers(plan)
         if plan.format == "parquet" and plan.whole_file:
             await self._send_file(plan.dataset.id, plan.whole_file)
             return
         await self._send_batches(plan.dataset.id, plan.schema,
-                                 execute(plan, self.service.keys.mask), plan.format)
+                                 execute(plan, self.keys.mask), plan.format)
 
     async def _send_batches(self, dataset: str, schema: pa.Schema, batches: Any, fmt: str
                             ) -> None:
         """The first chunk is made before the headers go out: a source failing at once is a
         clean 502."""
-        metrics, route = self.service.metrics, self.service.metrics.route(self)
+        metrics, route = self.metrics, self.metrics.route(self)
         chunks = encode(schema, metrics.counting_rows(route, batches), fmt)
         try:
             try:
@@ -418,7 +466,7 @@ class DataHandler(BaseHandler):
                 raise SourceUnavailable() from e
             self._file_headers(dataset, fmt)
             while first is not None:
-                await self.service.streams.send(self, first)
+                await self.streams.send(self, first)
                 metrics.served(route, len(first))
                 first = await self.run(self._next, chunks)
         except StreamClosedError:
@@ -453,11 +501,11 @@ class DataHandler(BaseHandler):
         with f:
             self._file_headers(dataset, "parquet")
             self.set_header("Content-Length", str(os.fstat(f.fileno()).st_size))
-            metrics, route = self.service.metrics, self.service.metrics.route(self)
+            metrics, route = self.metrics, self.metrics.route(self)
             metrics.served(route, rows=await self.run(_parquet_rows, path))
             try:
                 while chunk := await self.run(f.read, 4 << 20):
-                    await self.service.streams.send(self, chunk)
+                    await self.streams.send(self, chunk)
                     metrics.served(route, len(chunk))
             except StreamClosedError:
                 return
@@ -486,15 +534,17 @@ def _parquet_rows(path: str) -> int:
 class ScanHandler(BaseHandler):
     """A scan plan: the governed read split into partitions, a ticket for each (tickets.py)."""
 
+    needs = ("keys", "ticket_seconds", "scan_partition_mb")
+
     async def post(self, dataset_id: str) -> None:
         who = await self.principal()
         req = tickets.ScanRequest.from_body(self.json_body())
-        service = self.service
-        base = f"{self.request.protocol}://{self.request.host}{service.api_prefix}/tickets/"
+        base = (f"{self.request.protocol}://{self.request.host}{self.settings['prefix']}"
+                "api/v1/tickets/")
         self.send(await self.run(
-            tickets.plan_scan, service.governance, who, dataset_id, req,
-            ticket_key=service.keys.ticket, ttl=service.ticket_seconds,
-            target_bytes=int(service.scan_partition_mb * (1 << 20)), url_for=base.__add__))
+            tickets.plan_scan, self.governance, who, dataset_id, req,
+            ticket_key=self.keys.ticket, ttl=self.ticket_seconds,
+            target_bytes=int(self.scan_partition_mb * (1 << 20)), url_for=base.__add__))
 
 
 class TicketHandler(DataHandler):
@@ -508,18 +558,17 @@ class TicketHandler(DataHandler):
             raise web.HTTPError(400, "Tokens in URLs are refused; send an Authorization header")
 
     async def get(self, ticket_id: str) -> None:
-        service = self.service
-        claims = tickets.verify(service.keys.ticket, ticket_id,
+        claims = tickets.verify(self.keys.ticket, ticket_id,
                                 self.request.headers.get("Authorization", ""), time.time())
         try:
-            await service.limiter.check(self, claims.user)
+            await self.limiter.check(self, claims.user)
         except web.HTTPError:
             self._retry_after = self._headers.get("Retry-After")
             raise
         accept = FORMATS["parquet"] in self.request.headers.get("Accept", "")
-        with service.streams.slot(claims.user):  # the same per-user cap as every stream
-            part = await self.run(tickets.open_partition, service.governance, claims,
-                                  service.keys.mask, accept)
+        with self.streams.slot(claims.user):  # the same per-user cap as every stream
+            part = await self.run(tickets.open_partition, self.governance, claims,
+                                  self.keys.mask, accept)
             if part.path:
                 await self._send_file(claims.dataset, part.path)
             else:
@@ -531,6 +580,7 @@ class QueryHandler(DataHandler):
     answer produced whole, within bounds, and audited before the first byte is sent."""
 
     SUPPORTED_METHODS = ("POST",)  # (it reuses DataHandler's streaming, not its GET)
+    needs = (*DataHandler.needs, "queries")
 
     async def post(self) -> None:
         from ..query.run import run_query
@@ -545,13 +595,13 @@ class QueryHandler(DataHandler):
             raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
         started = time.monotonic()
         try:
-            answer = await self.run(run_query, self.service.governance, self.service.queries,
-                                    who, body.get("sql"), self.service.keys.mask)
+            answer = await self.run(run_query, self.governance, self.queries,
+                                    who, body.get("sql"), self.keys.mask)
         except GovernanceError as e:
-            self.service.metrics.observe_query(time.monotonic() - started,
+            self.metrics.observe_query(time.monotonic() - started,
                                                outcome="refused" if e.status < 500 else "error")
             raise
-        self.service.metrics.observe_query(time.monotonic() - started)
+        self.metrics.observe_query(time.monotonic() - started)
         self.set_header("X-Dataaccess-Audit-Seq", str(answer.audit_seq))
         self.set_header("X-Dataaccess-Datasets", json.dumps(answer.datasets))
         await self._send_batches("query", answer.table.schema, iter(answer.table.to_batches()),
@@ -563,13 +613,13 @@ class RequestsHandler(BaseHandler):
         who = await self.principal()
         limit, offset = self.paging()
         self.send(await self.run(
-            self.service.governance.list_requests, who, scope=self.arg("scope", "mine"),
+            self.governance.list_requests, who, scope=self.arg("scope", "mine"),
             status=self.arg("status"), dataset=self.arg("dataset"), limit=limit, offset=offset))
 
     async def post(self) -> None:
         who = await self.principal()
         body = self.json_body(("dataset", "justification", "days"))
-        req = await self.run(self.service.governance.create_request, who, body.get("dataset"),
+        req = await self.run(self.governance.create_request, who, body.get("dataset"),
                              body.get("justification"), body.get("days"))
         self.send(req, 201)
 
@@ -577,13 +627,13 @@ class RequestsHandler(BaseHandler):
 class RequestHandler(BaseHandler):
     async def get(self, request_id: str) -> None:
         who = await self.principal()
-        self.send(await self.run(self.service.governance.get_request, who, request_id))
+        self.send(await self.run(self.governance.get_request, who, request_id))
 
 
 class RequestActionHandler(BaseHandler):
     async def post(self, request_id: str, action: str) -> None:
         who = await self.principal()
-        gov = self.service.governance
+        gov = self.governance
         if action == "withdraw":
             if self.json_body():
                 raise BadRequest("withdraw takes no body")
@@ -606,7 +656,7 @@ class GrantsHandler(BaseHandler):
         who = await self.principal()
         limit, offset = self.paging()
         self.send(await self.run(
-            self.service.governance.list_grants, who, user=self.arg("user"),
+            self.governance.list_grants, who, user=self.arg("user"),
             dataset=self.arg("dataset"), active=self.flag("active"), limit=limit, offset=offset,
             sort=self.arg("sort")))
 
@@ -614,7 +664,7 @@ class GrantsHandler(BaseHandler):
 class GrantHandler(BaseHandler):
     async def delete(self, grant_id: str) -> None:
         who = await self.principal()
-        grant = await self.run(self.service.governance.revoke, who, grant_id)
+        grant = await self.run(self.governance.revoke, who, grant_id)
         self.send(grant)
 
 
@@ -625,7 +675,7 @@ class NotificationsHandler(BaseHandler):
         if since and not (since.isascii() and since.isdigit()):
             raise BadRequest("since must be an audit sequence number")
         limit, _ = self.paging()
-        self.send(await self.run(self.service.governance.notifications, who,
+        self.send(await self.run(self.governance.notifications, who,
                                  since=int(since or 0), limit=limit))
 
 
@@ -634,14 +684,14 @@ class AuditHandler(BaseHandler):
         who = await self.principal()
         limit, offset = self.paging(default=100)
         self.send(await self.run(
-            self.service.governance.audit_records, who, user=self.arg("user"),
+            self.governance.audit_records, who, user=self.arg("user"),
             dataset=self.arg("dataset"), action=self.arg("action"), since=self.time_arg("since"),
             limit=limit, offset=offset, sort=self.arg("sort")))
 
 
 class PoliciesHandler(BaseHandler):
     async def get(self) -> None:
-        self.send(self.service.governance.policy(await self.principal()))
+        self.send(self.governance.policy(await self.principal()))
 
 
 class SpawnHandler(BaseHandler):
@@ -661,7 +711,7 @@ class SpawnHandler(BaseHandler):
         user = self.arg("user")
         if not user:
             raise BadRequest("user is required: the user whose server is starting")
-        self.send(await self.run(self.service.governance.spawn_plan, user,
+        self.send(await self.run(self.governance.spawn_plan, user,
                                  f"hub:{self.current_user['name']}"))
 
 
@@ -669,11 +719,12 @@ class MetricsHandler(BaseHandler):
     """Prometheus metrics, for a token (a scraper service's, typically) with the metrics scope."""
 
     callers = ("user", "service")
+    needs = ("metrics",)
 
     async def get(self) -> None:
         if METRICS_SCOPE not in self.current_user.get("scopes", []):
             raise web.HTTPError(403, f"Metrics need the {METRICS_SCOPE} scope")
-        body = await self.run(self.service.metrics.exposition)
+        body = await self.run(self.metrics.exposition)
         self.set_header("Content-Type", CONTENT_TYPE)
         self.finish(body)
 
@@ -683,8 +734,10 @@ class PageHandler(BaseHandler):
     logged in to the service (a server's token cannot open them). Their script talks to the
     API with the same login cookie and the page's XSRF token."""
 
+    needs = ("frame_ancestors",)
+
     async def get(self, name: str) -> None:
-        self.service.governance.require(await self.principal(), PAGES[name])
+        self.governance.require(await self.principal(), PAGES[name])
         who = self.current_user
         theme = self.arg("theme", "light")
         if theme not in ("light", "dark"):
@@ -694,7 +747,7 @@ class PageHandler(BaseHandler):
         self.set_header("Content-Security-Policy", "; ".join([
             "default-src 'none'", f"script-src 'nonce-{nonce}'", f"style-src 'nonce-{nonce}'",
             "connect-src 'self'", "img-src 'self' data:", "base-uri 'none'", "form-action 'none'",
-            " ".join(["frame-ancestors 'self'", *self.service.frame_ancestors])]))
+            " ".join(["frame-ancestors 'self'", *self.frame_ancestors])]))
         self.set_header("Referrer-Policy", "no-referrer")
         self.finish(render_page(name, theme=theme, nonce=nonce, user=who["name"],
                                 api=self.settings["prefix"] + "api/v1",
