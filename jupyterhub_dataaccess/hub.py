@@ -58,6 +58,12 @@ class SpawnRefused(RuntimeError):
         self.jupyterhub_message = message
 
 
+def _jupyterhub_version() -> tuple[int, ...]:
+    from jupyterhub import version_info
+
+    return tuple(v for v in version_info if isinstance(v, int))
+
+
 def _get(section: Any, name: str) -> Any:
     """The value an operator set in this config section, or None (never a lazy placeholder)."""
     return section[name] if name in section else None
@@ -80,6 +86,7 @@ def configure_hub(
     mount_root: str = "",
     key_dir: str = "dataaccess-keys",
     settings: dict[str, Any] | None = None,
+    start_timeout: int = 120,
 ) -> None:
     """Register the dataaccess service, its scopes and roles, the spawn hook and token scopes.
 
@@ -95,6 +102,10 @@ def configure_hub(
         replicas, give every key in the environment instead (DATAACCESS_MASK_KEY, ...).
     settings: the service's own settings, by name (`DataAccessService` traitlets, e.g.
         {"threads": 16, "token_cache_seconds": 0}); a name it does not have is an error here.
+    start_timeout: how long the hub waits for the service to answer when it starts it, in
+        seconds (JupyterHub 6's service `timeout`, 30 by default there: too short for the
+        service to load a catalogue of about 100,000 datasets on a busy machine). JupyterHub 5
+        has no such setting; it is left out there.
     """
     service_url = f"http://{service_ip}:{service_port}"
     env = {
@@ -125,6 +136,8 @@ def configure_hub(
             "oauth_client_allowed_scopes": list(SCOPES),
             "display": False,
         })
+        if _jupyterhub_version() >= (6,):
+            services[-1]["timeout"] = int(start_timeout)
     c.JupyterHub.services = services
 
     if not any(s.get("name") == SPAWN_SERVICE for s in services):

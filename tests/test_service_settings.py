@@ -25,6 +25,14 @@ def test_configure_hub_hands_the_settings_to_the_service_and_refuses_unknown_nam
     assert json.loads(service["environment"][SETTINGS_ENV]) == {
         "threads": 3, "token_cache_seconds": 0, "reload_interval": 7.5}
     assert not any(a.startswith("--") for a in service["command"])
+    # JupyterHub 6 waits 30 s for a service by default: too short for a large catalogue
+    from jupyterhub import version_info
+
+    assert service.get("timeout") == (120 if version_info[0] >= 6 else None)
+    c = Config()
+    configure_hub(c, catalog="c.yaml", policy="p.yaml", start_timeout=600)
+    assert [s.get("timeout") for s in c.JupyterHub.services if s["name"] == "dataaccess"] \
+        == [600 if version_info[0] >= 6 else None]
 
     with pytest.raises(ValueError, match="no setting 'thread'"):
         configure_hub(Config(), catalog="c.yaml", policy="p.yaml", settings={"thread": 3})
