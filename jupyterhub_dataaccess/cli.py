@@ -241,11 +241,11 @@ def cmd_grants_list(args: argparse.Namespace) -> int:
 
 
 def cmd_grants_revoke(args: argparse.Namespace) -> int:
-    from .errors import GovernanceError
+    from .errors import GovernanceError, parse_id
 
     gov = _governance(_db(args))
     try:
-        grant = gov.revoke(_operator(), args.id)
+        grant = gov.revoke(_operator(), parse_id(args.id, "grant"))
     except GovernanceError as e:
         raise UsageError(e.message) from None
     print(f"revoked grant {grant['id']} of {grant['user']} on {grant['dataset']}")

@@ -14,6 +14,7 @@ CAPABILITIES = ("browse", "request", "review", "admin")
 METRICS_SCOPE = SCOPE_PREFIX + "metrics"  # a scraper's service token; not a capability of users
 # held by the hub's spawn hook alone (a service token configure_hub registers): GET /spawn
 SPAWN_SCOPE = SCOPE_PREFIX + "spawn"
+MAX_ID = 2**31 - 1  # ids, sequence numbers and offsets are SQL INTEGER: nothing lies beyond
 
 
 class GovernanceError(Exception):
@@ -35,8 +36,27 @@ class Forbidden(GovernanceError):
     status = 403
 
 
+class NoGrant(Forbidden):
+    """No active grant for `dataset`; the message says why. The service's handlers add how to
+    ask for one (messages.how_to_ask), which is wording for a person, not a decision."""
+
+    def __init__(self, reason: str, dataset: str):
+        super().__init__(reason, dataset=dataset)
+        self.dataset = dataset
+
+
 class NotFound(GovernanceError):
     status = 404
+
+
+def parse_id(text: str, what: str) -> int:
+    """A request's or grant's id from a URL or a command line as a number. Only plain ASCII
+    digits within the SQL range count (not '01', ' 1', '1.0' or other scripts' digits, which
+    int() would take); anything else is NotFound("No such <what>"), as a missing one is."""
+    if text.isascii() and text.isdigit() and text[0] != "0" and len(text) <= 10 \
+            and int(text) <= MAX_ID:
+        return int(text)
+    raise NotFound(f"No such {what}")
 
 
 class Conflict(GovernanceError):

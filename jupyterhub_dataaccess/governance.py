@@ -19,10 +19,12 @@ from sqlalchemy.orm import Session
 from . import audit
 from .catalog import Catalog, Dataset
 from .errors import (
+    MAX_ID,
     SCOPE_PREFIX,
     BadRequest,
     Conflict,
     Forbidden,
+    NoGrant,
     NotFound,
     Principal,
     SourceUnavailable,
@@ -36,7 +38,6 @@ if TYPE_CHECKING:
     from .sources.plan import ReadPlan
 
 MAX_PAGE = 200
-MAX_ID = 2**31 - 1  # ids, sequence numbers and offsets are SQL INTEGER: nothing lies beyond
 MAX_JUSTIFICATION = 4000
 MAX_COMMENT = 4000
 PERSON_NEEDED = ("A server's token may only browse and request: deciding, revoking and the audit "
@@ -93,19 +94,6 @@ def ordered(stmt: Any, sort: str, columns: dict[str, Any], default: str) -> Any:
     if column is not first:
         keys.append(first.desc() if desc else first.asc())
     return stmt.order_by(*keys)
-
-
-def row_id(value: Any) -> int | None:
-    """The id in a URL as a number, or None: only plain ASCII digits within the SQL range count
-    (not '01', ' 1', '1.0' or other scripts' digits, which int() would take)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, str) and value.isascii() and value.isdigit() and value[0] != "0" \
-            and len(value) <= 10:
-        number = int(value)
-    else:
-        return None
-    return number if 0 < number <= MAX_ID else None
 
 
 def clean_text(value: Any, name: str, max_len: int, required: bool) -> str:
@@ -253,7 +241,7 @@ class Governance:
         self._require(who, "request")
         return self._new_request(who, self._dataset(dataset), justification, days)
 
-    def renew(self, who: Principal, request_id: Any, justification: str | None = None,
+    def renew(self, who: Principal, request_id: int, justification: str | None = None,
               days: float | None = None) -> dict[str, Any]:
         """Ask to extend access before (or after) a grant expires: a new request, same dataset.
 
@@ -391,12 +379,9 @@ class Governance:
                                                        f"to {raised}"})
         return kept
 
-    def _visible_request(self, s: Session, who: Principal, request_id: Any,
+    def _visible_request(self, s: Session, who: Principal, request_id: int,
                          for_update: bool = False) -> Request:
-        rid = row_id(request_id)
-        if rid is None:
-            raise NotFound("No such request")
-        stmt = select(Request).where(Request.id == rid)
+        stmt = select(Request).where(Request.id == request_id)
         if for_update:
             stmt = stmt.with_for_update()
         req = s.execute(stmt).scalar()
@@ -412,7 +397,7 @@ class Governance:
     def _may_see_request(self, who: Principal, req: Request) -> bool:
         return req.user == who.name or who.can("admin") or self._is_steward(who, req.dataset)
 
-    def get_request(self, who: Principal, request_id: Any) -> dict[str, Any]:
+    def get_request(self, who: Principal, request_id: int) -> dict[str, Any]:
         self._require(who, "browse")
         with self.db.read() as s:
             return request_dict(self._visible_request(s, who, request_id))
@@ -494,7 +479,7 @@ class Governance:
                 })
             return {"items": items, "total": total}
 
-    def decide(self, who: Principal, request_id: Any, verdict: str, comment: str = ""
+    def decide(self, who: Principal, request_id: int, verdict: str, comment: str = ""
                ) -> dict[str, Any]:
         """A steward approves or denies; the requester never decides their own request."""
         self._refuse_holder(who, "review")
@@ -538,7 +523,7 @@ class Governance:
             # a concurrent decision by the same steward won the unique constraint
             raise Conflict("This request was decided at the same moment; reload it") from None
 
-    def withdraw(self, who: Principal, request_id: Any) -> dict[str, Any]:
+    def withdraw(self, who: Principal, request_id: int) -> dict[str, Any]:
         now = self.clock()
         with self.db.write() as s:
             req = self._visible_request(s, who, request_id, for_update=True)
@@ -603,14 +588,11 @@ class Governance:
                 "asked_by": asked_by})
         return {"user": user, "grants": grants, "mounts": mounts}
 
-    def revoke(self, who: Principal, grant_id: Any) -> dict[str, Any]:
+    def revoke(self, who: Principal, grant_id: int) -> dict[str, Any]:
         self._refuse_holder(who, "review", "admin")
         now = self.clock()
-        gid = row_id(grant_id)
-        if gid is None:
-            raise NotFound("No such grant")
         with self.db.write() as s:
-            g = s.execute(select(Grant).where(Grant.id == gid).with_for_update()).scalar()
+            g = s.execute(select(Grant).where(Grant.id == grant_id).with_for_update()).scalar()
             if g is None or not (g.user == who.name or who.can("admin")
                                  or self._is_steward(who, g.dataset)):
                 raise NotFound("No such grant")
@@ -644,7 +626,7 @@ class Governance:
                        detail: dict[str, Any] | None = None) -> tuple[Dataset, Grant]:
         """Check the grant and write the audit record in one transaction, before any data flows.
 
-        No active grant: an `access.denied` record and Forbidden, whose message says how to ask.
+        No active grant: an `access.denied` record and NoGrant naming the dataset and why.
         """
         ds, g, _ = self.authorize(who, dataset_id, action, detail)
         return ds, g
@@ -683,16 +665,13 @@ class Governance:
                 held = (f"{ds.id!r} was reclassified from {active[0].classification} to "
                         f"{ds.classification} after your access was granted, so that grant was "
                         "revoked")
-            raise Forbidden(
-                f"{held[0].upper() + held[1:]}. Ask for it with "
-                f"da.request({ds.id!r}, justification=\"why you need it\") "
-                f"or with 'Request access' in the Data panel.", dataset=ds.id)
+            raise NoGrant(f"{held[0].upper() + held[1:]}.", ds.id)
         return ds, g, seq
 
     def authorize_query(self, who: Principal, datasets: list[str],
                         detail: dict[str, Any] | None = None) -> int | None:
         """Every dataset of a query needs an active grant. Missing one: an `access.denied`
-        record and Forbidden naming it with the exact `da.request(...)`. With `detail`, all
+        record and NoGrant naming it. With `detail`, all
         held: one `data.query` record (returns its sequence number); without, a check only."""
         self._require(who, "browse")
         for d in datasets:
@@ -717,10 +696,7 @@ class Governance:
                                     detail=detail, at=now).seq
         if missing:
             d = missing[0]
-            raise Forbidden(
-                f"You have no active grant for {d!r}, which this query reads. Ask for it with "
-                f"da.request({d!r}, justification=\"why you need it\") "
-                f"or with 'Request access' in the Data panel.", dataset=d)
+            raise NoGrant(f"You have no active grant for {d!r}, which this query reads.", d)
         return None
 
     def plan_read(self, who: Principal, dataset_id: Any, action: str = "data.read", *,
@@ -762,7 +738,9 @@ class Governance:
 
     def notifications(self, who: Principal, since: int = 0, limit: int = 50) -> dict[str, Any]:
         """What changed for me since audit record `since`: decisions on my requests, changes to
-        my grants, and (for stewards) new requests for datasets I steward."""
+        my grants, and (for stewards) new requests for datasets I steward. Each item names the
+        action, its actor, the requester (`user`) and the dataset; the wording is the
+        handlers' (messages.notification)."""
         self._require(who, "browse")
         lim, after = page(limit, since)
         mine = ("request.approve", "request.deny", "grant.create", "grant.revoke", "grant.expire")
@@ -782,8 +760,7 @@ class Governance:
             last = s.execute(select(func.max(AuditRecord.seq))).scalar() or 0
         items = [{"seq": r.seq, "at": audit.to_dict(r)["at"], "action": r.action,
                   "dataset": r.dataset, "request_id": r.request_id, "grant_id": r.grant_id,
-                  "actor": r.actor, "user": user, "message": _message(r.action, r.actor, user,
-                                                                      r.dataset)}
+                  "actor": r.actor, "user": user}
                  for r, user in rows]
         return {"items": items, "total": len(items),
                 "last_seq": items[-1]["seq"] if len(items) == lim else last}
@@ -816,17 +793,6 @@ class Governance:
             rows = s.execute(ordered(stmt, sort, AUDIT_SORT, "-seq").limit(lim).offset(off)
                              ).scalars()
             return {"items": [audit.to_dict(r) for r in rows], "total": total}
-
-
-def _message(action: str, actor: str, user: str, dataset: str) -> str:
-    return {
-        "request.create": f"{user} asks for access to {dataset}",
-        "request.approve": f"{actor} approved your request for {dataset}",
-        "request.deny": f"{actor} denied your request for {dataset}",
-        "grant.create": f"You now have access to {dataset}",
-        "grant.revoke": f"{actor} revoked your access to {dataset}",
-        "grant.expire": f"Your access to {dataset} expired",
-    }.get(action, action)
 
 
 __all__ = ["Config", "Governance", "grant_dict", "iso", "request_dict"]

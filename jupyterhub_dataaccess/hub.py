@@ -86,7 +86,7 @@ def configure_hub(
     mount_root: str = "",
     key_dir: str = "dataaccess-keys",
     settings: dict[str, Any] | None = None,
-    start_timeout: int = 120,
+    start_timeout: int = 300,
 ) -> None:
     """Register the dataaccess service, its scopes and roles, the spawn hook and token scopes.
 

@@ -14,8 +14,17 @@ from sqlalchemy import select
 
 from jupyterhub_dataaccess import audit
 from jupyterhub_dataaccess.config_files import load_catalog, load_policy
-from jupyterhub_dataaccess.errors import BadRequest, Conflict, Forbidden, NotFound, Principal
+from jupyterhub_dataaccess.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NoGrant,
+    NotFound,
+    Principal,
+    parse_id,
+)
 from jupyterhub_dataaccess.governance import MAX_PAGE, Config, Governance, page
+from jupyterhub_dataaccess.messages import how_to_ask, notification
 from jupyterhub_dataaccess.service.handlers import no_unknown, parse_paging
 from jupyterhub_dataaccess.store import AuditRecord, Database, Grant, Request
 
@@ -314,10 +323,10 @@ def test_when_a_request_is_not_visible_then_notfound_with_the_same_message_as_a_
         gov.get_request(bob, req["id"])
     with pytest.raises(NotFound) as missing:
         gov.get_request(bob, 987654)
-    with pytest.raises(NotFound) as garbage:
-        gov.get_request(bob, "1 or 1=1")
+    with pytest.raises(NotFound) as garbage:  # the handlers' parsing of the URL's id
+        gov.get_request(bob, parse_id("1 or 1=1", "request"))
     assert str(hidden.value) == str(missing.value) == str(garbage.value) == "No such request"
-    assert hidden.value.extra == missing.value.extra == {}
+    assert hidden.value.extra == missing.value.extra == garbage.value.extra == {}
     assert gov.get_request(steward, req["id"])["id"] == req["id"]
     assert gov.get_request(admin, req["id"])["id"] == req["id"]
 
@@ -373,7 +382,7 @@ def test_when_a_grant_is_revoked_then_the_next_read_is_forbidden_and_audited(gov
     clock.advance(minutes=5)
     out = gov.revoke(steward, g.id)
     assert (out["status"], out["revoked_by"]) == ("revoked", "steward")
-    with pytest.raises(Forbidden, match=r"da\.request\('pub'") as e:
+    with pytest.raises(NoGrant, match="no active grant for 'pub'") as e:
         gov.authorize_read(alice, "pub", "data.read")
     assert e.value.extra == {"dataset": "pub"}
     counts = actions(gov)
@@ -395,15 +404,37 @@ def test_when_someone_else_revokes_then_only_stewards_and_admins_may(gov):
         gov.revoke(otherstew, g.id)
     with pytest.raises(Forbidden):
         gov.revoke(alice, g.id)  # the holder sees it but may not revoke it
-    with pytest.raises(NotFound):
-        gov.revoke(admin, "x")
+    with pytest.raises(NotFound, match="^No such grant$"):
+        gov.revoke(admin, parse_id("x", "grant"))
     assert gov.revoke(admin, g.id)["status"] == "revoked"
 
 
 def test_when_there_is_no_grant_then_a_read_is_forbidden_and_audited_once(gov):
-    with pytest.raises(Forbidden, match="Request access"):
+    with pytest.raises(NoGrant) as refused:
         gov.authorize_read(alice, "conf", "data.preview")
+    assert (refused.value.status, refused.value.dataset) == (403, "conf")
+    assert refused.value.message == "You have no active grant for 'conf'."
     assert actions(gov) == {"access.denied": 1}
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "1.0", "0x10", "1e3", "01", " 1", "1 ", "\u0661",
+                                  "\uff11", "9" * 20, str(2**31), "1;2", "1\x00", ""])
+def test_an_id_that_is_not_plain_digits_in_the_sql_range_is_no_such_thing(text):
+    with pytest.raises(NotFound, match="^No such grant$"):
+        parse_id(text, "grant")
+
+
+def test_ids_in_range_parse_to_numbers():
+    assert [parse_id(t, "request") for t in ("1", "42", str(2**31 - 1))] == [1, 42, 2**31 - 1]
+
+
+def test_the_words_for_a_person_name_the_call_and_the_people():
+    assert how_to_ask("it's") == ("Ask for it with da.request(\"it's\", justification=\"why you "
+                                  "need it\") or with 'Request access' in the Data panel.")
+    assert notification("request.approve", "sam", "ann", "flights") \
+        == "sam approved your request for flights"
+    assert notification("request.create", "ann", "ann", "flights") \
+        == "ann asks for access to flights"
 
 
 def test_when_the_clock_passes_expires_at_then_reads_fail_and_the_grant_shows_expired(gov, clock):

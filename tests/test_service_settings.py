@@ -28,7 +28,7 @@ def test_configure_hub_hands_the_settings_to_the_service_and_refuses_unknown_nam
     # JupyterHub 6 waits 30 s for a service by default: too short for a large catalogue
     from jupyterhub import version_info
 
-    assert service.get("timeout") == (120 if version_info[0] >= 6 else None)
+    assert service.get("timeout") == (300 if version_info[0] >= 6 else None)
     c = Config()
     configure_hub(c, catalog="c.yaml", policy="p.yaml", start_timeout=600)
     assert [s.get("timeout") for s in c.JupyterHub.services if s["name"] == "dataaccess"] \

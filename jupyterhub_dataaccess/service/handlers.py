@@ -21,7 +21,16 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from .. import tickets
-from ..errors import SPAWN_SCOPE, BadRequest, GovernanceError, Principal, SourceUnavailable
+from ..errors import (
+    SPAWN_SCOPE,
+    BadRequest,
+    GovernanceError,
+    NoGrant,
+    Principal,
+    SourceUnavailable,
+    parse_id,
+)
+from ..messages import how_to_ask, notification
 from ..sources.filters import MAX_FILTER_LENGTH
 from ..sources.plan import ReadPlan, execute
 from ..sources.readers import CatalogMismatch, SourceError, dataset_info
@@ -249,9 +258,12 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
                                  e.__cause__)
             if self._finished:
                 return
+            message = e.message
+            if isinstance(e, NoGrant):  # what to do about it: the panel's wording
+                message = f"{message} {how_to_ask(e.dataset)}"
             self.set_status(e.status)
             self.set_header("Content-Type", "application/json; charset=utf-8")
-            self.finish(json.dumps(dict(e.extra, status=e.status, message=e.message)))
+            self.finish(json.dumps(dict(e.extra, status=e.status, message=message)))
             return
         if isinstance(e, (DBAPIError, PoolTimeout)):  # down, locked, read-only: a clean 503
             self.log.warning("Database unavailable on %s %s: %s", self.request.method,
@@ -627,26 +639,28 @@ class RequestsHandler(BaseHandler):
 class RequestHandler(BaseHandler):
     async def get(self, request_id: str) -> None:
         who = await self.principal()
-        self.send(await self.run(self.governance.get_request, who, request_id))
+        self.send(await self.run(self.governance.get_request, who,
+                                 parse_id(request_id, "request")))
 
 
 class RequestActionHandler(BaseHandler):
     async def post(self, request_id: str, action: str) -> None:
+        rid = parse_id(request_id, "request")
         who = await self.principal()
         gov = self.governance
         if action == "withdraw":
             if self.json_body():
                 raise BadRequest("withdraw takes no body")
-            req = await self.run(gov.withdraw, who, request_id)
+            req = await self.run(gov.withdraw, who, rid)
         elif action == "renew":
             body = self.json_body(("justification", "days"))
-            req = await self.run(gov.renew, who, request_id, body.get("justification"),
+            req = await self.run(gov.renew, who, rid, body.get("justification"),
                                  body.get("days"))
             self.send(req, 201)
             return
         else:
             body = self.json_body(("comment",))
-            req = await self.run(gov.decide, who, request_id,
+            req = await self.run(gov.decide, who, rid,
                                  "approve" if action == "approve" else "deny", body.get("comment"))
         self.send(req)
 
@@ -664,7 +678,7 @@ class GrantsHandler(BaseHandler):
 class GrantHandler(BaseHandler):
     async def delete(self, grant_id: str) -> None:
         who = await self.principal()
-        grant = await self.run(self.governance.revoke, who, grant_id)
+        grant = await self.run(self.governance.revoke, who, parse_id(grant_id, "grant"))
         self.send(grant)
 
 
@@ -675,8 +689,11 @@ class NotificationsHandler(BaseHandler):
         if since and not (since.isascii() and since.isdigit()):
             raise BadRequest("since must be an audit sequence number")
         limit, _ = self.paging()
-        self.send(await self.run(self.governance.notifications, who,
-                                 since=int(since or 0), limit=limit))
+        out = await self.run(self.governance.notifications, who, since=int(since or 0),
+                             limit=limit)
+        for n in out["items"]:
+            n["message"] = notification(n["action"], n["actor"], n["user"], n["dataset"])
+        self.send(out)
 
 
 class AuditHandler(BaseHandler):
