@@ -67,6 +67,27 @@ def median_ms(fn, runs: int) -> float:
     return statistics.median(samples)
 
 
+def where_the_time_goes(hub, sql: str, runs: int) -> dict[str, float]:
+    """The service's own account of a query (its Server-Timing header: authentication, check,
+    grants, plan, read, engine, audit), median ms of `runs`, and the whole round trip, asked
+    as da.sql asks (straight to the service, with the analyst's token)."""
+    import requests
+
+    url = os.environ["DATAACCESS_URL"] + "api/v1/query"
+    auth = {"Authorization": "token " + os.environ["JUPYTERHUB_API_TOKEN"]}
+    samples: dict[str, list[float]] = {}
+    for _ in range(runs):
+        t = time.perf_counter()
+        r = requests.post(url, json={"sql": sql, "format": "arrow"}, headers=auth, timeout=60)
+        total = (time.perf_counter() - t) * 1000
+        assert r.status_code == 200, r.text
+        for part in r.headers.get("Server-Timing", "").split(","):
+            name, _, dur = part.strip().partition(";dur=")
+            samples.setdefault(name, []).append(float(dur))
+        samples.setdefault("round trip", []).append(total)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=20_000_000)
@@ -92,6 +113,9 @@ def main() -> None:
 
         pid = service_pid(hub)
         reset_peak(pid)
+        by_sql = median_ms(lambda: da.sql(QUESTION.format(t="flights")), args.runs)
+        sql_peak = status_mb(pid, "VmHWM")
+        stages = where_the_time_goes(hub, QUESTION.format(t="flights"), max(args.runs, 3))
 
         def by_load(dataset: str) -> None:
             df = da.load(dataset, where="month == 3", columns=["carrier", "dep_delay"])
@@ -103,8 +127,7 @@ def main() -> None:
 
         rows = [
             ("floor: DuckDB on the file, to pandas", floor),
-            ("da.sql through hub and service", median_ms(
-                lambda: da.sql(QUESTION.format(t="flights")), args.runs)),
+            ("da.sql through hub and service", by_sql),
             ("DuckDB reading one month, to pandas", month_floor),
             ("da.load(where=month, columns=) + pandas", median_ms(
                 lambda: by_load("flights"), args.runs)),
@@ -122,7 +145,11 @@ def main() -> None:
           f"{'MET' if sql_ratio <= 1.5 else 'NOT MET'})")
     print(f"da.load(where=) / DuckDB month = {load_ratio:.1f}x (goal <= 1.5x: "
           f"{'MET' if load_ratio <= 1.5 else 'NOT MET'})")
-    print(f"service peak RSS {peak:.0f} MB (goal < 500 MB: {'MET' if peak < 500 else 'NOT MET'})")
+    print("da.sql, where the service's time goes (Server-Timing, median ms): "
+          + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
+    print(f"service peak RSS while answering da.sql {sql_peak:.0f} MB (goal < 500 MB: "
+          f"{'MET' if sql_peak < 500 else 'NOT MET'}); over the whole run (da.load too) "
+          f"{peak:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -677,13 +677,21 @@ class Governance:
         for d in datasets:
             self._dataset(d)
         now = self.clock()
+
+        def active(d: str) -> Any:
+            return select(Grant).where(
+                Grant.user == who.name, Grant.dataset == d, Grant.revoked_at.is_(None),
+                Grant.expires_at > now).order_by(Grant.expires_at.desc())
+
+        if detail is None:  # the check before a query runs: a read; a refusal is written below
+            with self.db.read() as s:
+                if all(s.execute(active(d).limit(1)).scalars().first() is not None
+                       for d in datasets):
+                    return None
         with self.db.write() as s:
             held = {}
             for d in datasets:  # the row locks order this after a revoke at the same moment
-                held[d] = s.execute(select(Grant).where(
-                    Grant.user == who.name, Grant.dataset == d, Grant.revoked_at.is_(None),
-                    Grant.expires_at > now).order_by(Grant.expires_at.desc())
-                    .with_for_update()).scalars().first()
+                held[d] = s.execute(active(d).with_for_update()).scalars().first()
             missing = [d for d in datasets if held[d] is None]
             if missing:
                 audit.append(s, who.name, "access.denied", dataset=missing[0],

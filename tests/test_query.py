@@ -54,6 +54,18 @@ ESCAPES = [
     ("with recursive r as (select 1 union all select 1 from r) select * from r, flights",
      "RECURSIVE"),
     ("select * from system.information_schema.tables", "without a schema"),
+    # with DuckDB's own Parquet reader allowed a dataset's files (query/native.py)
+    ("with v as (select * from read_parquet('/srv/data/flights.parquet')) select * from v",
+     "read_parquet"),
+    ("select * from flights, (select * from parquet_scan('/srv/data/other.parquet'))",
+     "parquet_scan"),
+    ("select * from '/srv/data/flights.parquet'", "unknown table '/srv/data/flights.parquet'"),
+    ("select * from flights.parquet", "without a schema"),
+    ("select * from query_table('flights')", "query_table"),
+    ("select * from flights where exists (select * from read_blob('/srv/data/f.parquet'))",
+     "read_blob"),
+    ("select _dataaccess_hash_0123456789abcdef('guess') from flights",
+     "_dataaccess_hash_0123456789abcdef"),
 ]
 
 
@@ -113,6 +125,59 @@ def test_case51_the_engine_refuses_files_settings_and_extensions_even_without_th
     with pytest.raises(QueryFailed) as e:
         pool.run(sql, {"t": TABLE})
     assert e.value.kind in ("bind", "runtime")
+
+
+@pytest.fixture(scope="module")
+def parquet_view(tmp_path_factory: pytest.TempPathFactory):
+    """A dataset's view over its one Parquet file (query/native.py), and a file beside it."""
+    import pyarrow.parquet as pq
+
+    from jupyterhub_dataaccess.catalog import Dataset, Source
+    from jupyterhub_dataaccess.query.native import native_view
+    from jupyterhub_dataaccess.sources.filters import parse_filter
+    from jupyterhub_dataaccess.sources.plan import plan_read
+
+    d = tmp_path_factory.mktemp("allowed")
+    pq.write_table(pa.table({"n": list(range(10)), "secret": [f"s{i}" for i in range(10)]}),
+                   d / "flights.parquet")
+    pq.write_table(pa.table({"other": ["not yours"]}), d / "other.parquet")
+    ds = Dataset(id="flights", title="f", source=Source(kind="file", uri=str(d / "flights.parquet"),
+                                                        format="parquet"),
+                 masks={"secret": "hash"}, row_filter=parse_filter("n < 5"))
+    view = native_view(ds, plan_read(ds), b"k" * 32)
+    assert view is not None and view.files == [str(d / "flights.parquet")]
+    return view.to_json(), d
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT * FROM read_parquet('{d}/other.parquet')",
+    "SELECT * FROM '{d}/other.parquet'",
+    "SELECT * FROM read_parquet('{d}/*.parquet')",
+    "SELECT * FROM read_parquet(['{d}/flights.parquet', '{d}/other.parquet'])",
+    "SELECT * FROM glob('{d}/*')",
+    "SELECT * FROM read_csv('/etc/passwd')",
+    "WITH v AS (SELECT * FROM read_parquet('{d}/other.parquet')) SELECT * FROM v",
+    "SELECT * FROM flights, read_text('{d}/other.parquet')",
+    "SET allowed_paths = ['{d}/other.parquet']",
+    "SET allowed_directories = ['{d}']",
+    "SET enable_external_access = true",
+    "CREATE OR REPLACE VIEW flights AS SELECT * FROM read_parquet('{d}/other.parquet')",
+    "ATTACH '{d}/other.duckdb' AS o",
+    "COPY (SELECT * FROM flights) TO '{d}/leak.parquet'",
+])
+def test_case51_the_engine_opens_no_file_but_the_views_own_even_without_the_check(
+        pool, parquet_view, sql):
+    """Layer 2 alone, with DuckDB allowed exactly the files of the datasets queried: no other
+    file, glob, setting or view swap is reachable, and the view still answers governed."""
+    view, d = parquet_view
+    with pytest.raises(QueryFailed) as e:
+        pool.run(sql.format(d=d), {}, [view])
+    assert e.value.kind in ("bind", "runtime"), e.value
+    assert "not yours" not in e.value.message
+    assert not (d / "leak.parquet").exists() and not (d / "other.duckdb").exists()
+    rows = pool.run("SELECT n, secret FROM flights ORDER BY n", {}, [view]).to_pylist()
+    assert [r["n"] for r in rows] == [0, 1, 2, 3, 4]  # the row filter
+    assert all(len(r["secret"]) == 32 and not r["secret"].startswith("s") for r in rows)
 
 
 def test_a_query_answers_within_bounds_and_runtime_errors_say_nothing_of_the_data(pool):

@@ -8,6 +8,7 @@ quoted file path (`FROM 'x.csv'`, which sqlglot reads as an identifier) can only
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, field
 
 MAX_SQL_LENGTH = 64 * 1024
@@ -56,7 +57,7 @@ def _refused_nodes() -> tuple[type, ...]:
     return tuple(getattr(exp, n) for n in names if hasattr(exp, n) and n != "Subscript")
 
 
-def check_sql(sql: str, dataset_ids: set[str] | frozenset[str]) -> Checked:
+def check_sql(sql: str, dataset_ids: Container[str]) -> Checked:
     """Parse and check `sql`; raise QueryError saying what is not allowed. `dataset_ids` are the
     ids a table name may resolve to (the catalogue's)."""
     import sqlglot

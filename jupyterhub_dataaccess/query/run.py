@@ -1,18 +1,23 @@
 """One governed query: checked, its datasets' grants held, run in a worker over governed
-relations, audited once (`data.query`) before the first byte of the answer leaves."""
+relations (views over local Parquet, query/native.py, or Arrow the service governed), audited
+once (`data.query`) before the first byte of the answer leaves."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
 
 from ..errors import BadRequest, GovernanceError, Principal, SourceUnavailable
 from ..governance import Governance
-from ..sources.plan import execute, plan_read
+from ..sources.masks import mask_key
+from ..sources.plan import ReadPlan, execute, plan_read
 from ..sources.readers import SourceError
-from .check import QueryError, check_sql
+from .check import Checked, QueryError, check_sql
+from .native import native_view
 from .worker import QueryFailed, WorkerPool
 
 
@@ -29,6 +34,21 @@ class Answer:
     table: pa.Table
     datasets: dict[str, str | None]  # id -> version read
     audit_seq: int | None
+    arrow: bytes  # the table as an Arrow IPC stream, as the worker sent it
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds (Server-Timing)
+
+
+class Stopwatch:
+    """Where a query's time goes: `lap(stage)` adds the time since the last lap to `stage`."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] = self.timings.get(stage, 0.0) + now - self._last
+        self._last = now
 
 
 def run_query(gov: Governance, pool: WorkerPool, who: Principal, sql: Any, mask_key: bytes
@@ -36,37 +56,121 @@ def run_query(gov: Governance, pool: WorkerPool, who: Principal, sql: Any, mask_
     """Check, authorize, read governed, run, audit. Errors are GovernanceErrors with a message
     a caller can act on; the engine's runtime error text never leaves (it could echo values a
     row filter hides)."""
+    lap = Stopwatch()
     catalog = gov.config().catalog
     try:
-        checked = check_sql(sql, frozenset(catalog.datasets))
+        checked = _check(sql, catalog)
     except QueryError as e:
         raise BadRequest(str(e)) from None
+    lap("check")
     gov.authorize_query(who, checked.datasets)  # 403 before anything is read
-    tables, versions = {}, {}
+    lap("grants")
     try:
         with pool.user_slot(who.name):
-            for d in checked.datasets:
-                tables[d], versions[d] = _governed(catalog.datasets[d], checked.columns[d],
-                                                   mask_key)
-            table = pool.run(checked.sql, tables)
+            plans = {d: _plan(catalog.datasets[d], checked.columns[d]) for d in checked.datasets}
+            lap("plan")
+            table, arrow = _run(pool, checked.sql, plans, mask_key, lap)
     except QueryFailed as e:
         raise _refusal(e, pool) from None
+    versions = {d: p.version for d, (p, _) in plans.items()}
     seq = gov.authorize_query(who, checked.datasets, {
         "sql": checked.sql, "datasets": checked.datasets, "versions": versions,
         "rows": table.num_rows, "bytes": table.nbytes})
-    return Answer(table, versions, seq)
+    lap("audit")
+    return Answer(table, versions, seq, arrow, lap.timings)
 
 
-def _governed(ds: Any, wanted: set[str] | None, mask_key: bytes) -> tuple[pa.Table, str | None]:
-    """The dataset as the query may see it (row filter, then masks: sources/plan.py), with only
-    the columns the query names (DuckDB's names are case-insensitive)."""
+_checks: dict[str, Checked] = {}  # sql -> its check against _checks_of
+_checks_of: list[Any] = [None]  # the catalogue those checks were made against
+_checks_lock = threading.Lock()
+
+
+def _check(sql: Any, catalog: Any) -> Checked:
+    """check_sql against the catalogue's ids, remembered for the same text and catalogue (a
+    notebook or dashboard asks the same question again; the answer depends on nothing else)."""
+    if not isinstance(sql, str):
+        return check_sql(sql, catalog.datasets)
+    with _checks_lock:
+        if _checks_of[0] is not catalog:
+            _checks.clear()
+            _checks_of[0] = catalog
+        known = _checks.get(sql)
+    if known is not None:
+        return known
+    checked = check_sql(sql, catalog.datasets)
+    with _checks_lock:
+        if _checks_of[0] is catalog:
+            if len(_checks) >= 512:
+                _checks.pop(next(iter(_checks)))
+            _checks[sql] = checked
+    return checked
+
+
+def _plan(ds: Any, wanted: set[str] | None) -> tuple[ReadPlan, list[str]]:
+    """The governed read of `ds`, checked (sources/plan.py: fail closed on a catalogue
+    mismatch), and the columns of it the query names (DuckDB's names are case-insensitive)."""
     try:
         plan = plan_read(ds)
-        if wanted is not None:
-            names = [c for c in plan.columns if c.lower() in wanted] or plan.columns[:1]
-            plan = plan_read(ds, names, reader=plan.reader)
-        return pa.Table.from_batches(list(execute(plan, mask_key)), schema=plan.schema), \
-            plan.version
+    except SourceError as e:
+        raise SourceUnavailable() from e
+    if wanted is None:
+        return plan, plan.columns
+    return plan, [c for c in plan.columns if c.lower() in wanted] or plan.columns[:1]
+
+
+# (dataset, version) that DuckDB's Parquet reader reads otherwise than the Arrow path would
+_arrow_only: set[tuple[str, str | None]] = set()
+# views (View.checked()) a worker found read with the expected types: not checked again
+_types_checked: set[tuple] = set()
+
+
+def _run(pool: WorkerPool, sql: str, plans: dict[str, tuple[ReadPlan, list[str]]], key: bytes,
+         lap: Stopwatch) -> tuple[pa.Table, bytes]:
+    """The answer, each dataset a view over its Parquet files where query/native.py can map it
+    exactly, else governed here and shipped as Arrow. A runtime error over a view with a row
+    filter is answered as the Arrow path answers it (DuckDB may evaluate a caller's predicate
+    on rows the row filter then drops: whether it fails must not tell of them)."""
+    views = {}
+    for d, (plan, names) in plans.items():
+        if (d, plan.version) not in _arrow_only:
+            try:
+                views[d] = native_view(plan.dataset, plan, mask_key(key, d), names)
+            except (SourceError, OSError, pa.ArrowException):
+                views[d] = None
+            if views[d] is not None and views[d].checked() in _types_checked:
+                views[d] = replace(views[d], check=False)
+    while True:
+        native = [v.to_json() for v in views.values() if v is not None]
+        lap("plan")
+        try:
+            tables = {d: _governed(*p, key) for d, p in plans.items() if views.get(d) is None}
+            lap("read")  # (the Arrow path only)
+            inside: dict[str, float] = {}
+            answer = pool.run_ipc(sql, tables, native, inside)
+            lap("engine")
+            for stage, seconds in inside.items():
+                lap.timings[f"engine.{stage}"] = seconds
+            if len(_types_checked) > 4096:
+                _types_checked.clear()
+            _types_checked.update(v.checked() for v in views.values() if v is not None)
+            return answer
+        except QueryFailed as e:
+            if e.kind == "mismatch" and e.message in plans:
+                _arrow_only.add((e.message, plans[e.message][0].version))
+                views[e.message] = None
+            elif e.kind == "runtime" and any(v is not None and v.where for v in views.values()):
+                views = {}
+            else:
+                raise
+
+
+def _governed(plan: ReadPlan, names: list[str], key: bytes) -> pa.Table:
+    """The columns `names` of the dataset as the query may see it (row filter, then masks:
+    sources/plan.py)."""
+    try:
+        if names != plan.columns:
+            plan = plan_read(plan.dataset, names, reader=plan.reader)
+        return pa.Table.from_batches(list(execute(plan, key)), schema=plan.schema)
     except SourceError as e:
         raise SourceUnavailable() from e
 

@@ -1,12 +1,16 @@
 """DuckDB in worker processes of its own, away from the process that holds credentials.
 
 A worker is `python -m jupyterhub_dataaccess.query.worker`, started with an almost empty
-environment (no source credential, no token, no key), an address-space limit, and its own
-private temporary directory. It answers one query at a time over its stdin/stdout: the service
-sends the regenerated SQL and the governed relations as Arrow IPC streams (row filter and masks
-already applied by the service's one implementation, sources/plan.py), the worker registers them
-in a fresh DuckDB connection (external access off, no extensions, configuration locked, threads,
-memory and temp space limited) and sends back the result within the row and byte bounds.
+environment (no source credential, no token, no service key), an address-space limit, and its
+own private temporary directory. It answers one query at a time over its stdin/stdout: the
+service sends the regenerated SQL and the governed relations, each either
+- a view over local Parquet files read by DuckDB itself (query/native.py: the row filter as SQL,
+  masks as expressions, hashes by sources/masks.py with that dataset's own key, sent for this
+  query only), the worker allowed to open exactly those files; or
+- an Arrow IPC stream the service governed (sources/plan.py), for every other source;
+in a fresh DuckDB database (external access off but for those files, no extensions,
+configuration locked, threads, memory and temp space limited), and sends back the result within
+the row and byte bounds. The database of the next query is made while the worker waits for it.
 
 The pool keeps a few workers warm (a start costs a second of imports), kills one at the timeout
 and starts a replacement; a crash or out-of-memory in a worker is an error for that query only.
@@ -31,8 +35,8 @@ from typing import Any, BinaryIO
 _LEN = struct.Struct(">Q")
 
 
-def _write(out: BinaryIO, payload: bytes) -> None:
-    out.write(_LEN.pack(len(payload)))
+def _write(out: BinaryIO, payload: Any) -> None:
+    out.write(_LEN.pack(len(memoryview(payload))))
     out.write(payload)
 
 
@@ -69,10 +73,12 @@ class Limits:
 
 
 def _connect(limits: dict[str, Any], temp: str) -> Any:
+    """A fresh in-memory database with the query's resource limits. External access is still on
+    (DuckDB takes `allowed_paths` only then): `_govern` turns it off before any SQL of a caller
+    runs."""
     import duckdb
 
-    con = duckdb.connect(":memory:", config={
-        "enable_external_access": False,
+    return duckdb.connect(":memory:", config={
         "autoinstall_known_extensions": False,
         "autoload_known_extensions": False,
         "allow_community_extensions": False,
@@ -81,7 +87,48 @@ def _connect(limits: dict[str, Any], temp: str) -> Any:
         "temp_directory": temp,
         "max_temp_directory_size": f"{2 * int(limits['memory_mb'])}MB",
     })
-    return con
+
+
+def _govern(con: Any, views: list[dict[str, Any]], tables: dict[str, Any]) -> None:
+    """Lock `con` down, then define the governed relations: external access off except exactly
+    the files of `views` (read by DuckDB's Parquet reader, query/native.py), `tables` (Arrow,
+    governed by the service) registered, configuration locked."""
+    import secrets
+
+    from ..sources.masks import mask_array
+    from .native import quote_text, view_sql
+
+    files = sorted({f for v in views for f in v["files"]})
+    con.execute(("SET allowed_paths = [" + ", ".join(map(quote_text, files)) + "]; "
+                 if files else "") + "SET enable_external_access = false")
+    creates = []
+    for view in views:
+        functions = {}
+        for name, mask in view["columns"]:
+            if mask not in (None, "null", "redact"):
+                fname = f"_dataaccess_hash_{secrets.token_hex(8)}"
+                con.create_function(fname, _hasher(mask_array, mask, bytes.fromhex(view["key"])),
+                                    [view["types"][name]], "VARCHAR", type="arrow",
+                                    null_handling="special")
+                functions[name] = fname
+        create, probe = view_sql(view, functions)
+        if view.get("check", True):
+            read = {row[0]: row[1] for row in con.execute(f"DESCRIBE {probe}").fetchall()}
+            if read != view["types"]:  # DuckDB reads a column otherwise than the Arrow path
+                raise QueryFailed("mismatch", view["name"])
+        creates.append(create)
+    for name, table in tables.items():
+        con.register(name, table)
+    con.execute("; ".join([*creates, "SET lock_configuration = true"]))
+
+
+def _hasher(mask_array: Any, how: str, key: bytes) -> Any:
+    """masks.mask_array(values, how, key) as a function of the values alone (DuckDB counts a
+    function's parameters, defaults included)."""
+    def hashed(values: Any) -> Any:
+        return mask_array(values, how, key)
+
+    return hashed
 
 
 def _serve(inp: BinaryIO, out: BinaryIO) -> None:
@@ -89,28 +136,34 @@ def _serve(inp: BinaryIO, out: BinaryIO) -> None:
     import pyarrow as pa
 
     root = tempfile.mkdtemp(prefix="dataaccess-query-")
+    ready: tuple[Any, Any, str] | None = None  # (limits, connection, temp) of the next query
     while True:
         try:
             header = json.loads(_read(inp))
         except EOFError:
             return
         tables = {name: pa.ipc.open_stream(_read(inp)).read_all() for name in header["tables"]}
-        temp = tempfile.mkdtemp(dir=root)
+        limits = header["limits"]
+        if ready is None or ready[0] != limits:
+            if ready is not None:
+                ready[1].close()
+            temp = tempfile.mkdtemp(dir=root)
+            ready = (limits, _connect(limits, temp), temp)
+        _, con, temp = ready
+        ready = None
         try:
-            con = _connect(header["limits"], temp)
-            try:
-                for name, table in tables.items():
-                    con.register(name, table)
-                con.execute("SET lock_configuration = true")
-                result = _bounded(con, header["sql"], header["limits"])
-            finally:
-                con.close()
+            started = time.perf_counter()
+            _govern(con, header.get("views", []), tables)
+            governed = time.perf_counter()
+            result = _bounded(con, header["sql"], limits)
+            ran = time.perf_counter()
             sink = pa.BufferOutputStream()
             with pa.ipc.new_stream(sink, result.schema) as writer:
                 writer.write_table(result)
-            body = sink.getvalue().to_pybytes()
-            _write(out, json.dumps({"ok": True, "rows": result.num_rows,
-                                    "bytes": len(body)}).encode())
+            body = sink.getvalue()
+            _write(out, json.dumps({"ok": True, "rows": result.num_rows, "bytes": body.size,
+                                    "timings": {"setup": governed - started,
+                                                "execute": ran - governed}}).encode())
             _write(out, body)
         except QueryFailed as e:
             _write(out, json.dumps({"ok": False, "kind": e.kind, "message": e.message}).encode())
@@ -123,17 +176,20 @@ def _serve(inp: BinaryIO, out: BinaryIO) -> None:
         except Exception as e:  # runtime errors: their text stays here
             _write(out, json.dumps({"ok": False, "kind": "runtime",
                                     "message": type(e).__name__}).encode())
-        finally:
-            tables.clear()
-            shutil.rmtree(temp, ignore_errors=True)
         out.flush()
+        # after the answer is out: this query's database goes, the next one is made ahead
+        tables.clear()
+        con.close()
+        shutil.rmtree(temp, ignore_errors=True)
+        temp = tempfile.mkdtemp(dir=root)
+        ready = (limits, _connect(limits, temp), temp)
 
 
 def _bounded(con: Any, sql: str, limits: dict[str, Any]) -> Any:
     """The whole result, or QueryFailed('limit') past max_rows or max_bytes."""
     import pyarrow as pa
 
-    reader = con.execute(sql).to_arrow_reader(64 * 1024)
+    reader = con.sql(sql).to_arrow_reader(64 * 1024)
     batches, rows, size = [], 0, 0
     for batch in reader:
         rows += batch.num_rows
@@ -203,7 +259,8 @@ class WorkerPool:
                 if left <= 0 or not self._lock.wait(left):
                     raise QueryFailed("limit", "busy")
             self._busy += 1
-            worker = self._idle.pop() if self._idle else None
+            # the longest idle: it has had the most time to make its next database
+            worker = self._idle.pop(0) if self._idle else None
         if worker is None or not worker.alive():
             worker = _Worker(self.limits.memory_mb)
         return worker
@@ -251,8 +308,18 @@ class WorkerPool:
 
         return slot()
 
-    def run(self, sql: str, tables: dict[str, Any]) -> Any:
-        """The result of `sql` over `tables` (name -> pyarrow Table), as a pyarrow Table."""
+    def run(self, sql: str, tables: dict[str, Any], views: list[dict[str, Any]] = (),
+            timings: dict[str, float] | None = None) -> Any:
+        """The result of `sql` over `tables` (name -> pyarrow Table, governed by the service)
+        and `views` (query/native.py View.to_json(): governed views over local Parquet files),
+        as a pyarrow Table. `timings`, when given, gets the worker's own (seconds): setup (the
+        database locked down, the views defined) and execute."""
+        return self.run_ipc(sql, tables, views, timings)[0]
+
+    def run_ipc(self, sql: str, tables: dict[str, Any], views: list[dict[str, Any]] = (),
+                timings: dict[str, float] | None = None) -> tuple[Any, bytes]:
+        """As `run`, with the Arrow IPC stream the worker sent (the table's buffers are in it):
+        an answer in Arrow can go out as it is."""
         import pyarrow as pa
 
         started = time.monotonic()
@@ -272,8 +339,9 @@ class WorkerPool:
         keep: _Worker | None = None
         try:
             try:
-                _write(worker.proc.stdin, json.dumps({"sql": sql, "tables": list(tables),
-                                                      "limits": limits}).encode())
+                _write(worker.proc.stdin, json.dumps({
+                    "sql": sql, "tables": list(tables), "views": list(views),
+                    "limits": limits}).encode())
                 for table in tables.values():
                     sink = pa.BufferOutputStream()
                     with pa.ipc.new_stream(sink, table.schema) as writer:
@@ -293,7 +361,9 @@ class WorkerPool:
             self._give(keep)
         if not header["ok"]:
             raise QueryFailed(header["kind"], header["message"])
-        return pa.ipc.open_stream(body).read_all()
+        if timings is not None:
+            timings.update(header.get("timings", {}))
+        return pa.ipc.open_stream(body).read_all(), body
 
     def close(self) -> None:
         with self._lock:
