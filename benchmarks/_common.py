@@ -34,28 +34,10 @@ for _p in (TESTS, REPO):
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 from hubutil import ADMIN_TOKEN, Hub, Kernel, status_mb  # noqa: E402
+from policies import PUBLIC_ONE_DAY, SESSION_POLICY  # noqa: E402
 
 __all__ = ["ADMIN_TOKEN", "BenchHub", "Kernel", "machine", "percentile", "summary", "table"]
 
-POLICY = """
-rules:
-  - match: {datasets: [forbidden]}
-    decision: deny
-  - match: {classification: public}
-    decision: auto
-    max_days: 365
-  - match: {classification: internal, groups: [analysts]}
-    decision: auto
-    max_days: 90
-  - match: {classification: confidential}
-    decision: review
-    approvals: 1
-    max_days: 30
-  - match: {classification: restricted}
-    decision: review
-    approvals: 2
-    max_days: 7
-"""
 
 WORDS = ("ocean temperature salinity penguins flights delays weather sales revenue churn "
          "clinical trial genome census income housing traffic sensor energy grid retail "
@@ -147,7 +129,7 @@ def start_hub(n_datasets: int, *, fixed: str = "", db_url: str = "", prefix: str
     policy = os.path.join(tmp, "policy.yaml")
     write_catalog(catalog, n_datasets, small, fixed=fixed.format(data=data))
     with open(policy, "w") as f:
-        f.write(POLICY)
+        f.write(SESSION_POLICY)
     hub = BenchHub(state=os.path.join(tmp, "hub"), catalog=catalog, policy=policy,
                    db_url=db_url or f"sqlite:///{tmp}/dataaccess.sqlite")
     hub.extra_config = extra_config + ("" if rate_limit else NO_RATE_LIMIT)
@@ -294,7 +276,6 @@ ITEM = """  - id: {id}
     classification: public
     source: {source}
 {extra}"""
-POLICY = "rules:\n  - match: {classification: public}\n    decision: auto\n    max_days: 1\n"
 
 
 @contextmanager
@@ -311,7 +292,7 @@ def running_hub(datasets: dict[str, str | tuple[str, str]]) -> Iterator[Hub]:
                         else f"{{kind: file, uri: {path}, format: parquet}}")
             for k, (path, extra) in items)))
     with open(policy, "w") as f:
-        f.write(POLICY)
+        f.write(PUBLIC_ONE_DAY)
     hub = Hub(state=os.path.join(state, "hub"), catalog=catalog, policy=policy,
               db_url=f"sqlite:///{state}/dataaccess.sqlite")
     os.makedirs(hub.state, exist_ok=True)

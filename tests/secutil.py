@@ -133,28 +133,32 @@ def service_xsrf(s: requests.Session) -> str:
     return token
 
 
-def service_routes() -> list[tuple[str, str]]:
-    """(METHOD, path below api/v1) for every method of every route the service registers, with
-    each id filled in as a missing one and each action spelled out."""
+def route_methods(prefix: str = "/services/dataaccess/") -> list[tuple[str, str]]:
+    """(METHOD, path) for every method of every route the service registers below `prefix`
+    (its catch-all left out), each id filled in as a missing one and each action spelled out."""
     import re
 
     from jupyterhub_dataaccess.service import handlers
 
-    prefix = "/p/"
     out = []
     for pattern, handler in handlers.routes(prefix):
-        if not pattern.startswith(prefix + "api/v1/"):
+        if pattern.endswith(".*"):
             continue
-        path = pattern[len(prefix + "api/v1"):]
-        actions = re.search(r"\(([a-z|]+)\)$", path)
-        paths = [path[:actions.start()] + a for a in actions.group(1).split("|")] if actions \
-            else [path]
+        actions = re.search(r"\(([a-z|]+)\)$", pattern)
+        paths = [pattern[:actions.start()] + a for a in actions.group(1).split("|")] if actions \
+            else [pattern]
         methods = [m for m in ("get", "post", "delete")
                    if m.upper() in handler.SUPPORTED_METHODS  # e.g. /query: POST only
                    and any(m in cls.__dict__ for cls in handler.__mro__
                           if cls.__module__ == handlers.__name__ and cls is not handlers.BaseHandler)]
-        assert methods, pattern
+        assert methods or not pattern.startswith(prefix + "api/v1/"), pattern
         for p in paths:
             concrete = re.sub(r"\(\[\^/\]\{1,200\}\)", MISSING_ID, p)
             out += [(m.upper(), concrete) for m in methods]
     return out
+
+
+def service_routes() -> list[tuple[str, str]]:
+    """route_methods of the API, as paths below api/v1."""
+    api = "/p/api/v1"
+    return [(m, p[len(api):]) for m, p in route_methods("/p/") if p.startswith(api + "/")]

@@ -3,51 +3,27 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 
 import pytest
 from hubutil import REPO, Hub, Kernel
-from secutil import grant_of, hub_user
-
-from jupyterhub_dataaccess.service import handlers
-
-
-def _concrete(pattern: str) -> str:
-    """A request path for a route pattern: each capture group filled with a harmless value."""
-    path = pattern.replace(r"\/", "/")
-    path = path.replace("(approve|deny|withdraw|renew)", "approve")
-    return re.sub(r"\([^)]*\)", "1", path)
-
-
-def _route_methods() -> list[tuple[str, str]]:
-    out = []
-    for pattern, handler in handlers.routes("/services/dataaccess/"):
-        if pattern.endswith(".*"):
-            continue
-        for method in ("get", "post", "delete"):
-            if method.upper() not in handler.SUPPORTED_METHODS:  # e.g. /query: POST only
-                continue
-            if method in handler.__dict__ or any(
-                method in base.__dict__ for base in handler.__mro__
-                if base.__module__ == handlers.__name__ and base is not handlers.BaseHandler
-            ):
-                out.append((method.upper(), _concrete(pattern)))
-    return out
+from secutil import MISSING_ID, grant_of, hub_user, route_methods
 
 
 def test_routes_are_enumerated_from_the_application():
     """When the routes are listed from the app, Then every API route and method is there."""
-    routes = _route_methods()
+    routes = route_methods()
     paths = {p for _, p in routes}
-    assert "/services/dataaccess/api/v1/datasets/1/data" in paths
-    assert ("POST", "/services/dataaccess/api/v1/requests/1/approve") in routes
-    assert ("DELETE", "/services/dataaccess/api/v1/grants/1") in routes
+    api = "/services/dataaccess/api/v1"
+    assert f"{api}/datasets/{MISSING_ID}/data" in paths
+    assert ("POST", f"{api}/requests/{MISSING_ID}/approve") in routes
+    assert ("DELETE", f"{api}/grants/{MISSING_ID}") in routes
+    assert ("GET", "/services/dataaccess/pages/admin") in routes
     assert len(routes) >= 14
 
 
-@pytest.mark.parametrize("method,path", _route_methods())
+@pytest.mark.parametrize("method,path", route_methods())
 def test_every_route_refuses_requests_without_credentials(hub: Hub, method: str, path: str):
     """When a route is called with no credentials, Then only /health answers; the rest say 401."""
     import requests
