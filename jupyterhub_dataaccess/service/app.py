@@ -108,19 +108,31 @@ class RateLimiter:
         self._buckets[user] = (tokens - 1, now)
 
 
+def _env(name: str, default: Any) -> Any:
+    """`DATAACCESS_<name>` from the environment, as the type of `default` (a flag: 1, true or
+    yes), else `default`: the variables configure_hub sets and the guides name, kept beside its
+    `settings` and config files."""
+    value = os.environ.get(f"DATAACCESS_{name}")
+    if value is None:
+        return default
+    if isinstance(default, bool):
+        return value.strip().lower() in ("1", "true", "yes")
+    return type(default)(value)
+
+
 class DataAccessService(Application):
     name = "jupyterhub-dataaccess-service"
     description = "The jupyterhub-dataaccess service: catalogue, policy, grants, audit, data."
     version = __version__
 
     catalog = Unicode(
-        os.environ.get("DATAACCESS_CATALOG", ""), help="Path of the catalogue YAML file."
+        _env("CATALOG", ""), help="Path of the catalogue YAML file."
     ).tag(config=True)
     policy = Unicode(
-        os.environ.get("DATAACCESS_POLICY", ""), help="Path of the policy YAML file."
+        _env("POLICY", ""), help="Path of the policy YAML file."
     ).tag(config=True)
     db_url = Unicode(
-        os.environ.get("DATAACCESS_DB_URL", "sqlite:///dataaccess.sqlite"),
+        _env("DB_URL", "sqlite:///dataaccess.sqlite"),
         help="SQLAlchemy URL of the service's database (SQLite or PostgreSQL).",
     ).tag(config=True)
     service_url = Unicode(
@@ -138,58 +150,58 @@ class DataAccessService(Application):
         2.0, help="Seconds between checks of the catalogue and policy files for changes."
     ).tag(config=True)
     expire_interval = Float(
-        float(os.environ.get("DATAACCESS_EXPIRE_INTERVAL", 30.0)),
+        _env("EXPIRE_INTERVAL", 30.0),
         help="Seconds between sweeps that record grant.expire for expired grants (reads check "
              "expires_at themselves; this only bounds when the expiry appears in the audit).",
     ).tag(config=True)
     db_busy_timeout = Float(
-        float(os.environ.get("DATAACCESS_DB_BUSY_TIMEOUT", 30.0)),
+        _env("DB_BUSY_TIMEOUT", 30.0),
         help="SQLite: seconds a write waits for the database lock before the request is "
              "answered 503 (ignored on PostgreSQL).",
     ).tag(config=True)
     upgrade_db = Bool(
-        os.environ.get("DATAACCESS_UPGRADE_DB", "") in ("1", "true", "yes"),
+        _env("UPGRADE_DB", False),
         help="Upgrade an existing database's schema at start (under a database lock) instead of "
              "refusing to start until `jupyterhub-dataaccess db upgrade` is run. For "
              "single-replica installs and the demo; an empty database always gets the schema.",
     ).tag(config=True)
     threads = Integer(8, help="Worker threads for database and data work.").tag(config=True)
     rate_limit = Float(
-        float(os.environ.get("DATAACCESS_RATE_LIMIT", 50.0)),
+        _env("RATE_LIMIT", 50.0),
         help="Requests per second allowed per user (0 disables the limit).",
     ).tag(config=True)
     rate_burst = Integer(
-        int(os.environ.get("DATAACCESS_RATE_BURST", 200)), help="Burst of requests allowed per user."
+        _env("RATE_BURST", 200), help="Burst of requests allowed per user."
     ).tag(config=True)
     details_cache_seconds = Float(
-        float(os.environ.get("DATAACCESS_DETAILS_CACHE_SECONDS", 0.0)),
+        0.0,
         help="Seconds a dataset's details (schema, row count, version) are reused for everyone "
              "who opens its page. Files, Iceberg and Delta tables are cached per version anyway; "
              "this spares a SQL source its count query, at the cost of a count that much old.",
     ).tag(config=True)
     details_concurrency = Integer(
-        int(os.environ.get("DATAACCESS_DETAILS_CONCURRENCY", 2)),
+        2,
         help="Dataset details computed at once (each on a worker thread); more wait their turn, "
              "so browsing never takes all the threads reads and decisions need.",
     ).tag(config=True)
     max_streams_per_user = Integer(
-        int(os.environ.get("DATAACCESS_MAX_STREAMS_PER_USER", 4)),
+        _env("MAX_STREAMS_PER_USER", 4),
         help="Data streams one user may have open at once (reads, queries, partitions); the "
              "next is answered 429. 0: no cap.",
     ).tag(config=True)
     max_streams = Integer(
-        int(os.environ.get("DATAACCESS_MAX_STREAMS", 32)),
+        _env("MAX_STREAMS", 32),
         help="Data streams open at once in this process, all users together; each holds at most "
              "a few encoded chunks and one encoder thread, so this bounds memory and threads. "
              "0: no cap.",
     ).tag(config=True)
     stream_write_timeout = Float(
-        float(os.environ.get("DATAACCESS_STREAM_WRITE_TIMEOUT", 60.0)),
+        _env("STREAM_WRITE_TIMEOUT", 60.0),
         help="Seconds a client may leave a chunk of a data stream unread before the service "
              "closes the connection and frees the stream's slot. 0: wait for ever.",
     ).tag(config=True)
     token_cache_seconds = Float(
-        float(os.environ.get("DATAACCESS_TOKEN_CACHE_SECONDS", 5)),
+        _env("TOKEN_CACHE_SECONDS", 5.0),
         help="Seconds the Hub's answer about a token is reused: a token the Hub deleted or "
         "expired, or whose user it deleted, is refused within this bound (grants are checked "
         "in the database on every request regardless). The default, 5, saves the Hub round "
@@ -203,13 +215,13 @@ class DataAccessService(Application):
              "guide. Several replicas must share their keys.",
     ).tag(config=True)
     audit_anchor_interval = Float(
-        float(os.environ.get("DATAACCESS_AUDIT_ANCHOR_INTERVAL", 60.0)),
+        _env("AUDIT_ANCHOR_INTERVAL", 60.0),
         help="Seconds between publications of the audit head (an anchor) outside the database: "
              "a log line, the audit_anchor_file and the webhook. A truncation of the log after "
              "the last anchor goes unseen for at most this long. SIGUSR1 publishes one at once.",
     ).tag(config=True)
     audit_anchor_file = Unicode(
-        os.environ.get("DATAACCESS_AUDIT_ANCHOR_FILE", ""),
+        _env("AUDIT_ANCHOR_FILE", ""),
         help="If set, each anchor is also appended to this file (one JSON line; keep it on "
              "append-only or remote storage): `jupyterhub-dataaccess audit verify --anchors`.",
     ).tag(config=True)
@@ -220,7 +232,7 @@ class DataAccessService(Application):
              "(e.g. https://*.hub.example.org). Nothing else may frame them.",
     ).tag(config=True)
     ticket_seconds = Float(
-        float(os.environ.get("DATAACCESS_TICKET_SECONDS", 900.0)),
+        900.0,
         help="How long the tickets of a scan plan (POST /datasets/{id}/scan) stay valid. Each "
              "fetch also checks the grant, so a revocation bites sooner.",
     ).tag(config=True)
@@ -252,7 +264,7 @@ class DataAccessService(Application):
                    "Parquet): the source's units (files, row groups) are merged up to it.",
     ).tag(config=True)
     webhook_url = Unicode(
-        os.environ.get("DATAACCESS_WEBHOOK_URL", ""),
+        _env("WEBHOOK_URL", ""),
         help="If set, a JSON POST is sent here for every request and decision, however it was "
              "made (API, pages, command line, expiry), read from the audit log: once across "
              "replicas, in order, retried with backoff while the receiver fails; and each "
@@ -263,7 +275,7 @@ class DataAccessService(Application):
     ).tag(config=True)
 
     config_file = Unicode(
-        os.environ.get("DATAACCESS_CONFIG_FILE", ""),
+        _env("CONFIG_FILE", ""),
         help="A traitlets config file (Python, `c.DataAccessService.threads = 16`) read at start; "
              "its settings override configure_hub's `settings` and are overridden by the "
              "command line.",
