@@ -19,7 +19,7 @@ def test_every_service_setting_has_help():
 
 def test_configure_hub_hands_the_settings_to_the_service_and_refuses_unknown_names(tmp_path):
     c = Config()
-    configure_hub(c, catalog="c.yaml", policy="p.yaml",
+    configure_hub(c, catalog="c.yaml", policy="p.yaml", key_dir=str(tmp_path),
                   settings={"threads": 3, "token_cache_seconds": 0, "reload_interval": 7.5})
     (service,) = [s for s in c.JupyterHub.services if s["name"] == "dataaccess"]
     assert json.loads(service["environment"][SETTINGS_ENV]) == {
@@ -30,7 +30,8 @@ def test_configure_hub_hands_the_settings_to_the_service_and_refuses_unknown_nam
 
     assert service.get("timeout") == (300 if version_info[0] >= 6 else None)
     c = Config()
-    configure_hub(c, catalog="c.yaml", policy="p.yaml", start_timeout=600)
+    configure_hub(c, catalog="c.yaml", policy="p.yaml", start_timeout=600,
+                  key_dir=str(tmp_path))
     assert [s.get("timeout") for s in c.JupyterHub.services if s["name"] == "dataaccess"] \
         == [600 if version_info[0] >= 6 else None]
 
