@@ -45,6 +45,7 @@ _PREFIX = "dat1"
 _MAC_CONTEXT = b"jupyterhub-dataaccess ticket v1\n"
 MAX_TICKET_CHARS = 16 * 1024
 AS_IS_FACTOR = 4  # a file up to this many times the partition target is one partition, as is
+SPREAD = 4  # a governed read is split into at least this many partitions where the source allows
 
 
 class TicketRequired(GovernanceError):
@@ -198,9 +199,12 @@ def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest
     try:
         reader = reader_for(ds, req.version)
         plan = plan_read(ds, req.columns, req.where, reader=reader)  # checks columns and where
-        # with nothing to govern a whole file can go as it is: bigger partitions pay then
+        # with nothing to govern a whole file can go as it is: bigger partitions pay then;
+        # otherwise the service does the work, so parts that can run at once (da.load fetches
+        # several at a time), and only those whose statistics may match the filter
         as_is = not (ds.masks or ds.row_filter or req.columns or req.where)
-        parts = reader.partitions(target_bytes * (AS_IS_FACTOR if as_is else 1))
+        parts = (reader.partitions(target_bytes * AS_IS_FACTOR) if as_is
+                 else reader.partitions(target_bytes, plan.pushed, spread=SPREAD))
     except (ColumnError, FilterError) as e:
         raise BadRequest(str(e)) from None
     except UnknownVersion as e:

@@ -67,3 +67,35 @@ def test_hash_v1_keeps_the_values_of_the_earlier_release():
     v2 = masks.mask_array(arr, "hash", KEY).to_pylist()
     assert v2 == masks.mask_array(arr, "hash-v2", KEY).to_pylist()
     assert v2[0] != expected[0] and len(v2[0]) == 32 and int(v2[0], 16) >= 0
+
+
+def test_a_hashed_text_column_read_as_a_dictionary_hashes_as_the_plain_values_do(tmp_path):
+    """When a Parquet file holds a hashed text column stored as a small dictionary (read as an
+    Arrow dictionary, each distinct value hashed once) and an all-distinct one (read plainly),
+    Then the governed rows equal the keyed hash of the raw values, nulls stay null, and a row
+    filter on the same file still applies."""
+    import pyarrow.parquet as pq
+
+    from jupyterhub_dataaccess.catalog import Dataset, Source
+    from jupyterhub_dataaccess.sources.filters import parse_filter
+    from jupyterhub_dataaccess.sources.plan import governed_batches
+
+    n = 300_000
+    raw = pa.table({"n": np.arange(n), "kind": pa.array(
+        np.array(["alpha", "beta", None, "delta"], dtype=object)[np.arange(n) % 4]),
+        "name": pa.array([f"person-{i}" for i in range(n)])})
+    path = tmp_path / "t.parquet"
+    pq.write_table(raw, path, row_group_size=100_000)
+    ds = Dataset(id="t", title="t", source=Source(kind="file", uri=str(path), format="parquet"),
+                 masks={"kind": "hash", "name": "hash"}, row_filter=parse_filter("n >= 10"))
+    key = b"k" * 32
+    schema, batches = governed_batches(ds, key)
+    got = pa.Table.from_batches(list(batches), schema)
+    kept = raw.slice(10)
+    dkey = masks.mask_key(key, "t")
+    assert got.schema.field("kind").type == pa.string() and got.num_rows == n - 10
+    assert got.column("kind").equals(
+        pa.chunked_array([masks.hash_array(kept.column("kind"), dkey)]))
+    assert got.column("name").equals(
+        pa.chunked_array([masks.hash_array(kept.column("name"), dkey)]))
+    assert got.column("kind").null_count == kept.column("kind").null_count > 0

@@ -12,12 +12,13 @@ import pytest
 import requests
 from conftest import TICKET_KEY
 from hubutil import Hub
-from secutil import SECRETS, assert_error, audit, fresh_request, grant_of
+from secutil import SECRETS, assert_error, audit, audit_total, fresh_request, grant_of
 
 from jupyterhub_dataaccess import tickets
 from jupyterhub_dataaccess.catalog import Dataset, Source
 from jupyterhub_dataaccess.sources.base import merge_row_groups
-from jupyterhub_dataaccess.sources.readers import reader_for
+from jupyterhub_dataaccess.sources.filters import bind, parse_filter
+from jupyterhub_dataaccess.sources.readers import keeps_every_row, reader_for
 
 KEY = TICKET_KEY.encode()
 MASKED = "penguins-masked"  # 4 row groups of 100 rows; the session hub plans one partition each
@@ -92,6 +93,66 @@ def test_a_file_dataset_is_partitioned_by_file_and_row_group_and_the_parts_make_
     assert all(str(tmp_path) not in repr(p.spec) for p in parts)  # no path leaves in a ticket
 
 
+def test_a_where_plans_only_the_row_groups_that_may_match_and_spreads_them_for_parallel_fetches(
+        tmp_path):
+    """When a filter is given, Then only row groups whose statistics may match it are planned
+    (none when nothing can match), consecutive ones merged; with a spread they are split so
+    several can be fetched at once; and the partitions read exactly the matching rows."""
+    pq.write_table(pa.table({"n": list(range(4000))}), tmp_path / "t.parquet",
+                   row_group_size=500)
+    ds = Dataset(id="d", title="d", source=Source(kind="file", uri=str(tmp_path / "t.parquet"),
+                                                  format="parquet"))
+    reader = reader_for(ds)
+
+    def where(text: str):
+        return bind(parse_filter(text), reader.raw_schema())
+
+    month = where("n >= 1200 and n < 2600")  # row groups 2, 3, 4 and 5
+    assert [p.spec[3:] for p in reader.partitions(10 ** 9, month)] == [(2, 6)]
+    spread = reader.partitions(10 ** 9, month, spread=4)
+    assert [p.spec[3:] for p in spread] == [(2, 3), (3, 4), (4, 5), (5, 6)]
+    assert [p.spec[3:] for p in reader.partitions(10 ** 9, where("n < 100 or n >= 3900"))
+            ] == [(0, 1), (7, 8)]  # runs never join row groups that are not consecutive
+    assert reader.partitions(10 ** 9, where("n > 99999")) == []
+    got = [v for p in spread for b in reader.partition_batches(p.spec, ["n"], month)
+           for v in b.column(0).to_pylist()]
+    assert got == list(range(1200, 2600))
+    assert len(reader.partitions(10 ** 9, spread=4)) == 4  # a spread without a filter too
+
+
+def test_a_filter_is_skipped_only_where_row_group_statistics_prove_it_keeps_every_row(
+        tmp_path):
+    """When row-group statistics prove a filter true for every row of a group (integer
+    comparisons without nulls, `is not null`, and/or of them), Then keeps_every_row says so;
+    with a null, a float, text or a value inside the range it does not; and reading gives the
+    same rows as filtering everything."""
+    n = pa.array(range(1000))
+    pq.write_table(pa.table({"n": n, "m": pa.array([None] + list(range(1, 1000))),
+                             "s": pa.array(["a"] * 1000), "f": pa.array([1.5] * 1000)}),
+                   tmp_path / "t.parquet", row_group_size=500)
+    ds = Dataset(id="d", title="d", source=Source(kind="file", uri=str(tmp_path / "t.parquet"),
+                                                  format="parquet"))
+    reader = reader_for(ds)
+    schema = reader.raw_schema()
+    meta = pq.read_metadata(tmp_path / "t.parquet")
+
+    def keeps(text: str, group: int = 0) -> bool:
+        return keeps_every_row(bind(parse_filter(text), schema).tree, meta.row_group(group),
+                               schema)
+
+    assert keeps("n >= 0") and keeps("n < 500") and keeps("0 <= n") and keeps("n != 700")
+    assert keeps("n is not null and (n < 0 or n >= 0)") and keeps("n >= 500", group=1)
+    assert not keeps("n >= 1") and not keeps("n != 7") and not keeps("n >= 500")
+    assert not keeps("m >= 0") and keeps("m >= 0", group=1)  # a null: a comparison drops it
+    assert not keeps("s == 'a'") and not keeps("f > 1") and not keeps("n in (1, 2)")
+    for text in ("n >= 0", "n >= 1", "m >= 0 and n != 3"):
+        where = bind(parse_filter(text), schema)
+        got = pa.Table.from_batches(list(reader.raw_batches(["n"], where)))
+        expected = pa.table({"n": n, "m": pa.array([None] + list(range(1, 1000)))}).filter(
+            where.to_arrow()).select(["n"])
+        assert got.equals(expected), text
+
+
 # -- plans and tickets on the hub -------------------------------------------------------------
 
 def _grant_masked(hub: Hub) -> dict:
@@ -123,14 +184,14 @@ def _table(r: requests.Response) -> pa.Table:
 def test_a_scan_plan_gives_a_ticket_per_row_group_and_the_tickets_alone_read_the_governed_rows(
         hub: Hub):
     """When the analyst plans a scan of a masked, filtered dataset, Then there is one data.scan
-    record and a partition per row group; each partition, fetched with its ticket alone (no
-    token, no cookie), is an Arrow stream with masks and row filter applied, one data.read
-    record each; all of them together are exactly the governed read."""
+    record and a partition per row group that may hold rows the row filter keeps (the last,
+    all Chinstrap, cannot: its statistics rule it out); each partition, fetched with its ticket
+    alone (no token, no cookie), is an Arrow stream with masks and row filter applied, one
+    data.read record each; all of them together are exactly the governed read."""
     _grant_masked(hub)
     plan = _plan(hub, MASKED)
     assert set(plan) >= {"dataset", "version", "expires_at", "audit_seq", "partitions", "schema"}
-    assert len(plan["partitions"]) == 4 and [p["rows"] for p in plan["partitions"]] == [
-        100, 100, 100, 44]
+    assert [p["rows"] for p in plan["partitions"]] == [100, 100, 100]
     scans = audit(hub, dataset=MASKED, action="data.scan")
     assert scans[0]["seq"] == plan["audit_seq"] and scans[0]["actor"] == "analyst"
     for p in plan["partitions"]:
@@ -144,9 +205,9 @@ def test_a_scan_plan_gives_a_ticket_per_row_group_and_the_tickets_alone_read_the
     assert "Torgersen" not in got.column("island").to_pylist()
     reads = [a for a in audit(hub, dataset=MASKED, action="data.read")
              if a["detail"].get("scan") == plan["audit_seq"]]
-    assert len(reads) == 4 and {tuple(a["detail"]["partition"]) for a in reads} == {
+    assert len(reads) == 3 and {tuple(a["detail"]["partition"]) for a in reads} == {
         tuple(p) for p in ([["rg", 0, reads[0]["detail"]["partition"][2], i, i + 1]
-                            for i in range(4)])}
+                            for i in range(3)])}
 
 
 def test_a_partition_with_nothing_to_govern_is_its_parquet_file_as_it_is(hub: Hub, config_files):
@@ -181,6 +242,13 @@ def test_a_scan_honours_columns_and_where_on_masked_values(hub: Hub):
     assert_error(r, 400)
     r = hub.call("analyst", "POST", f"/datasets/{MASKED}/scan", json={"where": "species =="})
     assert_error(r, 400)
+    scans = audit_total(hub, dataset=MASKED, action="data.scan")
+    for where, named in (("island > 3", "island"), ("body_mass_g > 3000", "body_mass_g"),
+                         ("bill_length_mm == 'long'", "bill_length_mm"),
+                         ("sex > 3", "sex")):  # a type mismatch, also on a masked column
+        r = hub.call("analyst", "POST", f"/datasets/{MASKED}/scan", json={"where": where})
+        assert repr(named) in assert_error(r, 400)["message"]
+    assert audit_total(hub, dataset=MASKED, action="data.scan") == scans  # refused at plan time
     r = hub.call("analyst", "POST", f"/datasets/{MASKED}/scan", json={"limit": 3})
     assert_error(r, 400, "Unknown field(s): limit")
 

@@ -157,8 +157,11 @@ class Reader:
     def updated_at(self) -> str | None:
         return None
 
-    def partitions(self, target_bytes: int) -> list[Partition]:
-        """The source's own units of reading, merged to about `target_bytes` each."""
+    def partitions(self, target_bytes: int, where: RowFilter | None = None,
+                   spread: int = 1) -> list[Partition]:
+        """The source's own units of reading, merged to about `target_bytes` each; a reader
+        may leave out units that cannot hold a row matching `where` (a filter on raw values)
+        and make units smaller to give at least `spread` of them."""
         return [Partition(WHOLE)]
 
     def partition_batches(self, spec: tuple, columns: list[str], where: RowFilter | None

@@ -117,7 +117,8 @@ class DeltaReader(Reader):
         dataset = self._dataset()
         return dataset, sorted(dataset.get_fragments(), key=lambda f: f.path)
 
-    def partitions(self, target_bytes: int) -> list[Partition]:
+    def partitions(self, target_bytes: int, where: RowFilter | None = None,
+                   spread: int = 1) -> list[Partition]:
         """A partition per data file of the version read."""
         _, fragments = self._fragments()
         return [Partition(("delta", i, path_tag(f.path))) for i, f in enumerate(fragments)

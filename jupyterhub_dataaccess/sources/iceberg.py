@@ -149,7 +149,8 @@ class IcebergReader(Reader):
     def _files(self) -> list[Any]:
         return sorted((t.file for t in self._scan().plan_files()), key=lambda f: f.file_path)
 
-    def partitions(self, target_bytes: int) -> list[Partition]:
+    def partitions(self, target_bytes: int, where: RowFilter | None = None,
+                   spread: int = 1) -> list[Partition]:
         """A partition per data file of the snapshot read (a reader pinned to a version gives
         the same files every time)."""
         return [Partition(("ice", i, path_tag(f.file_path)), f.record_count,

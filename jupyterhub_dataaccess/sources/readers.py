@@ -37,7 +37,7 @@ from .base import (
     resolve_env,
     resolve_options,
 )
-from .filters import Column, Compare, InList, IsNull, Literal, Not, RowFilter
+from .filters import BoolOp, Column, Compare, InList, IsNull, Literal, Not, RowFilter
 from .masks import masked_type
 
 CSV_BLOCK_BYTES = 4 << 20
@@ -151,13 +151,22 @@ class FileReader(Reader):
                 meta = pq.read_metadata(f)
                 for group in (range(meta.num_row_groups) if groups is None else groups):
                     yield from self._row_group(f, meta, group, columns, needed, target,
-                                               filter_expr)
+                                               where, self._hashed(where))
 
-    def partitions(self, target_bytes: int) -> list[Partition]:
-        """A partition per file; Parquet files by runs of row groups of about `target_bytes`."""
+    def partitions(self, target_bytes: int, where: RowFilter | None = None,
+                   spread: int = 1) -> list[Partition]:
+        """A partition per file; Parquet files by runs of row groups of about `target_bytes`.
+
+        With `where` (a filter on raw values), only the row groups whose statistics may match
+        it are planned, so a read that prunes to a few row groups gets few partitions (none when
+        nothing can match). With `spread`, runs are made smaller, down to single row groups, so
+        that there are at least that many partitions to fetch at once where the row groups allow.
+        """
         import pyarrow.parquet as pq
 
         dataset = self._dataset()
+        filter_expr = where.to_arrow() if where is not None else None
+        files: list[tuple[int, str, list[tuple[int, int, int]]]] = []  # (i, path, kept groups)
         out = []
         for i, path in enumerate(sorted(dataset.files)):
             if self.ds.source.format != "parquet":
@@ -165,11 +174,33 @@ class FileReader(Reader):
                 continue
             with dataset.filesystem.open_input_file(path) as f:
                 meta = pq.read_metadata(f)
-            sizes = [(meta.row_group(g).num_rows, sum(
+            kept = range(meta.num_row_groups)
+            if filter_expr is not None:  # row-group statistics (min, max, nulls) against it
+                fragment = pads.ParquetFileFormat().make_fragment(
+                    path, filesystem=dataset.filesystem)
+                kept = [rg.id for rg in fragment.subset(filter=filter_expr,
+                                                        schema=dataset.schema).row_groups]
+            files.append((i, path, [(g, meta.row_group(g).num_rows, sum(
                 meta.row_group(g).column(c).total_compressed_size
-                for c in range(meta.num_columns))) for g in range(meta.num_row_groups)]
-            out += [Partition(("rg", i, path_tag(path), a, b), rows, size)
-                    for a, b, rows, size in merge_row_groups(sizes, target_bytes)]
+                for c in range(meta.num_columns))) for g in kept]))
+        if spread > 1:  # smaller runs where the row groups allow, for parallel fetches
+            sizes = [size for _, _, groups in files for _, _, size in groups]
+            # a share of the total, plus half a group's slack so near-equal groups split evenly
+            share = sum(sizes) // spread + sum(sizes) // (2 * max(len(sizes), 1))
+            target_bytes = max(1, min(target_bytes, share))
+        for i, path, groups in files:
+            run: list[tuple[int, int, int]] = []
+            for group in [*groups, None]:  # runs of consecutive row groups, each merged
+                if run and (group is None or group[0] != run[-1][0] + 1):
+                    first = run[0][0]
+                    out += [Partition(("rg", i, path_tag(path), first + a, first + b), rows, size)
+                            for a, b, rows, size in merge_row_groups(
+                                [(rows, size) for _, rows, size in run], target_bytes)]
+                    run = []
+                if group is not None:
+                    run.append(group)
+        if not out and filter_expr is not None and dataset.files:
+            return []  # nothing can match: nothing to fetch
         return out or [Partition(WHOLE, 0, 0)]
 
     def partition_batches(self, spec: tuple, columns: list[str], where: RowFilter | None
@@ -206,7 +237,7 @@ class FileReader(Reader):
             with f:
                 for group in wanted:
                     yield from self._row_group(f, meta, group, columns, needed, target,
-                                               filter_expr)
+                                               where, self._hashed(where))
 
         return groups()
 
@@ -219,21 +250,44 @@ class FileReader(Reader):
             raise PartitionChanged("the dataset's files changed since the plan")
         return files[spec[1]]
 
+    def _hashed(self, where: RowFilter | None) -> frozenset[str]:
+        """The columns masked with the vectorised hash that no filter reads: these may be read
+        as Arrow dictionaries, so each distinct value is decoded and hashed once."""
+        return frozenset(n for n, how in self.ds.masks.items() if how in ("hash", "hash-v2")
+                         and n not in (where.columns if where else ()))
+
     @staticmethod
     def _row_group(f: Any, meta: Any, group: int, columns: list[str], needed: list[str],
-                   target: pa.Schema, filter_expr: Any) -> Iterator[pa.RecordBatch]:
+                   target: pa.Schema, where: RowFilter | None,
+                   hashed: frozenset[str] = frozenset()) -> Iterator[pa.RecordBatch]:
         """One row group, batch by batch. Its column chunks are fetched in one go when they are
         small enough to hold (a reader pre-buffers every row group it is given, and keeps them:
-        so each row group gets a reader of its own); a huge one is read through a small buffer."""
+        so each row group gets a reader of its own); a huge one is read through a small buffer.
+
+        A `hashed` text column stored as a small dictionary (at most 4 bytes a value: dictionary
+        indices, not plain values) is read as an Arrow dictionary, which masks.hash_v2 hashes
+        once per distinct value. A filter the row group's statistics prove true for every row
+        is not evaluated."""
         import pyarrow.parquet as pq
 
         rg = meta.row_group(group)
-        size = sum(rg.column(i).total_compressed_size for i in range(rg.num_columns))
+        filter_expr = None
+        if where is not None and not keeps_every_row(where.tree, rg, target):
+            filter_expr = where.to_arrow()
+        chunks = {rg.column(i).path_in_schema: rg.column(i) for i in range(rg.num_columns)}
+        size = sum(c.total_compressed_size for c in chunks.values())
+        dictionary = [n for n in needed if n in hashed and n in chunks
+                      and chunks[n].has_dictionary_page
+                      and chunks[n].total_uncompressed_size <= 4 * max(rg.num_rows, 1)
+                      and (pa.types.is_string(target.field(n).type)
+                           or pa.types.is_binary(target.field(n).type))]
+        expected = pa.schema([f.with_type(pa.dictionary(pa.int32(), f.type))
+                              if f.name in dictionary else f for f in target])
         pf = pq.ParquetFile(f, metadata=meta, pre_buffer=size <= PREBUFFER_MAX_BYTES,
-                            buffer_size=PARQUET_BUFFER_BYTES)
+                            buffer_size=PARQUET_BUFFER_BYTES, read_dictionary=dictionary or None)
         for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[group], columns=needed,
                                      use_threads=True):
-            if batch.schema != target:  # files of one dataset may differ in types
+            if batch.schema != expected:  # files of one dataset may differ in types
                 batch = pa.Table.from_batches([batch]).select(needed).cast(
                     target).combine_chunks().to_batches()[0]
             if filter_expr is not None:
@@ -395,6 +449,49 @@ def _sql_where(tree: Any, cols: Any, dialect: str) -> Any:
         return not_(_sql_where(tree.part, cols, dialect))
     parts = [_sql_where(p, cols, dialect) for p in tree.parts]
     return and_(*parts) if tree.op == "and" else or_(*parts)
+
+
+_FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+
+
+def keeps_every_row(tree: Any, rg: Any, schema: pa.Schema) -> bool:
+    """True only when a Parquet row group's statistics prove that the filter `tree` keeps every
+    one of its rows, so it need not be evaluated: comparisons of an integer column without
+    nulls with an integer, `is not null`, and `and`/`or` of these. Anything else: False."""
+    if isinstance(tree, BoolOp):
+        parts = [keeps_every_row(p, rg, schema) for p in tree.parts]
+        return all(parts) if tree.op == "and" else any(parts)
+    if isinstance(tree, IsNull):
+        stats = _stats(tree.column.name, rg, schema, integer=False)
+        return tree.negate and stats is not None
+    if not isinstance(tree, Compare):
+        return False
+    col, lit, op = tree.left, tree.right, tree.op
+    if isinstance(col, Literal):
+        col, lit, op = lit, col, _FLIPPED[op]
+    if not (isinstance(col, Column) and isinstance(lit, Literal) and type(lit.value) is int):
+        return False
+    stats = _stats(col.name, rg, schema, integer=True)
+    if stats is None or not stats.has_min_max:
+        return False
+    low, high, v = stats.min, stats.max, lit.value
+    return {"<": high < v, "<=": high <= v, ">": low > v, ">=": low >= v,
+            "==": low == high == v, "!=": v < low or v > high}[op]
+
+
+def _stats(name: str, rg: Any, schema: pa.Schema, integer: bool) -> Any:
+    """The statistics of column `name` in a row group when it holds no null (None otherwise,
+    or when `integer` and the column is not an integer column)."""
+    if name not in schema.names or (integer and not pa.types.is_integer(schema.field(name).type)):
+        return None
+    for i in range(rg.num_columns):
+        chunk = rg.column(i)
+        if chunk.path_in_schema == name:
+            stats = chunk.statistics
+            ok = (stats is not None and stats.has_null_count and stats.null_count == 0
+                  and chunk.num_values == rg.num_rows)
+            return stats if ok else None
+    return None
 
 
 def _sqlite_read_only(engine: Any) -> None:
