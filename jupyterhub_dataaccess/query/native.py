@@ -200,10 +200,12 @@ def native_view(ds: Dataset, plan: Any, dataset_key: bytes, columns: list[str] |
     path = local_parquet_path(ds)
     if path is None or plan.reader is None or plan.reader.pinned is not None:
         return None
-    raw = plan.reader.raw_schema()
-    types = {f.name: f.type for f in raw}
     columns = plan.columns if columns is None else columns
     read = list(dict.fromkeys([*columns, *sorted(plan.pushed.columns if plan.pushed else ())]))
+    # the source's schema: the plan's of a whole read where nothing is masked
+    raw = (plan.read_schema if plan.read_schema is not None and plan.columns_asked is None
+           and not ds.masks else plan.reader.raw_schema())
+    types = {f.name: f.type for f in raw}
     duck = {name: DUCK_TYPES.get(types.get(name)) for name in read}
     if None in duck.values():
         return None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import signal
 import struct
@@ -99,8 +100,8 @@ def _govern(con: Any, views: list[dict[str, Any]], tables: dict[str, Any]) -> No
     from .native import quote_text, view_sql
 
     files = sorted({f for v in views for f in v["files"]})
-    con.execute(("SET allowed_paths = [" + ", ".join(map(quote_text, files)) + "]; "
-                 if files else "") + "SET enable_external_access = false")
+    lockdown = [*(["SET allowed_paths = [" + ", ".join(map(quote_text, files)) + "]"]
+                  if files else []), "SET enable_external_access = false"]
     creates = []
     for view in views:
         functions = {}
@@ -113,13 +114,17 @@ def _govern(con: Any, views: list[dict[str, Any]], tables: dict[str, Any]) -> No
                 functions[name] = fname
         create, probe = view_sql(view, functions)
         if view.get("check", True):
+            if lockdown:
+                con.execute("; ".join(lockdown))
+                lockdown = []
             read = {row[0]: row[1] for row in con.execute(f"DESCRIBE {probe}").fetchall()}
             if read != view["types"]:  # DuckDB reads a column otherwise than the Arrow path
                 raise QueryFailed("mismatch", view["name"])
         creates.append(create)
     for name, table in tables.items():
         con.register(name, table)
-    con.execute("; ".join([*creates, "SET lock_configuration = true"]))
+    # external access off before the views are made; configuration locked before the query
+    con.execute("; ".join([*lockdown, *creates, "SET lock_configuration = true"]))
 
 
 def _hasher(mask_array: Any, how: str, key: bytes) -> Any:
@@ -131,12 +136,51 @@ def _hasher(mask_array: Any, how: str, key: bytes) -> Any:
     return hashed
 
 
+class _Databases:
+    """Fresh in-memory databases, made ahead in a thread of their own (making one costs tens of
+    milliseconds): a query takes one no query has used, and gives it back to be closed there."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self._ready: queue.Queue = queue.Queue(maxsize=1)
+        self._used: queue.Queue = queue.Queue()
+        self._started = False
+
+    def _make(self) -> None:
+        while True:
+            limits, used = self._used.get()
+            if used is not None:
+                used[0].close()
+                shutil.rmtree(used[1], ignore_errors=True)
+            temp = tempfile.mkdtemp(dir=self.root)
+            try:
+                self._ready.put((limits, _connect(limits, temp), temp))
+            except Exception as e:  # given to the query that takes it
+                self._ready.put((limits, e, temp))
+
+    def take(self, limits: dict[str, Any]) -> tuple[Any, str]:
+        if not self._started:
+            self._started = True
+            threading.Thread(target=self._make, daemon=True, name="databases").start()
+            self._used.put((limits, None))
+        made_with, con, temp = self._ready.get()
+        if made_with != limits:  # (a pool's limits never change)
+            self._used.put((limits, (con, temp) if not isinstance(con, Exception) else None))
+            made_with, con, temp = self._ready.get()
+        if isinstance(con, Exception):
+            self._used.put((limits, None))
+            raise con
+        return con, temp
+
+    def give_back(self, limits: dict[str, Any], con: Any, temp: str) -> None:
+        self._used.put((limits, (con, temp)))
+
+
 def _serve(inp: BinaryIO, out: BinaryIO) -> None:
     import duckdb
     import pyarrow as pa
 
-    root = tempfile.mkdtemp(prefix="dataaccess-query-")
-    ready: tuple[Any, Any, str] | None = None  # (limits, connection, temp) of the next query
+    databases = _Databases(tempfile.mkdtemp(prefix="dataaccess-query-"))
     while True:
         try:
             header = json.loads(_read(inp))
@@ -144,15 +188,11 @@ def _serve(inp: BinaryIO, out: BinaryIO) -> None:
             return
         tables = {name: pa.ipc.open_stream(_read(inp)).read_all() for name in header["tables"]}
         limits = header["limits"]
-        if ready is None or ready[0] != limits:
-            if ready is not None:
-                ready[1].close()
-            temp = tempfile.mkdtemp(dir=root)
-            ready = (limits, _connect(limits, temp), temp)
-        _, con, temp = ready
-        ready = None
+        con = None
         try:
             started = time.perf_counter()
+            con, temp = databases.take({k: limits[k] for k in ("threads", "memory_mb")})
+            taken = time.perf_counter()
             _govern(con, header.get("views", []), tables)
             governed = time.perf_counter()
             result = _bounded(con, header["sql"], limits)
@@ -162,7 +202,8 @@ def _serve(inp: BinaryIO, out: BinaryIO) -> None:
                 writer.write_table(result)
             body = sink.getvalue()
             _write(out, json.dumps({"ok": True, "rows": result.num_rows, "bytes": body.size,
-                                    "timings": {"setup": governed - started,
+                                    "timings": {"wait": taken - started,
+                                                "setup": governed - taken,
                                                 "execute": ran - governed}}).encode())
             _write(out, body)
         except QueryFailed as e:
@@ -177,12 +218,9 @@ def _serve(inp: BinaryIO, out: BinaryIO) -> None:
             _write(out, json.dumps({"ok": False, "kind": "runtime",
                                     "message": type(e).__name__}).encode())
         out.flush()
-        # after the answer is out: this query's database goes, the next one is made ahead
         tables.clear()
-        con.close()
-        shutil.rmtree(temp, ignore_errors=True)
-        temp = tempfile.mkdtemp(dir=root)
-        ready = (limits, _connect(limits, temp), temp)
+        if con is not None:  # closed, and the next one made, while this worker waits
+            databases.give_back({k: limits[k] for k in ("threads", "memory_mb")}, con, temp)
 
 
 def _bounded(con: Any, sql: str, limits: dict[str, Any]) -> Any:

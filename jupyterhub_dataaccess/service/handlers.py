@@ -617,7 +617,8 @@ class QueryHandler(DataHandler):
         self.metrics.observe_query(time.monotonic() - started)
         self.set_header("Server-Timing", ", ".join(  # where the time went, for benchmarks
             f"{stage};dur={seconds * 1000:.1f}"
-            for stage, seconds in {"auth": authenticated, **answer.timings}.items()))
+            for stage, seconds in {"auth": authenticated, **answer.timings,
+                                   "total": self.request.request_time()}.items()))
         self.set_header("X-Dataaccess-Audit-Seq", str(answer.audit_seq))
         self.set_header("X-Dataaccess-Datasets", json.dumps(answer.datasets))
         if fmt != "arrow":
