@@ -245,6 +245,7 @@ def test_query_answers_over_governed_relations_and_is_audited_once(hub):
                     "or body_mass_g = '3750' or cast(year as varchar) = '2007'")
     assert r.status_code == 200, r.text
     assert pa.ipc.open_stream(r.content).read_all().to_pylist() == [{"c": 0}]
+    assert "engine.execute;dur=" in r.headers["Server-Timing"]  # where the time went
     (record,) = audit(hub, action="data.query", user="analyst", limit=1)[:1]
     assert record["dataset"] == "penguins-masked"
     assert record["detail"]["datasets"] == ["penguins-masked"] and record["detail"]["rows"] == 1
