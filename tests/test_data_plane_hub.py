@@ -31,6 +31,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "ben
 
 S3_KEY = "AKIA" + uuid.uuid4().hex[:16].upper()
 S3_SECRET = "secret-" + uuid.uuid4().hex
+# One run: this module's hub keeps its database in SQLite in every run (PostgreSQL here is one of
+# the sources, read in every run), so a second run on PostgreSQL would repeat this one exactly.
+pytestmark = pytest.mark.once
+
 BUCKET = "governed-data"
 GOVERNED = """
     columns:

@@ -56,6 +56,7 @@ def _new_request(hub: Hub, user: str, dataset: str, **extra) -> dict:
     return r.json()
 
 
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_mass_assignment_is_refused_and_nothing_is_stored(hub: Hub):
     before = hub.call("nobody", "GET", "/requests").json()["total"]
     for extra in ({"status": "approved"}, {"user": "steward"}, {"id": 1}):
@@ -72,6 +73,7 @@ def test_mass_assignment_is_refused_and_nothing_is_stored(hub: Hub):
 
 @pytest.mark.parametrize("bad", [{"justification": ""}, {"justification": 5},
                                  {"days": -1}, {"days": "ten"}, {"days": True}])
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_bad_fields_are_a_400_naming_the_field(hub: Hub, bad: dict):
     body = {"dataset": "other-team", "justification": "why", **bad}
     r = hub.call("nobody", "POST", "/requests", json=body)
@@ -110,6 +112,7 @@ def test_steward_sees_and_decides_only_their_datasets(hub: Hub):
     assert d["access"]["status"] == "denied"
 
 
+@pytest.mark.once  # scopes, checked before the database
 def test_users_without_review_scope_cannot_review(hub: Hub):
     r = hub.call("analyst", "GET", "/requests", params={"scope": "review"})
     assert r.status_code == 403
@@ -207,6 +210,7 @@ def test_notifications_tell_requesters_and_stewards(hub: Hub):
         "request.approve", "grant.create"]
 
 
+@pytest.mark.once  # the policy file, not the database
 def test_policies_show_the_effective_rules(hub: Hub):
     body = hub.call("nobody", "GET", "/policies").json()
     assert body["rules"][0] == {"match": {"datasets": ["forbidden"]}, "decision": "deny",
@@ -216,16 +220,19 @@ def test_policies_show_the_effective_rules(hub: Hub):
 
 
 @pytest.mark.parametrize("params", [{"limit": "-1"}, {"offset": "-5"}, {"limit": "ten"}])
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_bad_paging_is_a_400(hub: Hub, params: dict):
     r = hub.call("analyst", "GET", "/datasets", params=params)
     assert r.status_code == 400 and r.json()["status"] == 400
 
 
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_huge_limit_is_capped_at_200(hub: Hub):
     r = hub.call("admin", "GET", "/audit", params={"limit": "1000000000"})
     assert r.status_code == 200 and len(r.json()["items"]) <= 200
 
 
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_token_in_url_is_refused(hub: Hub):
     import requests
 
@@ -234,6 +241,7 @@ def test_token_in_url_is_refused(hub: Hub):
     assert r.status_code == 400 and "Tokens in URLs" in r.json()["message"]
 
 
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_a_token_without_the_dataaccess_scopes_is_forbidden(hub: Hub):
     token = hub.token("analyst", scopes=["read:users:name!user"])
     r = hub.call(None, "GET", "/me", token=token)

@@ -24,6 +24,7 @@ def test_routes_are_enumerated_from_the_application():
 
 
 @pytest.mark.parametrize("method,path", route_methods())
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_every_route_refuses_requests_without_credentials(hub: Hub, method: str, path: str):
     """When a route is called with no credentials, Then only /health answers; the rest say 401."""
     import requests
@@ -43,6 +44,7 @@ def test_every_route_refuses_requests_without_credentials(hub: Hub, method: str,
     assert r.json() == {"status": 401, "message": "Authentication required: log in to JupyterHub"}
 
 
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_unknown_path_under_the_service_is_a_json_404_after_authentication(hub: Hub):
     r = hub.call(None, "GET", "/nope")
     assert r.status_code == 401
@@ -50,6 +52,7 @@ def test_unknown_path_under_the_service_is_a_json_404_after_authentication(hub: 
     assert r.status_code == 404 and r.json() == {"status": 404, "message": "Not found"}
 
 
+@pytest.mark.once  # the Hub's groups and scopes, not the database
 def test_me_reports_name_groups_and_capabilities(hub: Hub):
     assert hub.call("analyst", "GET", "/me").json() == {
         "name": "analyst", "groups": ["analysts"], "capabilities": ["browse", "request"],
@@ -76,6 +79,7 @@ def test_search_finds_datasets_by_words_and_reports_my_access(hub: Hub):
     assert {d["id"] for d in r.json()["items"]} == {"salaries", "forbidden"}
 
 
+@pytest.mark.once  # reading a source, not the database
 def test_dataset_details_carry_schema_and_row_count(hub: Hub):
     r = hub.call("nobody", "GET", "/datasets/penguins-masked")
     assert r.status_code == 200
@@ -88,6 +92,7 @@ def test_dataset_details_carry_schema_and_row_count(hub: Hub):
     assert d["row_filter"] == "island != 'Torgersen' and species in ('Adelie', 'Gentoo')"
 
 
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_unknown_dataset_is_a_json_404(hub: Hub):
     r = hub.call("analyst", "GET", "/datasets/no-such-thing")
     assert r.status_code == 404
@@ -97,6 +102,7 @@ def test_unknown_dataset_is_a_json_404(hub: Hub):
 
 
 @pytest.mark.parametrize("body", [b"{not json", b"\xff\xfe\x00", b"[1, 2]", b'"text"'])
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_malformed_request_body_is_a_json_400(hub: Hub, body: bytes):
     r = hub.call("analyst", "POST", "/requests", data=body,
                  headers={"Content-Type": "application/json"})
@@ -140,6 +146,7 @@ def test_load_without_a_grant_raises_access_denied_naming_the_request_call(analy
     assert "da.request('salaries', justification=" in out["stdout"]
 
 
+@pytest.mark.once  # the spawn environment, not the database
 def test_server_environment_names_the_service_and_holds_no_source_path(hub: Hub, analyst_kernel,
                                                                          config_files):
     out = analyst_kernel.run("import os, json; print(json.dumps(dict(os.environ)))")
@@ -183,6 +190,7 @@ def test_grants_and_requests_are_listed_for_their_owner(hub: Hub):
     assert mine["total"] == len(mine["items"]) >= 2
 
 
+@pytest.mark.once  # reading and masking files, not the database
 def test_data_formats_stream_the_same_governed_rows(hub: Hub):
     import io
 
@@ -219,6 +227,7 @@ def test_data_formats_stream_the_same_governed_rows(hub: Hub):
     assert r.status_code == 400 and r.json()["message"] == "unknown column(s): nope, zzz"
 
 
+@pytest.mark.once  # reading a source, not the database
 def test_a_source_that_cannot_be_read_is_a_502_without_details(hub: Hub):
     r = hub.call("analyst", "POST", "/requests", json={"dataset": "broken", "justification": "x"})
     assert r.status_code in (201, 409)

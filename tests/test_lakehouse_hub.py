@@ -17,6 +17,9 @@ import pytest
 from conftest import LAKE_FIRST_ROWS
 from hubutil import Hub, Kernel
 
+# One run: reading tables, masks and versions; the database side of grants and audit is
+# covered by the integration tests.
+pytestmark = pytest.mark.once
 DATASETS = ("birds-iceberg", "birds-delta")
 
 

@@ -3,6 +3,7 @@ holding custom:dataaccess:metrics only; latency labelled by route pattern, never
 
 from __future__ import annotations
 
+import pytest
 import requests
 from hubutil import SCRAPER_TOKEN, Hub
 from prometheus_client.parser import text_string_to_metric_families
@@ -19,6 +20,7 @@ def _samples(text: str) -> dict[str, list]:
     return {f.name: f.samples for f in text_string_to_metric_families(text)}
 
 
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_metrics_need_the_scope_users_and_anonymous_callers_are_refused(hub: Hub):
     assert_error(_scrape(hub, None), 401)
     assert_error(_scrape(hub, hub.token("admin")), 403, "Metrics need the "
@@ -66,6 +68,7 @@ def test_a_scrape_shows_latency_by_route_data_served_and_the_databases_figures(h
     assert "dataaccess_rate_limited" in after and "dataaccess_query_duration_seconds" in after
 
 
+@pytest.mark.once  # the SQL engine and the counters, not the database
 def test_a_query_is_counted_with_its_duration_and_outcome(hub: Hub):
     fresh_grant(hub, "analyst", "penguins")
     assert hub.call("analyst", "POST", "/query",

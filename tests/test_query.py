@@ -271,6 +271,7 @@ def test_a_join_needs_a_grant_on_each_dataset_and_the_403_names_the_missing_one(
     ("select * from penguins a, penguins b, penguins c", 400, "more than"),
     ("select * from no_such_dataset", 400, "unknown table"),
 ])
+@pytest.mark.once  # the SQL checker, not the database
 def test_case51_bad_sql_over_http_is_a_clean_json_400(hub, sql, status, says):
     grant_of(hub, "analyst", "penguins")
     r = _query(hub, sql)
@@ -279,6 +280,7 @@ def test_case51_bad_sql_over_http_is_a_clean_json_400(hub, sql, status, says):
     assert "Adelie" not in r.text and "Traceback" not in r.text
 
 
+@pytest.mark.once  # the SQL engine in a kernel, not the database
 def test_da_sql_in_a_real_kernel(hub, analyst_kernel):
     grant_of(hub, "analyst", "penguins")
     out = analyst_kernel.run(

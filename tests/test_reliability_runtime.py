@@ -126,6 +126,7 @@ def test_a_kernel_reading_in_a_loop_is_refused_from_the_next_read_after_revoke(
            f"{1000 * (first_refused - answered):+.0f} ms after it")
 
 
+@pytest.mark.once  # what reaches the kernel, not the database
 def test_nothing_the_kernel_can_read_holds_a_source_path_or_credential(
         hub: Hub, analyst_kernel: Kernel, db_url: str, config_files: dict):
     """When the kernel looks at its environment and every file under its home and working

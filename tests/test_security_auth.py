@@ -52,6 +52,7 @@ def test_the_route_list_is_the_applications_own():
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=_id)
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_case1_every_service_route_refuses_a_caller_without_credentials(hub: Hub, route):
     """When any route but /health is called with no credentials (and with a bogus cookie),
     Then it answers the same JSON 401 and no data."""
@@ -107,6 +108,7 @@ def extension_server(hub: Hub):
     hub.stop_server("analyst", "secext")
 
 
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_case1_server_extension_routes_refuse_anonymous_callers_and_forward_the_owners(
         hub: Hub, extension_server: str):
     """When each route of the server extension is called through the user's server URL with no
@@ -147,6 +149,7 @@ def test_case1_server_extension_routes_refuse_anonymous_callers_and_forward_the_
     assert checked == len(ROUTES)
 
 
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_case1_server_extension_refuses_traversal_in_the_forwarded_path(hub: Hub,
                                                                         extension_server: str):
     prefix = hub.url + extension_server + "dataaccess/api/v1"
@@ -167,6 +170,7 @@ def _near_misses(token: str) -> list[str]:
 
 
 @pytest.mark.parametrize("route", [r for r in ROUTES if r[1] != "/health"], ids=_id)
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_case2_bad_tokens_are_refused_on_every_route(hub: Hub, route):
     method, path = route
     good = hub.token("analyst")
@@ -197,6 +201,7 @@ def _refused_within(hub: Hub, token: str, calls: tuple[tuple[str, str], ...], si
     return time.monotonic() - since
 
 
+@pytest.mark.once  # the Hub's token check, not the service's database
 def test_case2_a_deleted_users_token_stops_working_within_the_bound(hub: Hub):
     """Given a steward (by group) whose token works, When the hub deletes the user, Then the same
     token is refused within the service's token bound (token_cache_seconds, 5 s by default),
@@ -217,6 +222,7 @@ def test_case2_a_deleted_users_token_stops_working_within_the_bound(hub: Hub):
 
 # -- 3. an expired token ----------------------------------------------------------------------------
 
+@pytest.mark.once  # the Hub's token check, not the service's database
 def test_case3_an_expired_token_is_refused_within_the_bound_even_if_it_was_just_used(hub: Hub):
     token = hub.token("analyst", expires_in=2)
     unused = hub.token("steward", expires_in=1)
@@ -262,6 +268,7 @@ def test_case4_another_users_requests_grants_and_audit_look_missing(hub: Hub):
 
 # -- 5. the user server's token on steward and admin routes -------------------------------------
 
+@pytest.mark.once  # scopes, checked before the database
 def test_case5_the_servers_token_cannot_review_administer_or_see_others(hub: Hub,
                                                                       analyst_kernel: Kernel):
     """Given the token the analyst's server holds (read in the analyst's own kernel), When it is
@@ -301,6 +308,7 @@ def test_case5_the_servers_token_cannot_review_administer_or_see_others(hub: Hub
 # -- 6. tokens in URLs ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("route", ROUTES, ids=_id)
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_case6_a_token_in_the_url_is_refused_on_every_route(hub: Hub, route):
     method, path = route
     token = hub.token("analyst")
@@ -312,6 +320,7 @@ def test_case6_a_token_in_the_url_is_refused_on_every_route(hub: Hub, route):
 
 # -- 7. cookie authentication and XSRF ------------------------------------------------------------
 
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_case7_a_cookie_post_without_a_valid_xsrf_token_is_refused_and_stores_nothing(hub: Hub):
     """Given a browser session logged in to the hub and to the service by OAuth, When it POSTs or
     DELETEs with its cookie but without the right _xsrf token, Then 403 and nothing is stored;

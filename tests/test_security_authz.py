@@ -147,6 +147,7 @@ def test_case10_a_steward_of_another_dataset_cannot_see_or_decide(hub: Hub, stew
 
 # -- 11. giving oneself review or admin ------------------------------------------------------------
 
+@pytest.mark.once  # scopes, checked before the database
 def test_case11_a_user_cannot_give_themselves_review_or_admin(hub: Hub):
     """When the analyst, with their own token, asks the hub for a token with the dataaccess review
     or admin scope, for the admin role, or to join the admins group, Then the hub refuses, and
@@ -273,6 +274,7 @@ def test_case14_withdrawn_denied_and_approved_requests_are_closed(hub: Hub):
     {"reason": "auto"}, {"decisions": [{"by": "steward", "decision": "approve"}]},
     {"created_at": "2000-01-01T00:00:00Z"}, {"grant": {"days": 3650}}, {"Status": "approved"},
 ])
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_case15_fields_a_requester_may_not_set_are_refused_and_nothing_stored(hub: Hub, extra):
     before = requests_total(hub, "nobody")
     records = audit_total(hub, dataset="other-team")
@@ -306,6 +308,7 @@ def test_case15_days_are_capped_and_decisions_take_only_a_comment(hub: Hub):
 
 # -- 16. redirects -------------------------------------------------------------------------------------
 
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_case16_no_redirect_leaves_the_hub(hub: Hub):
     """The service takes no next=: its OAuth callback redirects only to what its own state kept,
     and a login redirect always points at the hub."""

@@ -37,6 +37,7 @@ TRAVERSALS = ["..%2F..%2F..%2Fetc%2Fpasswd", "%2e%2e", "%2e%2e%2f%2e%2e%2fetc%2f
               "..%00", "penguins%5C..%5Csalaries"]
 
 
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_case17_traversal_in_dataset_and_request_ids_reaches_no_file(hub: Hub, config_files):
     grant_of(hub, "nobody", "penguins")
     reads = audit_total(hub, action="data.read")
@@ -60,6 +61,7 @@ def test_case17_traversal_in_dataset_and_request_ids_reaches_no_file(hub: Hub, c
     assert audit_total(hub, action="data.read") == reads
 
 
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_case17_overlong_and_invalid_utf8_escapes_are_a_400_without_echo(hub: Hub):
     """At the service: 400 'The URL is not valid UTF-8'. Through configurable-http-proxy such a
     URL never reaches the service (the proxy cannot decode it and shows the hub's error page):
@@ -135,6 +137,7 @@ BAD_BODIES = [
 
 
 @pytest.mark.parametrize("body,message", BAD_BODIES, ids=lambda v: repr(v)[:30])
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_case19_malformed_bodies_are_a_400_on_every_post(hub: Hub, body: bytes, message: str):
     req = fresh_request(hub, "nobody", "penguins-masked")
     before = requests_total(hub, "nobody")
@@ -161,6 +164,7 @@ def test_case19_malformed_bodies_are_a_400_on_every_post(hub: Hub, body: bytes, 
     ("days", True, "days must be a positive number"), ("days", 0, "days must be a positive number"),
     ("days", -1, "days must be a positive number"), ("days", {"n": 1}, "days must be a positive number"),
 ])
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_case19_wrong_types_are_a_400_naming_the_field(hub: Hub, field, value, message):
     before = requests_total(hub, "nobody")
     body = {"dataset": "other-team", "justification": "why", field: value}
@@ -168,6 +172,7 @@ def test_case19_wrong_types_are_a_400_naming_the_field(hub: Hub, field, value, m
     assert requests_total(hub, "nobody") == before
 
 
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_case19_wrong_types_in_decisions_and_queries_are_a_400(hub: Hub):
     req = fresh_request(hub, "nobody", "penguins-masked")
     for comment in (5, ["x"], {"x": 1}, False):
@@ -187,6 +192,7 @@ def test_case19_wrong_types_in_decisions_and_queries_are_a_400(hub: Hub):
 
 # -- 20. oversized bodies and fields ---------------------------------------------------------------
 
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_case20_oversized_bodies_and_fields_are_refused_quickly_and_store_nothing(hub: Hub):
     before = requests_total(hub, "nobody")
     records = audit_total(hub, dataset="other-team")
@@ -217,6 +223,7 @@ def test_case20_oversized_bodies_and_fields_are_refused_quickly_and_store_nothin
     assert audit_total(hub, dataset="other-team") == records
 
 
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_case20_a_one_megabyte_id_in_the_url_is_refused_quickly(hub: Hub):
     """A 1 MB id never reaches the service: the proxy refuses the header (431, or it closes the
     connection); the service itself answers a 10 kB id with its JSON 404."""
@@ -277,6 +284,7 @@ def test_case21_hostile_text_is_stored_as_text_and_never_splits_a_log_line(hub: 
 
 # -- 22. paging -------------------------------------------------------------------------------------
 
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_case22_page_size_is_capped_at_200_and_negative_offsets_are_a_400(hub: Hub):
     while audit_total(hub) <= 210:  # enough records to see the cap
         hub.call("nobody", "GET", "/datasets/salaries/preview")
@@ -305,6 +313,7 @@ def test_case22_page_size_is_capped_at_200_and_negative_offsets_are_a_400(hub: H
 
 # -- 23. a malformed policy file stops the service at hub level -------------------------------------
 
+@pytest.mark.once  # its own hub, on SQLite in every run
 def test_case23_a_malformed_policy_keeps_the_service_down_naming_file_line_and_field(
         tmp_path, config_files):
     policy = tmp_path / "policy.yaml"
@@ -333,6 +342,7 @@ def test_case23_a_malformed_policy_keeps_the_service_down_naming_file_line_and_f
 
 # -- limits: the per-user rate -----------------------------------------------------------------------
 
+@pytest.mark.once  # its own hub, on SQLite in every run
 def test_limits_a_user_past_the_rate_gets_a_429_and_others_do_not(tmp_path, config_files):
     hub = Hub(state=str(tmp_path / "hub"), catalog=config_files["catalog"],
               policy=config_files["policy"], db_url=f"sqlite:///{tmp_path}/dataaccess.sqlite",
@@ -388,6 +398,7 @@ def no_secret_in_any_log_when_the_session_ends(hub: Hub):
     assert not leaks, "secrets in logs:\n" + "\n".join(leaks[:20])
 
 
+@pytest.mark.once  # log lines, the same on any database
 def test_case6_log_hygiene_no_token_cookie_authorization_or_referer_value_in_any_log(hub: Hub):
     canaries = {k: f"canary-{k}-{uuid.uuid4().hex}" for k in
                 ("referer", "cookie", "authorization", "xsrf", "query")}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import stat
 
+import pytest
 from conftest import ON_POSTGRES
 from hubutil import Hub, service_pid
 from secutil import hub_login
@@ -19,6 +20,7 @@ def _mode(path: str) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
+@pytest.mark.once  # file modes (the SQLite files only on SQLite)
 def test_the_database_and_the_key_files_are_readable_by_their_owner_only(hub: Hub, db_url: str):
     """Given the service has started and written, Then its key directory is 0700, every key file
     and (on SQLite) the database with its -wal and -shm files are 0600."""
@@ -36,6 +38,7 @@ def test_the_database_and_the_key_files_are_readable_by_their_owner_only(hub: Hu
         assert {p: _mode(p) for p in present} == dict.fromkeys(present, 0o600)
 
 
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_the_service_signs_its_cookies_with_the_shared_cookie_secret(hub: Hub):
     """When a person logs in to the service (OAuth), Then the login cookie it sets verifies with
     the cookie secret of the key directory: any replica, or the service after a restart, reading

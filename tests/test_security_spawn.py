@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 import requests
 from hubutil import ADMIN_TOKEN, Hub, Kernel
 from secutil import assert_error, audit, grant_of
@@ -24,6 +25,7 @@ def _last_seq(hub: Hub) -> int:
     return audit(hub, limit=1)[0]["seq"]
 
 
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_case49_a_users_own_tokens_are_refused_and_write_no_record(hub: Hub):
     """When a user asks GET /spawn with their own token (about themselves or another user), or
     a hub service without the spawn scope asks, Then 403 with one clear message, and no record."""
@@ -41,6 +43,7 @@ def test_case49_a_users_own_tokens_are_refused_and_write_no_record(hub: Hub):
     assert not [r for r in audit(hub, action="spawn.mounts") if r["seq"] > before]
 
 
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_case49_the_servers_token_from_a_kernel_is_refused(hub: Hub, analyst_kernel: Kernel):
     """When code in the user's kernel calls GET /spawn with the server's JUPYTERHUB_API_TOKEN,
     Then 403 and no record."""
@@ -58,6 +61,7 @@ print(json.dumps([r.status_code, r.json()]))
     assert _last_seq(hub) == before
 
 
+@pytest.mark.once  # the spawn token's check, not the database
 def test_case49_the_hubs_spawn_token_gets_the_named_users_plan_audited_in_their_name(hub: Hub):
     """When the hub's spawn service asks about a user, Then it gets that user's grants and one
     spawn.mounts record names the user and that the hub asked; without `user` it is a 400."""

@@ -11,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
+import pytest
 from hubutil import Hub
 from secutil import hub_user
 
@@ -63,6 +64,7 @@ def test_details_are_computed_once_for_many_callers_and_at_most_n_at_once():
     asyncio.run(scenario())
 
 
+@pytest.mark.once  # the details cache, not the database
 def test_many_callers_opening_a_dataset_page_at_once_all_get_their_details(hub: Hub):
     with ThreadPoolExecutor(10) as pool:
         pages = list(pool.map(lambda _: hub.call("nobody", "GET", "/datasets/sales"), range(30)))

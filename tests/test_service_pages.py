@@ -66,6 +66,7 @@ def _page(hub: Hub, name: str, **kw) -> requests.Response:
 # -- 41. a steward's and an admin's own kernel --------------------------------------------------
 
 @pytest.mark.parametrize("user", ["steward", "admin"])
+@pytest.mark.once  # scopes, checked before the database
 def test_case41_a_stewards_or_admins_kernel_cannot_decide_revoke_or_read_the_audit(
         hub: Hub, user: str):
     """Given a pending request the person could decide and a grant they could revoke,
@@ -121,6 +122,7 @@ def test_me_counts_the_reviews_waiting_for_the_person(hub: Hub):
 
 @pytest.mark.parametrize("scope", ["custom:dataaccess:review!user=steward",
                                    "custom:dataaccess:review!group=stewards"])
+@pytest.mark.once  # scopes, checked before the database
 def test_case48_a_filtered_review_scope_never_decides(hub: Hub, scope: str):
     """Given a steward's token whose review scope is filtered, When it approves, Then 403 naming
     the scope, and the request stays pending: a filter is never read as unfiltered."""
@@ -139,6 +141,7 @@ def test_case48_a_filtered_review_scope_never_decides(hub: Hub, scope: str):
     hub.call("nobody", "POST", f"/requests/{request['id']}/withdraw")
 
 
+@pytest.mark.once  # scopes, checked before the database
 def test_case48_a_filtered_admin_scope_never_administers(hub: Hub):
     """Given the admin's token with `admin!group=admins`, Then no audit, no revocation, no other
     user's grants, no admin page; its browse scope filtered to the admin themselves counts."""
@@ -161,6 +164,7 @@ def test_case48_a_filtered_admin_scope_never_administers(hub: Hub):
                     ).json()["items"][0]["id"] == grant["id"]
 
 
+@pytest.mark.once  # scopes, checked before the database
 def test_case48_a_browse_scope_filtered_to_someone_else_does_not_browse(hub: Hub):
     token = hub.token("steward", scopes=[ACCESS, "custom:dataaccess:browse!user=analyst"])
     SECRETS.add(token)
@@ -190,6 +194,7 @@ def test_scopes_to_capabilities_filters_count_only_where_exact():
 
 # -- the pages over HTTP: credentials, wrong users, CSP, XSRF -----------------------------------
 
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_the_pages_need_a_login_and_send_a_browser_through_the_hubs_oauth(hub: Hub):
     for name in ("approvals", "admin"):
         assert_error(_page(hub, name), 401, "Authentication required: log in to JupyterHub")
@@ -202,11 +207,13 @@ def test_the_pages_need_a_login_and_send_a_browser_through_the_hubs_oauth(hub: H
     ("analyst", "admin", "You lack the dataaccess 'admin' permission"),
     ("steward", "admin", "You lack the dataaccess 'admin' permission"),
 ])
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_the_pages_refuse_the_wrong_user(hub: Hub, user: str, page: str, message: str):
     r = _page(hub, page, headers={"Authorization": f"token {hub.token(user)}"})
     assert_error(r, 403, message)
 
 
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_a_page_has_a_strict_csp_and_follows_the_theme(hub: Hub):
     """The page's own inline script and style run under a fresh nonce; nothing else loads; only
     the service's origin may frame it; user text never reaches the page as markup."""
@@ -225,6 +232,7 @@ def test_a_page_has_a_strict_csp_and_follows_the_theme(hub: Hub):
                  "theme must be light or dark")
 
 
+@pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_the_pages_login_cookie_decides_only_with_the_pages_xsrf_token(hub: Hub):
     """Given a steward logged in to the service by OAuth (the page's own login), When the cookie
     POSTs an approval without the XSRF token, Then 403 and nothing changes; with the token the
@@ -249,6 +257,7 @@ def test_the_pages_login_cookie_decides_only_with_the_pages_xsrf_token(hub: Hub)
     assert r.status_code == 200 and r.json()["status"] == "approved", r.text
 
 
+@pytest.mark.once  # the page's content, not the database
 def test_the_inbox_shows_what_the_requester_would_get(hub: Hub):
     """The inbox item carries the masks, the row filter, the days asked against the rule's
     maximum, the approvals still needed and the requester's grants on the steward's datasets."""

@@ -181,6 +181,7 @@ def _table(r: requests.Response) -> pa.Table:
     return pa.ipc.open_stream(io.BytesIO(r.content)).read_all()
 
 
+@pytest.mark.once  # reading files, not the database
 def test_a_scan_plan_gives_a_ticket_per_row_group_and_the_tickets_alone_read_the_governed_rows(
         hub: Hub):
     """When the analyst plans a scan of a masked, filtered dataset, Then there is one data.scan
@@ -210,6 +211,7 @@ def test_a_scan_plan_gives_a_ticket_per_row_group_and_the_tickets_alone_read_the
                             for i in range(3)])}
 
 
+@pytest.mark.once  # reading files, not the database
 def test_a_partition_with_nothing_to_govern_is_its_parquet_file_as_it_is(hub: Hub, config_files):
     """When a ticket of a whole Parquet file with no mask, filter, projection or where is
     fetched accepting Parquet, Then the body is the file's own bytes; without that Accept, or
@@ -230,6 +232,7 @@ def test_a_partition_with_nothing_to_govern_is_its_parquet_file_as_it_is(hub: Hu
     assert _table(r).column_names == ["region"]
 
 
+@pytest.mark.once  # reading and masking files, not the database
 def test_a_scan_honours_columns_and_where_on_masked_values(hub: Hub):
     """When a plan names columns and a where, Then every partition has only those columns and
     only rows matching where; a where on a hashed column compares hashed values."""
@@ -253,6 +256,7 @@ def test_a_scan_honours_columns_and_where_on_masked_values(hub: Hub):
     assert_error(r, 400, "Unknown field(s): limit")
 
 
+@pytest.mark.once  # the ticket's signature, checked before the database
 def test_case52_altered_truncated_misplaced_and_missing_tickets_get_no_data(hub: Hub):
     """When a ticket is altered, cut short, sent to another partition's or another dataset's
     URL, sent as a token, or missing, Then 401/403 JSON and no data; the message never repeats
@@ -313,6 +317,7 @@ def test_a_plan_without_a_grant_is_refused_with_the_request_call(hub: Hub):
     assert_error(hub.call("analyst", "POST", "/datasets/no-such-thing/scan", json={}), 404)
 
 
+@pytest.mark.once  # log lines, the same on any database
 def test_case52_no_ticket_appears_in_the_service_log(hub: Hub):
     """When plans were made and tickets fetched (and refused), Then no ticket is in the log."""
     grant_of(hub, "analyst", "sales")

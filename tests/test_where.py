@@ -284,6 +284,7 @@ def pg_flights(postgres) -> str:
 
 
 @pytest.mark.parametrize("kind", ["sql-table", "sql-query"])
+@pytest.mark.once  # PostgreSQL is the source here, in every run
 def test_when_postgresql_filters_then_the_rows_equal_filtering_the_governed_rows_after(
         files, pg_flights, kind):
     ds = make(files, kind, url=pg_flights, **GOVERNED)
