@@ -470,15 +470,18 @@ class DataHandler(BaseHandler):
         """The first chunk is made before the headers go out: a source failing at once is a
         clean 502."""
         metrics, route = self.metrics, self.metrics.route(self)
-        chunks = encode(schema, metrics.counting_rows(route, batches), fmt)
+        framed = self.request.version == "HTTP/1.1"  # chunk frames made by the encoder thread
+        chunks = encode(schema, metrics.counting_rows(route, batches), fmt, framed=framed)
         try:
             try:
                 first = await self.run(self._next, chunks)
             except SourceError as e:
                 raise SourceUnavailable() from e
             self._file_headers(dataset, fmt)
+            if framed:  # the headers (tornado then ends the chunked body at finish)
+                await self.flush()
             while first is not None:
-                await self.streams.send(self, first)
+                await self.streams.send(self, first, framed=framed)
                 metrics.served(route, len(first))
                 first = await self.run(self._next, chunks)
         except StreamClosedError:

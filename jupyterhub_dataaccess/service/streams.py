@@ -64,11 +64,18 @@ class StreamSlots:
                 else:
                     del self._by_user[user]
 
-    async def send(self, handler: Any, chunk: bytes) -> None:
+    async def send(self, handler: Any, chunk: bytes, framed: bool = False) -> None:
         """Write one chunk and wait until it is on its way; a client that leaves it unread for
-        `write_timeout` seconds is disconnected (StreamClosedError, as if it had gone)."""
-        handler.write(chunk)
-        flushed = handler.flush()
+        `write_timeout` seconds is disconnected (StreamClosedError, as if it had gone).
+
+        A `framed` chunk is already an HTTP/1.1 chunk frame (sources/stream.py, framed=True),
+        written to the connection as it is after the headers went out: the web server's own
+        framing would copy it twice more on the event loop."""
+        if framed:
+            flushed = handler.request.connection.stream.write(chunk)
+        else:
+            handler.write(chunk)
+            flushed = handler.flush()
         if self.write_timeout <= 0:
             await flushed
             return
