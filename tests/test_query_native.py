@@ -186,3 +186,20 @@ def test_a_runtime_failure_over_a_filtered_view_answers_as_the_arrow_path_does(
     table, _ = run._run(pool, checked.sql, plans, KEY, run.Stopwatch())
     expected = sum(1 for c in pa.table(ROWS)["carrier"].to_pylist() if c != "WN")
     assert table.to_pylist() == [{"n": expected}]
+
+
+def test_a_view_the_worker_refuses_is_answered_over_arrow_and_remembered(
+        pool, tmp_path, monkeypatch):
+    """When the service expects another type than DuckDB reads (here: told int64 is INTEGER),
+    the query is answered over shipped Arrow, and that version of the dataset keeps that path."""
+    from jupyterhub_dataaccess.query import native
+
+    path = tmp_path / "fallback.parquet"
+    pq.write_table(pa.table({"n": pa.array([1, 2, 3], pa.int64())}), path)
+    ds = make(str(path))
+    monkeypatch.setitem(native.DUCK_TYPES, pa.int64(), "INTEGER")
+    plans = {ds.id: run._plan(ds, None)}
+    table, _ = run._run(pool, "SELECT sum(n) AS s FROM flights", plans, KEY, run.Stopwatch())
+    assert table.to_pylist() == [{"s": 6}]
+    assert (ds.id, plans[ds.id][0].version) in run._arrow_only
+    run._arrow_only.discard((ds.id, plans[ds.id][0].version))
