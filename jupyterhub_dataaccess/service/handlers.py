@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from logging import Logger
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
@@ -39,6 +39,14 @@ from ..times import parse_iso
 from .metrics import CONTENT_TYPE, METRICS_SCOPE
 from .pages import PAGES, render_page
 
+if TYPE_CHECKING:
+    from ..governance import Governance
+    from ..keys import Keys
+    from ..query.worker import WorkerPool
+    from .details import DetailsCache
+    from .metrics import Metrics
+    from .streams import StreamSlots
+
 MAX_JSON_BODY = 64 * 1024
 PREVIEW_MAX = 100
 PREVIEW_DEFAULT = 20
@@ -50,18 +58,18 @@ class Parts:
     (tornado's `initialize`) the parts every handler uses (`COMMON`) and those its class names
     in `needs`, never the application itself."""
 
-    governance: Any  # Governance
+    governance: Governance
     run: Callable[..., Awaitable[Any]]  # fn(*args) on the worker thread pool
-    directory: Any  # HubDirectory: a user's groups
-    limiter: Any  # RateLimiter: per-user requests
+    directory: Any  # app.HubDirectory: a user's groups (app.py imports this module)
+    limiter: Any  # app.RateLimiter: per-user requests
     token_cache_seconds: float
     log: Logger
-    metrics: Any  # Metrics
-    streams: Any  # StreamSlots: per-user and total streams
-    details: Any  # DetailsCache: a dataset's schema and size
-    keys: Any  # Keys: mask and ticket keys
-    queries: Any  # WorkerPool of the SQL queries
-    config_state: Callable[[], Any]  # the ConfigState loaded now (reloads replace it)
+    metrics: Metrics
+    streams: StreamSlots  # per-user and total streams
+    details: DetailsCache  # a dataset's schema and size
+    keys: Keys  # mask and ticket keys
+    queries: WorkerPool  # the SQL queries' worker processes
+    config_state: Callable[[], Any]  # the app.ConfigState loaded now (reloads replace it)
     config_files: tuple[str, ...]  # catalogue and policy paths (only their names are shown)
     frame_ancestors: tuple[str, ...]
     ticket_seconds: float
@@ -85,7 +93,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
     wrong_caller = "Only hub users may use the data access service"
     needs: tuple[str, ...] = ()  # the Parts this route uses beyond Parts.COMMON
 
-    governance: Any
+    governance: Governance
     directory: Any
     limiter: Any
     token_cache_seconds: float
