@@ -53,14 +53,10 @@ def big_hub(request, tmp_path_factory, config_files):
     hub = ConfiguredHub(state=os.path.join(tmp, "hub"), catalog=catalog, policy=policy,
                         db_url=new_database("", tmp, pg),
                         service_env={"DATAACCESS_RATE_LIMIT": str(RATE),
-                                     "DATAACCESS_RATE_BURST": str(BURST)})
-    # The service parses the whole catalogue before it listens (~20 s idle, over a minute on a
-    # loaded CI machine): JupyterHub's own 30 s wait for a managed service would give up first.
-    hub.tail = """
-for service in c.JupyterHub.services:
-    if service["name"] == "dataaccess":
-        service["timeout"] = 900
-"""
+                                     "DATAACCESS_RATE_BURST": str(BURST)},
+                        # the service parses the whole catalogue before it listens (~20 s idle,
+                        # minutes on a loaded CI machine): the hub waits as long as the test
+                        extra=", start_timeout=900")
     os.makedirs(hub.state, exist_ok=True)
     t0 = time.monotonic()
     hub.start(timeout=900)
