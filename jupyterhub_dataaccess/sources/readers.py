@@ -148,7 +148,8 @@ class FileReader(Reader):
                 if not groups:
                     continue
             with fragment.filesystem.open_input_file(fragment.path) as f:
-                meta = pq.read_metadata(f)
+                # the footer subset() read already, or read now
+                meta = fragment.metadata if groups is not None else pq.read_metadata(f)
                 for group in (range(meta.num_row_groups) if groups is None else groups):
                     yield from self._row_group(f, meta, group, columns, needed, target,
                                                where, self._hashed(where))
@@ -216,22 +217,19 @@ class FileReader(Reader):
                                filesystem=dataset.filesystem)
             return one.scanner(columns=columns, filter=filter_expr, batch_size=BATCH_ROWS,
                                use_threads=True, batch_readahead=BATCH_READAHEAD).to_batches()
-        import pyarrow.parquet as pq
-
-        f = dataset.filesystem.open_input_file(path)
-        meta = pq.read_metadata(f)
+        fragment = pads.ParquetFileFormat().make_fragment(path, filesystem=dataset.filesystem)
+        meta = fragment.metadata  # the footer, read once for the checks and the statistics
         if not (len(spec) == 5 and all(isinstance(x, int) for x in spec[3:])
                 and 0 <= spec[3] < spec[4] <= meta.num_row_groups):
-            f.close()
             raise PartitionChanged("the file's row groups changed since the plan")
         needed = list(dict.fromkeys([*columns, *sorted(where.columns if where else ())]))
         target = pa.schema([dataset.schema.field(n) for n in needed])
         wanted = range(spec[3], spec[4])
         if filter_expr is not None:  # only the row groups whose statistics may match
-            fragment = pads.ParquetFileFormat().make_fragment(
-                path, filesystem=dataset.filesystem, row_groups=list(wanted))
             wanted = [rg.id for rg in fragment.subset(filter=filter_expr,
-                                                      schema=dataset.schema).row_groups]
+                                                      schema=dataset.schema).row_groups
+                      if rg.id in wanted]
+        f = dataset.filesystem.open_input_file(path)
 
         def groups() -> Iterator[pa.RecordBatch]:
             with f:
