@@ -16,6 +16,7 @@ from secutil import SECRETS, assert_error, audit, audit_total, fresh_request, gr
 
 from jupyterhub_dataaccess import tickets
 from jupyterhub_dataaccess.catalog import Dataset, Source
+from jupyterhub_dataaccess.client import load_partitions
 from jupyterhub_dataaccess.sources.base import merge_row_groups
 from jupyterhub_dataaccess.sources.filters import bind, parse_filter
 from jupyterhub_dataaccess.sources.readers import keeps_every_row, reader_for
@@ -252,6 +253,12 @@ def test_a_scan_honours_columns_and_where_on_masked_values(hub: Hub):
         r = hub.call("analyst", "POST", f"/datasets/{MASKED}/scan", json={"where": where})
         assert repr(named) in assert_error(r, 400)["message"]
     assert audit_total(hub, dataset=MASKED, action="data.scan") == scans  # refused at plan time
+    # a where no row group's statistics can match: a plan with nothing to fetch, still audited
+    none = _plan(hub, MASKED, columns=["species"], where="island == 'Atlantis'")
+    assert none["partitions"] == [] and audit_total(
+        hub, dataset=MASKED, action="data.scan") == scans + 1
+    empty = load_partitions(none)
+    assert empty.num_rows == 0 and empty.column_names == ["species"]
     r = hub.call("analyst", "POST", f"/datasets/{MASKED}/scan", json={"limit": 3})
     assert_error(r, 400, "Unknown field(s): limit")
 
