@@ -1,4 +1,4 @@
-"""Benchmark: a question about a big table, asked five ways, side by side.
+"""Benchmark: a question about a big table, asked six ways, side by side.
 
 A year of departures (month, carrier, dep_delay, distance, tailnum; --rows rows, 20,000,000 by
 default) written by this script as Parquet in row groups of rows/20 (1,000,000 at full size), in
