@@ -32,7 +32,7 @@ class Receiver(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def receiver():
     Receiver.received = []
     server = HTTPServer(("127.0.0.1", free_port()), Receiver)
@@ -42,8 +42,11 @@ def receiver():
     server.shutdown()
 
 
-@pytest.fixture()
-def private_hub(tmp_path, config_files, receiver):
+@pytest.fixture(scope="module")
+def private_hub(tmp_path_factory, config_files, receiver):
+    """One hub for the module's tests (a hub costs 10-20 s): each leaves its files valid, and
+    the webhook test picks its own request's events."""
+    tmp_path = tmp_path_factory.mktemp("live")
     catalog = str(tmp_path / "catalog.yaml")
     policy = str(tmp_path / "policy.yaml")
     shutil.copy(config_files["catalog"], catalog)
