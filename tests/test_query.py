@@ -164,11 +164,14 @@ def parquet_view(tmp_path_factory: pytest.TempPathFactory):
     "CREATE OR REPLACE VIEW flights AS SELECT * FROM read_parquet('{d}/other.parquet')",
     "ATTACH '{d}/other.duckdb' AS o",
     "COPY (SELECT * FROM flights) TO '{d}/leak.parquet'",
+    # the one path DuckDB may open: it reads it, and cannot overwrite it (Landlock)
+    "COPY (SELECT 1 AS n) TO '{d}/flights.parquet' (FORMAT parquet, USE_TMP_FILE false)",
 ])
 def test_case51_the_engine_opens_no_file_but_the_views_own_even_without_the_check(
         pool, parquet_view, sql):
     """Layer 2 alone, with DuckDB allowed exactly the files of the datasets queried: no other
-    file, glob, setting or view swap is reachable, and the view still answers governed."""
+    file, glob, setting or view swap is reachable, the allowed file is never written, and the
+    view still answers governed."""
     view, d = parquet_view
     with pytest.raises(QueryFailed) as e:
         pool.run(sql.format(d=d), {}, [view])

@@ -176,11 +176,11 @@ class _Databases:
         self._used.put((limits, (con, temp)))
 
 
-def _serve(inp: BinaryIO, out: BinaryIO) -> None:
+def _serve(inp: BinaryIO, out: BinaryIO, root: str) -> None:
     import duckdb
     import pyarrow as pa
 
-    databases = _Databases(tempfile.mkdtemp(prefix="dataaccess-query-"))
+    databases = _Databases(root)
     while True:
         try:
             header = json.loads(_read(inp))
@@ -247,7 +247,47 @@ def main() -> None:
     if limit:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _serve(sys.stdin.buffer, sys.stdout.buffer)
+    root = tempfile.mkdtemp(prefix="dataaccess-query-")
+    write_only_under(root)
+    _serve(sys.stdin.buffer, sys.stdout.buffer, root)
+
+
+# Landlock (Linux >= 5.13): the rights a process can drop for good over the file system
+_LANDLOCK_WRITES = (1 << 1) | sum(1 << b for b in range(4, 13))  # write, remove, make
+_LANDLOCK_REFER, _LANDLOCK_TRUNCATE = 1 << 13, 1 << 14  # ABI 2, ABI 3
+
+
+def write_only_under(root: str) -> bool:
+    """From now on this process writes, creates, removes and truncates files only under `root`
+    (its temporary directory), whatever DuckDB is told: a dataset's file it may read, for a view,
+    it can never overwrite (`COPY ... TO` its path). Landlock, where the kernel has it; returns
+    whether it is in force."""
+    import ctypes
+    import struct as _struct
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        abi = libc.syscall(444, None, 0, 1)  # landlock_create_ruleset(VERSION)
+        if abi < 1:
+            return False
+        handled = (_LANDLOCK_WRITES | (_LANDLOCK_REFER if abi >= 2 else 0)
+                   | (_LANDLOCK_TRUNCATE if abi >= 3 else 0))
+        attr = ctypes.create_string_buffer(_struct.pack("=Q", handled))
+        ruleset = libc.syscall(444, attr, ctypes.sizeof(attr) - 1, 0)
+        if ruleset < 0:
+            return False
+        fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+        try:  # struct landlock_path_beneath_attr (packed): allowed_access, parent_fd
+            rule = ctypes.create_string_buffer(_struct.pack("=Qi", handled, fd))
+            if libc.syscall(445, ruleset, 1, rule, 0) != 0:
+                return False
+        finally:
+            os.close(fd)
+        if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS, as Landlock requires
+            return False
+        return libc.syscall(446, ruleset, 0) == 0  # landlock_restrict_self
+    except (OSError, AttributeError):
+        return False
 
 
 # -- the pool, in the service -------------------------------------------------------------
