@@ -23,6 +23,9 @@ from jupyterhub_dataaccess.events import AuditDelivery
 from jupyterhub_dataaccess.governance import Config, Governance
 from jupyterhub_dataaccess.store import Database
 
+# once: every test runs on SQLite and on PostgreSQL already (db_url below), in every run
+pytestmark = pytest.mark.once
+
 CATALOG = """
 datasets:
   - id: pub

@@ -20,7 +20,9 @@ import pytest
 import requests
 from hubutil import REPO, Hub, free_port, service_pid
 
-pytestmark = [pytest.mark.hub, pytest.mark.postgres]
+# once: the replicas share a PostgreSQL database of their own in every run (the SQLite run
+# included), so a second run on PostgreSQL would repeat this one exactly
+pytestmark = [pytest.mark.hub, pytest.mark.postgres, pytest.mark.once]
 
 PREFIX = "/services/dataaccess/"
 
