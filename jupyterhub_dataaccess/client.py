@@ -600,7 +600,7 @@ def _fetch_once(part: Partition) -> Any:
             import pyarrow.parquet as pq
 
             return pq.read_table(_receive(resp, int(resp.getheader("Content-Length"))))
-        with pa.ipc.open_stream(resp) as reader:  # decoded batch by batch as it arrives
+        with pa.ipc.open_stream(_Into(resp)) as reader:  # decoded batch by batch as it arrives
             table = reader.read_all()
         if resp.read(1):
             raise pa.ArrowInvalid("data after the end of the stream")
@@ -611,9 +611,32 @@ def _fetch_once(part: Partition) -> Any:
                               f"try again ({type(e).__name__})") from None
 
 
-def _receive(resp: Any, length: int) -> Any:
-    """A body of known length, received straight into one Arrow buffer (no copies on the way;
-    Arrow's memory pool reuses its pages from one read to the next)."""
+class _Into:
+    """A response as a file whose reads land straight in Arrow buffers, which the Arrow stream
+    reader then uses as they are (http.client's own read(n) of a chunked body receives each
+    piece and joins them: a copy of every byte more)."""
+
+    closed = False
+
+    def __init__(self, resp: Any):
+        self.resp = resp
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> Any:
+        if n is None or n < 0:
+            return self.resp.read()
+        return _receive(self.resp, n, exact=False)
+
+    def close(self) -> None:
+        pass
+
+
+def _receive(resp: Any, length: int, exact: bool = True) -> Any:
+    """A body of known length (or, not `exact`, at most that much), received straight into one
+    Arrow buffer (no copies on the way; Arrow's memory pool reuses its pages from one read to
+    the next)."""
     import pyarrow as pa
 
     buf = pa.allocate_buffer(length)
@@ -622,7 +645,9 @@ def _receive(resp: Any, length: int) -> Any:
     while got < length:
         n = resp.readinto(view[got:])
         if not n:
-            raise OSError("the body ended early")
+            if exact:
+                raise OSError("the body ended early")
+            return buf.slice(0, got)  # the stream reader says what was cut short
         got += n
     return buf
 

@@ -126,3 +126,49 @@ def test_a_quick_read_shows_no_progress(monkeypatch, capsys):
     finally:
         server.shutdown()
     assert capsys.readouterr().err == ""
+
+
+class _ChunkedPartition(BaseHTTPRequestHandler):
+    """GET /tickets/whole or /tickets/cut: a partition as a chunked Arrow stream in pieces that
+    split its messages; `cut` stops halfway without the chunked body's end."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802
+        sink = pa.BufferOutputStream()
+        table = pa.table({"n": pa.array(range(300_000)), "s": pa.array(["x"] * 300_000)})
+        with pa.ipc.new_stream(sink, table.schema) as w:
+            w.write_table(table, max_chunksize=70_000)
+        body = sink.getvalue().to_pybytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.apache.arrow.stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        end = len(body) // 2 if self.path.endswith("/cut") else len(body)
+        for i in range(0, end, 100_003):
+            piece = body[i:min(i + 100_003, end)]
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        if end == len(body):
+            self.wfile.write(b"0\r\n\r\n")
+        else:
+            self.close_connection = True
+        self.wfile.flush()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_partition_stream_is_read_whole_across_chunks_and_one_cut_short_is_an_error():
+    """When a ticket's Arrow stream arrives in chunks that split its messages, Then the
+    partition reads whole (received straight into Arrow buffers); when the stream stops
+    halfway, Then DataAccessError, never a short table."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ChunkedPartition)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}/tickets/"
+    try:
+        got = client._fetch_once(client.Partition(base + "whole", "t"))
+        assert got.num_rows == 300_000 and got.column("n").to_pylist() == list(range(300_000))
+        with pytest.raises(da.DataAccessError, match="cut short"):
+            client._fetch_once(client.Partition(base + "cut", "t"))
+    finally:
+        server.shutdown()
