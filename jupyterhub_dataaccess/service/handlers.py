@@ -478,8 +478,8 @@ class DataHandler(BaseHandler):
         """The first chunk is made before the headers go out: a source failing at once is a
         clean 502."""
         metrics, route = self.metrics, self.metrics.route(self)
-        framed = self.request.version == "HTTP/1.1"  # chunk frames made by the encoder thread
-        chunks = encode(schema, metrics.counting_rows(route, batches), fmt, framed=framed)
+        framed = self.request.version == "HTTP/1.1"  # chunk frames written by streams.send
+        chunks = encode(schema, metrics.counting_rows(route, batches), fmt, views=framed)
         try:
             try:
                 first = await self.run(self._next, chunks)

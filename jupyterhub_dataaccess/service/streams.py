@@ -64,15 +64,20 @@ class StreamSlots:
                 else:
                     del self._by_user[user]
 
-    async def send(self, handler: Any, chunk: bytes, framed: bool = False) -> None:
+    async def send(self, handler: Any, chunk: bytes | memoryview, framed: bool = False) -> None:
         """Write one chunk and wait until it is on its way; a client that leaves it unread for
         `write_timeout` seconds is disconnected (StreamClosedError, as if it had gone).
 
-        A `framed` chunk is already an HTTP/1.1 chunk frame (sources/stream.py, framed=True),
-        written to the connection as it is after the headers went out: the web server's own
-        framing would copy it twice more on the event loop."""
+        `framed`: after the headers went out, the chunk is written to the connection as an
+        HTTP/1.1 chunk frame of three pieces, the data (a view of the serialised batch) kept
+        as it is; the web server's own framing would copy it twice on the event loop."""
         if framed:
-            flushed = handler.request.connection.stream.write(chunk)
+            if not len(chunk):
+                return  # an empty frame would end the body
+            stream = handler.request.connection.stream
+            stream.write(b"%x\r\n" % len(chunk))
+            stream.write(chunk)
+            flushed = stream.write(b"\r\n")
         else:
             handler.write(chunk)
             flushed = handler.flush()

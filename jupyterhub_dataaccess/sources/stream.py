@@ -50,29 +50,21 @@ class _Sink:
 
 
 def encode(schema: pa.Schema, batches: Iterator[pa.RecordBatch], fmt: str,
-           prefetch: int = PREFETCH, framed: bool = False) -> Iterator[bytes]:
+           prefetch: int = PREFETCH, views: bool = False) -> Iterator[bytes | memoryview]:
     """Yield the encoded bytes, one chunk per record batch (and the header/footer).
 
     With prefetch > 0 the batches are read and encoded in a background thread, that many
     chunks ahead; errors of the source are raised here, in the consumer, in order.
 
-    With `framed`, each chunk is already an HTTP/1.1 chunk frame (size, data, CRLF), made in
-    that thread with the one copy an Arrow chunk needs anyway; the web server then copies
-    nothing (its own framing copies each chunk twice, on its event loop) and ends the body.
+    With `views`, an Arrow chunk may be a memoryview of the serialised batch (no copy made for
+    it here), for a sender that writes views as they are (service/streams.py, framed).
     """
     if fmt not in FORMATS:
         raise ValueError(f"unsupported format {fmt!r}")
-    chunks = (_frames if framed else _plain)(_encode(schema, batches, fmt))
+    chunks = _encode(schema, batches, fmt)
+    if not views:
+        chunks = _plain(chunks)
     return _ahead(chunks, prefetch) if prefetch > 0 else chunks
-
-
-def _frames(chunks: Iterator[bytes | memoryview]) -> Iterator[bytes]:
-    try:
-        for chunk in chunks:
-            if len(chunk):
-                yield b"".join((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
-    finally:
-        chunks.close()  # type: ignore[attr-defined]
 
 
 def _plain(chunks: Iterator[bytes | memoryview]) -> Iterator[bytes]:
