@@ -138,7 +138,9 @@ def _hasher(mask_array: Any, how: str, key: bytes) -> Any:
 
 class _Databases:
     """Fresh in-memory databases, made ahead in a thread of their own (making one costs tens of
-    milliseconds): a query takes one no query has used, and gives it back to be closed there."""
+    milliseconds): a query takes one no query has used, and gives it back to be closed there.
+    The thread works only between a query's end and the next one's start (`take` waits for it):
+    DuckDB's Python client crashed here when a database was made while another was in use."""
 
     def __init__(self, root: str):
         self.root = root
