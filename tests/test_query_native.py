@@ -203,3 +203,29 @@ def test_a_view_the_worker_refuses_is_answered_over_arrow_and_remembered(
     assert table.to_pylist() == [{"s": 6}]
     assert (ds.id, plans[ds.id][0].version) in run._arrow_only
     run._arrow_only.discard((ds.id, plans[ds.id][0].version))
+
+
+@pytest.mark.parametrize("names", [("a*.parquet", "ab.parquet"), ("c[1].parquet", "c1.parquet")])
+def test_a_file_name_duckdb_would_read_as_a_pattern_keeps_the_arrow_path(pool, tmp_path, names):
+    """DuckDB's read_parquet expands a name holding * ? [ as a glob: 'a*.parquet' would read
+    'ab.parquet' a second time, 'c[1].parquet' would read 'c1.parquet' instead. Such a dataset
+    is answered over the Arrow path, with each file's rows once."""
+    for i, name in enumerate(names):
+        pq.write_table(pa.table({"n": pa.array([10 * i + 1, 10 * i + 2], pa.int64())}),
+                       tmp_path / name)
+    for ds in (make(str(tmp_path)), make(str(tmp_path / names[0]))):
+        plans = {ds.id: run._plan(ds, None)}
+        assert native_view(ds, plans[ds.id][0], KEY) is None
+        table, _ = run._run(pool, "SELECT n FROM flights ORDER BY n", plans, KEY,
+                            run.Stopwatch())
+        whole = ds.source.uri == str(tmp_path)
+        assert table.column("n").to_pylist() == ([1, 2, 11, 12] if whole else [1, 2])
+
+
+def test_a_views_text_never_shows_its_hashing_key(files):
+    """A View's repr (a log line, a traceback's locals, an assertion's text) leaves the
+    dataset's hashing key out; only to_json(), sent to the worker, holds it."""
+    ds = make(files["file"], **VARIANTS["masked"])
+    view = native_view(ds, run._plan(ds, None)[0], mask_key(KEY, ds.id))
+    assert view.key == mask_key(KEY, ds.id).hex() and view.to_json()["key"] == view.key
+    assert view.key not in repr(view) and view.key not in str(view)

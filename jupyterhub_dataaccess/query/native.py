@@ -9,9 +9,10 @@ groups itself, and the service never holds the rows.
 
 This module decides, in the service, whether a dataset can go that way with exactly the meaning
 of the Arrow path (sources/plan.py), and describes the view. Anything it cannot map exactly
-(another source kind, a column type whose DuckDB reading could differ, a row filter comparing
-floating-point values, whose NaN DuckDB orders differently) keeps the Arrow path. The worker
-checks again that DuckDB reads each column with the type expected (else the service falls back).
+(another source kind, a column type whose DuckDB reading could differ, a file name DuckDB would
+expand as a glob pattern, a row filter comparing floating-point values, whose NaN DuckDB orders
+differently) keeps the Arrow path. The worker checks again that DuckDB reads each column with
+the type expected (else the service falls back).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -53,7 +54,7 @@ class View:
     columns: list[tuple[str, str | None]]
     where: str | None
     types: dict[str, str]
-    key: str | None
+    key: str | None = field(repr=False)  # never in a log line or an assertion's text
     version: str | None = None  # of the files (sources' version: paths, sizes, times)
     check: bool = True
 
@@ -79,6 +80,7 @@ def local_parquet_path(ds: Dataset) -> str | None:
 
 
 _same_schema: dict[tuple[str, str | None], bool] = {}
+GLOB_CHARS = "*?[{"  # read_parquet takes a name holding one of these as a glob pattern
 _lock = threading.Lock()
 
 
@@ -89,11 +91,15 @@ def parquet_files(path: str, version: str | None, schema: pa.Schema) -> list[str
     import pyarrow.dataset as pads
     import pyarrow.parquet as pq
 
+    if any(c in path for c in GLOB_CHARS):
+        return None  # DuckDB's reader takes such a name as a pattern: other files, or twice
     if os.path.isfile(path):
         return [path]
     try:
         files = sorted(pads.dataset(path, format="parquet").files)
     except (OSError, pa.ArrowException):
+        return None
+    if any(c in f for f in files for c in GLOB_CHARS):
         return None
     cache = (path, version)
     with _lock:
