@@ -298,3 +298,21 @@ def test_da_sql_in_a_real_kernel(hub, analyst_kernel):
     assert lines[0].startswith("[{'species': 'Adelie', 'n': ")
     assert lines[1] == "['penguins']"
     assert lines[2] == "DENIED 403 True"
+
+
+def test_the_write_restriction_leaves_no_ruleset_descriptor_open(tmp_path):
+    """write_only_under (Landlock) is in force on this machine's kernel, and the worker keeps no
+    file descriptor of the ruleset once it applies (a handle the SQL engine never needs)."""
+    code = ("import os, sys\nfrom jupyterhub_dataaccess.query.worker import write_only_under\n"
+            f"ok = write_only_under({str(tmp_path)!r})\n"
+            "links = [os.readlink(f'/proc/self/fd/{n}') for n in os.listdir('/proc/self/fd')\n"
+            "         if os.path.exists(f'/proc/self/fd/{n}')]\n"
+            "print(ok, [x for x in links if 'landlock' in x])\n")
+    import subprocess
+    import sys
+
+    from hubutil import REPO
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"PYTHONPATH": REPO, "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert out.stdout.strip() == "True []", (out.stdout, out.stderr[-2000:])

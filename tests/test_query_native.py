@@ -229,3 +229,29 @@ def test_a_views_text_never_shows_its_hashing_key(files):
     view = native_view(ds, run._plan(ds, None)[0], mask_key(KEY, ds.id))
     assert view.key == mask_key(KEY, ds.id).hex() and view.to_json()["key"] == view.key
     assert view.key not in repr(view) and view.key not in str(view)
+
+
+def test_a_view_that_cannot_be_defined_falls_back_and_never_shows_the_engines_text(
+        pool, tmp_path, monkeypatch):
+    """A view DuckDB cannot define (here its file no longer has the planned column, as after a
+    change between plan and query) is a 'setup' failure naming no column, file or engine text,
+    and the query is answered over the Arrow path."""
+    good, changed = tmp_path / "good.parquet", tmp_path / "changed.parquet"
+    pq.write_table(pa.table({"n": pa.array([1, 2, 3], pa.int64())}), good)
+    pq.write_table(pa.table({"other": pa.array([7], pa.int64())}), changed)
+    ds = make(str(good))
+    view = native_view(ds, run._plan(ds, None)[0], KEY).to_json()
+    view["files"] = [str(changed)]
+    with pytest.raises(QueryFailed) as e:
+        pool.run("select * from flights", {}, [view])
+    assert e.value.kind == "setup" and e.value.message.isidentifier()  # the error's type only
+
+    def moved(*args: object, **kwargs: object) -> object:
+        from dataclasses import replace
+        v = native_view(*args, **kwargs)
+        return replace(v, files=[str(changed)]) if v is not None else None
+
+    monkeypatch.setattr(run, "native_view", moved)
+    plans = {ds.id: run._plan(ds, None)}
+    table, _ = run._run(pool, "SELECT sum(n) AS s FROM flights", plans, KEY, run.Stopwatch())
+    assert table.to_pylist() == [{"s": 6}]

@@ -54,7 +54,9 @@ def _read(inp: BinaryIO) -> bytes:
 
 class QueryFailed(Exception):
     """kind: 'bind' (parse, binder, catalog: the engine's message is safe to show), 'runtime'
-    (its text could echo data: not shown), 'limit' (a bound was reached), 'crash'."""
+    (its text could echo data: not shown), 'limit' (a bound was reached), 'crash', 'mismatch'
+    (a view's column read as another type; message: the view) and 'setup' (a view could not be
+    defined; message: the error's type): the service then reads those datasets itself."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(message)
@@ -195,7 +197,12 @@ def _serve(inp: BinaryIO, out: BinaryIO, root: str) -> None:
             started = time.perf_counter()
             con, temp = databases.take({k: limits[k] for k in ("threads", "memory_mb")})
             taken = time.perf_counter()
-            _govern(con, header.get("views", []), tables)
+            try:
+                _govern(con, header.get("views", []), tables)
+            except (QueryFailed, duckdb.OutOfMemoryException):
+                raise
+            except Exception as e:  # no engine text: it names files and columns of the source
+                raise QueryFailed("setup", type(e).__name__) from None
             governed = time.perf_counter()
             result = _bounded(con, header["sql"], limits)
             ran = time.perf_counter()
@@ -250,6 +257,7 @@ def main() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     root = tempfile.mkdtemp(prefix="dataaccess-query-")
+    # before any thread exists: Landlock binds the calling thread and the threads it starts
     write_only_under(root)
     _serve(sys.stdin.buffer, sys.stdout.buffer, root)
 
@@ -278,16 +286,19 @@ def write_only_under(root: str) -> bool:
         ruleset = libc.syscall(444, attr, ctypes.sizeof(attr) - 1, 0)
         if ruleset < 0:
             return False
-        fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
-        try:  # struct landlock_path_beneath_attr (packed): allowed_access, parent_fd
-            rule = ctypes.create_string_buffer(_struct.pack("=Qi", handled, fd))
-            if libc.syscall(445, ruleset, 1, rule, 0) != 0:
+        try:
+            fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+            try:  # struct landlock_path_beneath_attr (packed): allowed_access, parent_fd
+                rule = ctypes.create_string_buffer(_struct.pack("=Qi", handled, fd))
+                if libc.syscall(445, ruleset, 1, rule, 0) != 0:
+                    return False
+            finally:
+                os.close(fd)
+            if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS, as Landlock requires
                 return False
+            return libc.syscall(446, ruleset, 0) == 0  # landlock_restrict_self
         finally:
-            os.close(fd)
-        if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS, as Landlock requires
-            return False
-        return libc.syscall(446, ruleset, 0) == 0  # landlock_restrict_self
+            os.close(ruleset)  # the restriction stays; the process keeps no handle on it
     except (OSError, AttributeError):
         return False
 
