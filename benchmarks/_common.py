@@ -294,7 +294,8 @@ def running_hub(datasets: dict[str, str | tuple[str, str]]) -> Iterator[Hub]:
     with open(policy, "w") as f:
         f.write(PUBLIC_ONE_DAY)
     hub = Hub(state=os.path.join(state, "hub"), catalog=catalog, policy=policy,
-              db_url=f"sqlite:///{state}/dataaccess.sqlite")
+              db_url=f"sqlite:///{state}/dataaccess.sqlite",
+              extra=", settings={'query_timings': True}")  # query.py prints Server-Timing
     os.makedirs(hub.state, exist_ok=True)
     hub.start()
     try:

@@ -265,7 +265,8 @@ def hub(state_dir: str, config_files: dict[str, str], db_url: str):
     h = Hub(state=os.path.join(state_dir, "hub"), catalog=config_files["catalog"],
             policy=config_files["policy"], db_url=db_url,
             extra=", settings={'rate_limit': 1000, 'rate_burst': 20000, "
-                  "'scan_partition_mb': 0.001}",  # scan plans: a partition per row group
+                  "'scan_partition_mb': 0.001, "  # scan plans: a partition per row group
+                  "'query_timings': True}",  # POST /query says where its time went
             service_env={"DATAACCESS_TICKET_KEY": TICKET_KEY})
     os.makedirs(h.state, exist_ok=True)
     h.start()

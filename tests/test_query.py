@@ -18,7 +18,8 @@ from hubutil import Hub
 from secutil import audit, fresh_request, grant_of
 
 from jupyterhub_dataaccess.query.check import QueryError, check_sql
-from jupyterhub_dataaccess.query.worker import Limits, QueryFailed, WorkerPool
+from jupyterhub_dataaccess.query.worker import Limits, QueryFailed, WorkerPool, landlock_abi
+from jupyterhub_dataaccess.service.app import DataAccessService
 
 IDS = frozenset({"flights", "nyc-taxi", "x.csv", "penguins"})
 
@@ -316,3 +317,23 @@ def test_the_write_restriction_leaves_no_ruleset_descriptor_open(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={"PYTHONPATH": REPO, "PATH": "/usr/bin:/bin"}, timeout=60)
     assert out.stdout.strip() == "True []", (out.stdout, out.stderr[-2000:])
+
+
+@pytest.mark.once  # no database behaviour
+def test_per_stage_timings_are_sent_only_when_an_operator_turns_them_on(hub):
+    # the session hub turns query_timings on (the test above reads Server-Timing); by default
+    # a caller sees only the whole round trip (docs/security.md: the timing side channel)
+    assert DataAccessService().query_timings is False
+    _grant_masked(hub)
+    r = _query(hub, "select count(*) as c from \"penguins-masked\"")
+    assert r.status_code == 200 and "engine.execute;dur=" in r.headers["Server-Timing"]
+
+
+@pytest.mark.once  # no database behaviour
+def test_the_service_says_at_start_whether_query_workers_writes_are_confined(hub):
+    with open(hub.log_path) as f:
+        log = f.read()
+    if landlock_abi():
+        assert "Query workers may write only under their temporary directory" in log
+    else:
+        assert "This kernel has no Landlock" in log

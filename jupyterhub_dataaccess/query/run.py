@@ -156,6 +156,8 @@ def _run(pool: WorkerPool, sql: str, plans: dict[str, tuple[ReadPlan, list[str]]
             return answer
         except QueryFailed as e:
             if e.kind == "mismatch" and e.message in plans:
+                if len(_arrow_only) > 4096:
+                    _arrow_only.clear()
                 _arrow_only.add((e.message, plans[e.message][0].version))
                 views[e.message] = None
             elif e.kind == "runtime" and any(v is not None and v.where for v in views.values()):

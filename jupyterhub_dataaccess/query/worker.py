@@ -267,6 +267,16 @@ _LANDLOCK_WRITES = (1 << 1) | sum(1 << b for b in range(4, 13))  # write, remove
 _LANDLOCK_REFER, _LANDLOCK_TRUNCATE = 1 << 13, 1 << 14  # ABI 2, ABI 3
 
 
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version (0: none, or not Linux)."""
+    import ctypes
+
+    try:
+        return max(int(ctypes.CDLL(None, use_errno=True).syscall(444, None, 0, 1)), 0)
+    except (OSError, AttributeError):
+        return 0
+
+
 def write_only_under(root: str) -> bool:
     """From now on this process writes, creates, removes and truncates files only under `root`
     (its temporary directory), whatever DuckDB is told: a dataset's file it may read, for a view,
@@ -277,7 +287,7 @@ def write_only_under(root: str) -> bool:
 
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        abi = libc.syscall(444, None, 0, 1)  # landlock_create_ruleset(VERSION)
+        abi = landlock_abi()
         if abi < 1:
             return False
         handled = (_LANDLOCK_WRITES | (_LANDLOCK_REFER if abi >= 2 else 0)

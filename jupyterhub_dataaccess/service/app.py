@@ -259,6 +259,12 @@ class DataAccessService(Application):
     query_per_user = Integer(
         1, help="POST /query: queries one user may run at once (429 past it).",
     ).tag(config=True)
+    query_timings = Bool(
+        False, help="POST /query answers with a Server-Timing header (where the service's time "
+                    "went, per stage: for benchmarks and tuning). Off by default: the engine's "
+                    "own time would sharpen the timing side channel about rows a row filter "
+                    "hides (docs/security.md).",
+    ).tag(config=True)
     scan_partition_mb = Float(
         64.0, help="Size a scan plan aims at per partition (MB at the source, e.g. compressed "
                    "Parquet): the source's units (files, row groups) are merged up to it.",
@@ -343,13 +349,19 @@ class DataAccessService(Application):
                                     self.run)
         self.streams = StreamSlots(self.max_streams_per_user, self.max_streams,
                                    self.stream_write_timeout, self.log)
-        from ..query.worker import Limits, WorkerPool
+        from ..query.worker import Limits, WorkerPool, landlock_abi
 
         self.queries = WorkerPool(self.query_workers, Limits(
             timeout_seconds=self.query_timeout_seconds, memory_mb=self.query_memory_mb,
             max_rows=self.query_max_rows, max_bytes=self.query_max_bytes),
             per_user=self.query_per_user)
         self.queries.warm()
+        if landlock_abi():
+            self.log.info("Query workers may write only under their temporary directory "
+                          "(Landlock)")
+        else:
+            self.log.warning("This kernel has no Landlock: query workers' writes are not "
+                             "confined; the SQL check alone refuses COPY (docs/security.md)")
         prefix = self.service_prefix if self.service_prefix.endswith("/") else self.service_prefix + "/"
         parts = Parts(
             governance=self.governance, run=self.run, directory=self.directory,
@@ -357,7 +369,8 @@ class DataAccessService(Application):
             metrics=self.metrics, streams=self.streams, details=self.details, keys=self.keys,
             queries=self.queries, config_state=lambda: self.config_state,
             config_files=(self.catalog, self.policy), frame_ancestors=tuple(self.frame_ancestors),
-            ticket_seconds=self.ticket_seconds, scan_partition_mb=self.scan_partition_mb)
+            ticket_seconds=self.ticket_seconds, scan_partition_mb=self.scan_partition_mb,
+            query_timings=self.query_timings)
         self.web_app = web.Application(
             [(pattern, handler, parts.for_route(handler)) for pattern, handler in routes(prefix)],
             hub_auth=self.hub_auth, prefix=prefix,

@@ -74,6 +74,7 @@ class Parts:
     frame_ancestors: tuple[str, ...]
     ticket_seconds: float
     scan_partition_mb: float
+    query_timings: bool  # POST /query sends Server-Timing
 
     COMMON = ("governance", "run", "directory", "limiter", "token_cache_seconds", "log")
 
@@ -603,7 +604,7 @@ class QueryHandler(DataHandler):
     answer produced whole, within bounds, and audited before the first byte is sent."""
 
     SUPPORTED_METHODS = ("POST",)  # (it reuses DataHandler's streaming, not its GET)
-    needs = (*DataHandler.needs, "queries")
+    needs = (*DataHandler.needs, "queries", "query_timings")
 
     async def post(self) -> None:
         from ..query.run import run_query
@@ -626,10 +627,11 @@ class QueryHandler(DataHandler):
                                                outcome="refused" if e.status < 500 else "error")
             raise
         self.metrics.observe_query(time.monotonic() - started)
-        self.set_header("Server-Timing", ", ".join(  # where the time went, for benchmarks
-            f"{stage};dur={seconds * 1000:.1f}"
-            for stage, seconds in {"auth": authenticated, **answer.timings,
-                                   "total": self.request.request_time()}.items()))
+        if self.query_timings:  # where the time went, for benchmarks (a setting: off)
+            self.set_header("Server-Timing", ", ".join(
+                f"{stage};dur={seconds * 1000:.1f}"
+                for stage, seconds in {"auth": authenticated, **answer.timings,
+                                       "total": self.request.request_time()}.items()))
         self.set_header("X-Dataaccess-Audit-Seq", str(answer.audit_seq))
         self.set_header("X-Dataaccess-Datasets", json.dumps(answer.datasets))
         if fmt != "arrow":
