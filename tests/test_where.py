@@ -12,6 +12,7 @@ import datetime as dt
 import sqlite3
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
@@ -293,3 +294,44 @@ def test_when_postgresql_filters_then_the_rows_equal_filtering_the_governed_rows
         got = read(ds, where).to_pylist()
         assert got == reference(ds, where), where
         assert got == read(parquet, where).to_pylist(), where
+
+
+def test_small_dictionary_text_no_filter_reads_comes_back_as_the_same_plain_text(tmp_path):
+    """When a Parquet file's text columns are stored as small dictionaries (read as Arrow
+    dictionaries, each distinct value decoded once) and a read's `where` and row filter read
+    other columns, Then the rows, nulls and types are those of the plain read: string and
+    large_string stay so, a redacted column is still redacted, a hashed one still hashed."""
+    n = 200_000
+    i = pa.array(range(n))
+    raw = pa.table({
+        "month": pc.add(pc.divide(pc.multiply(i, 12), n), 1),
+        "carrier": pa.array([CARRIERS[k % 5] for k in range(n)]),
+        "wide": pa.array([["north", None, "south"][k % 3] for k in range(n)], pa.large_string()),
+        "region": pa.array([["east", "west"][k % 2] for k in range(n)]),
+        "tail": pa.array([f"N{k % 23:03d}" for k in range(n)]),
+        "delay": pa.array([float(k % 50) for k in range(n)]),
+    })
+    path = tmp_path / "flights.parquet"
+    pq.write_table(raw, path, row_group_size=50_000)
+    meta = pq.read_metadata(path)
+    for c in range(1, 5):  # the columns are the small dictionaries the reader decodes once
+        chunk = meta.row_group(0).column(c)
+        assert chunk.has_dictionary_page and chunk.total_uncompressed_size <= 4 * 50_000
+    ds = Dataset(id="f", title="f", source=Source(kind="file", uri=str(path), format="parquet"),
+                 masks={"tail": "hash", "region": "redact"},
+                 row_filter=parse_filter("delay >= 5"))
+    schema, batches = governed_batches(ds, KEY, ["carrier", "wide", "region", "tail"], None,
+                                       "month == 3")
+    got = pa.Table.from_batches(list(batches), schema)
+    kept = raw.filter(pc.and_(pc.greater_equal(raw["delay"], 5),
+                          pc.equal(raw["month"], 3)))
+    assert got.schema == pa.schema([("carrier", pa.string()), ("wide", pa.large_string()),
+                                    ("region", pa.string()), ("tail", pa.string())])
+    assert 0 < got.num_rows == kept.num_rows < n // 10
+    assert got.column("carrier").equals(kept.column("carrier").cast(pa.string()))
+    assert got.column("wide").equals(kept.column("wide"))
+    assert got.column("carrier").null_count == kept.column("carrier").null_count > 0
+    assert got.column("region").combine_chunks().equals(
+        mask_array(kept.column("region").combine_chunks(), "redact", mask_key(KEY, "f")))
+    assert got.column("tail").combine_chunks().equals(
+        mask_array(kept.column("tail").combine_chunks(), "hash", mask_key(KEY, "f")))

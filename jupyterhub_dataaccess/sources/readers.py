@@ -262,10 +262,12 @@ class FileReader(Reader):
         small enough to hold (a reader pre-buffers every row group it is given, and keeps them:
         so each row group gets a reader of its own); a huge one is read through a small buffer.
 
-        A `hashed` text column stored as a small dictionary (at most 4 bytes a value: dictionary
-        indices, not plain values) is read as an Arrow dictionary, which masks.hash_v2 hashes
-        once per distinct value. A filter the row group's statistics prove true for every row
-        is not evaluated."""
+        A text column no filter reads, stored as a small dictionary (at most 4 bytes a value:
+        dictionary indices, not plain values), is read as an Arrow dictionary: Parquet decodes
+        each distinct value once. A `hashed` one stays a dictionary, which masks.hash_v2 hashes
+        once per distinct value; any other is made plain text again after the filter (a take of
+        the kept rows), so what follows sees the types it always did. A filter the row group's
+        statistics prove true for every row is not evaluated."""
         import pyarrow.parquet as pq
 
         rg = meta.row_group(group)
@@ -274,7 +276,8 @@ class FileReader(Reader):
             filter_expr = where.to_arrow()
         chunks = {rg.column(i).path_in_schema: rg.column(i) for i in range(rg.num_columns)}
         size = sum(c.total_compressed_size for c in chunks.values())
-        dictionary = [n for n in needed if n in hashed and n in chunks
+        filtered = where.columns if where is not None else ()
+        dictionary = [n for n in needed if n not in filtered and n in chunks
                       and chunks[n].has_dictionary_page
                       and chunks[n].total_uncompressed_size <= 4 * max(rg.num_rows, 1)
                       and (pa.types.is_string(target.field(n).type)
@@ -290,7 +293,14 @@ class FileReader(Reader):
                     target).combine_chunks().to_batches()[0]
             if filter_expr is not None:
                 batch = batch.filter(filter_expr)
-            yield batch.select(columns)
+            batch = batch.select(columns)
+            for n in dictionary:
+                if n not in hashed and batch.schema.field(n).type != target.field(n).type:
+                    i = batch.schema.get_field_index(n)
+                    column = batch.column(i)
+                    batch = batch.set_column(i, target.field(n), column.dictionary.take(
+                        column.indices).cast(target.field(n).type))
+            yield batch
 
     def count(self, where: RowFilter | None) -> int | None:
         return self._dataset().count_rows(filter=where.to_arrow() if where else None)
