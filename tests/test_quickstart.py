@@ -19,6 +19,7 @@ dependencies suffice on an empty machine (the project's environment holds the te
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -32,6 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import requests
 from hubutil import REPO, Kernel, find_chp, wait_for
@@ -190,12 +192,18 @@ def test_the_from_zero_section_of_the_operator_guide_runs_as_written(tmp_path: P
                 raise AssertionError(f"a quickstart block the test cannot run: {lang} {opts}")
     finally:
         if hub is not None and hub.poll() is None:
+            # the proxy, service and servers run in sessions of their own: note them first, so
+            # none outlives a hub that had to be killed (they would hold the guide's ports)
+            children = psutil.Process(hub.pid).children(recursive=True)
             os.killpg(hub.pid, signal.SIGTERM)  # as Ctrl-C: the hub stops servers and service
             try:
                 hub.wait(60)
             except subprocess.TimeoutExpired:
                 os.killpg(hub.pid, signal.SIGKILL)
                 hub.wait(10)
+            for child in children:
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
         log.close()
 
     validated = "".join(outputs)
