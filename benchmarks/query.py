@@ -6,8 +6,9 @@ time order. The question: average delay and count by carrier for one month.
 
 - floor: DuckDB on the file, in this process, result to pandas through Arrow;
 - da.sql through the hub's service (POST /query);
-- da.load(where=month, columns=...) then pandas groupby; against DuckDB reading that month into
-  pandas through Arrow (the second goal's floor);
+- da.load(where=month, columns=...) then pandas groupby, and the da.load alone; against DuckDB
+  reading that month into pandas through Arrow (the second goal's floor, which compares it with
+  the da.load alone: the pandas groupby after it is the same work on either frame);
 - today's path: load the columns, filter and group in pandas;
 - the same da.load(where=) and da.sql on a copy with a hashed tailnum and a row filter.
 
@@ -141,6 +142,9 @@ def run(path: str) -> None:
             ("DuckDB reading one month, to pandas", month_floor),
             ("da.load(where=month, columns=) + pandas", median_ms(
                 lambda: by_load("flights"), args.runs)),
+            ("da.load(where=month, columns=) alone, to pandas", median_ms(
+                lambda: da.load("flights", where="month == 3", columns=["carrier", "dep_delay"]),
+                args.runs)),
             ("today: da.load(columns=) + pandas filter", median_ms(today, max(args.runs // 2, 1))),
             ("da.load(where=) on the hashed, filtered copy", median_ms(
                 lambda: by_load("flights-governed"), args.runs)),
@@ -152,11 +156,14 @@ def run(path: str) -> None:
           f"(median of {args.runs}, the floor and da.sql of {sql_runs}; the machine was shared)")
     for name, ms in rows:
         print(f"  {name:48s} {ms:9.1f} ms")
-    sql_ratio, load_ratio = rows[1][1] / floor, rows[3][1] / month_floor
+    # the goal compares reads: DuckDB's month into pandas against da.load's (no groupby on
+    # either side); the line with the pandas groupby is printed too
+    sql_ratio, load_ratio = rows[1][1] / floor, rows[4][1] / month_floor
     print(f"da.sql / floor = {sql_ratio:.1f}x (goal <= 1.5x: "
           f"{'MET' if sql_ratio <= 1.5 else 'NOT MET'})")
     print(f"da.load(where=) / DuckDB month = {load_ratio:.1f}x (goal <= 1.5x: "
-          f"{'MET' if load_ratio <= 1.5 else 'NOT MET'})")
+          f"{'MET' if load_ratio <= 1.5 else 'NOT MET'}); with the pandas groupby "
+          f"{rows[3][1] / month_floor:.1f}x")
     print("da.sql, where the service's time goes (Server-Timing, median ms): "
           + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
     print(f"service peak RSS while answering da.sql {sql_peak:.0f} MB (goal < 500 MB: "
