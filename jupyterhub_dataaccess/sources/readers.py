@@ -108,6 +108,17 @@ def _filesystem(ds: Dataset) -> tuple[Any, str]:
     return None, uri.removeprefix("file://")
 
 
+def _plain(batch: pa.RecordBatch, names: list[str], target: pa.Schema) -> pa.RecordBatch:
+    """`batch` with its dictionary columns among `names` decoded to their `target` types."""
+    for n in names:
+        i = batch.schema.get_field_index(n)
+        if i >= 0 and batch.schema.field(i).type != target.field(n).type:
+            column = batch.column(i)
+            batch = batch.set_column(i, target.field(n), column.dictionary.take(
+                column.indices).cast(target.field(n).type))
+    return batch
+
+
 class FileReader(Reader):
     def _dataset(self) -> pads.Dataset:
         fs, path = _filesystem(self.ds)
@@ -262,12 +273,13 @@ class FileReader(Reader):
         small enough to hold (a reader pre-buffers every row group it is given, and keeps them:
         so each row group gets a reader of its own); a huge one is read through a small buffer.
 
-        A text column no filter reads, stored as a small dictionary (at most 4 bytes a value:
-        dictionary indices, not plain values), is read as an Arrow dictionary: Parquet decodes
-        each distinct value once. A `hashed` one stays a dictionary, which masks.hash_v2 hashes
-        once per distinct value; any other is made plain text again after the filter (a take of
-        the kept rows), so what follows sees the types it always did. A filter the row group's
-        statistics prove true for every row is not evaluated."""
+        A text column stored as a small dictionary (at most 4 bytes a value: dictionary
+        indices, not plain values) is read as an Arrow dictionary: Parquet decodes each
+        distinct value once. A `hashed` one stays a dictionary, which masks.hash_v2 hashes once
+        per distinct value; any other is made plain text again by a take (before the filter if
+        the filter reads it, else after it, of the kept rows only), so the filter and what
+        follows see the types they always did. A filter the row group's statistics prove true
+        for every row is not evaluated."""
         import pyarrow.parquet as pq
 
         rg = meta.row_group(group)
@@ -277,8 +289,7 @@ class FileReader(Reader):
         chunks = {rg.column(i).path_in_schema: rg.column(i) for i in range(rg.num_columns)}
         size = sum(c.total_compressed_size for c in chunks.values())
         filtered = where.columns if where is not None else ()
-        dictionary = [n for n in needed if n not in filtered and n in chunks
-                      and chunks[n].has_dictionary_page
+        dictionary = [n for n in needed if n in chunks and chunks[n].has_dictionary_page
                       and chunks[n].total_uncompressed_size <= 4 * max(rg.num_rows, 1)
                       and (pa.types.is_string(target.field(n).type)
                            or pa.types.is_binary(target.field(n).type))]
@@ -291,16 +302,11 @@ class FileReader(Reader):
             if batch.schema != expected:  # files of one dataset may differ in types
                 batch = pa.Table.from_batches([batch]).select(needed).cast(
                     target).combine_chunks().to_batches()[0]
-            if filter_expr is not None:
+            if filter_expr is not None:  # the filter sees plain text, as it always did
+                batch = _plain(batch, [n for n in dictionary if n in filtered], target)
                 batch = batch.filter(filter_expr)
-            batch = batch.select(columns)
-            for n in dictionary:
-                if n not in hashed and batch.schema.field(n).type != target.field(n).type:
-                    i = batch.schema.get_field_index(n)
-                    column = batch.column(i)
-                    batch = batch.set_column(i, target.field(n), column.dictionary.take(
-                        column.indices).cast(target.field(n).type))
-            yield batch
+            yield _plain(batch.select(columns), [n for n in dictionary if n not in hashed],
+                         target)
 
     def count(self, where: RowFilter | None) -> int | None:
         return self._dataset().count_rows(filter=where.to_arrow() if where else None)
