@@ -523,14 +523,18 @@ class DataHandler(BaseHandler):
         except OSError as e:
             raise SourceUnavailable() from e
         with f:
+            size = os.fstat(f.fileno()).st_size
             self._file_headers(dataset, "parquet")
-            self.set_header("Content-Length", str(os.fstat(f.fileno()).st_size))
+            self.set_header("Content-Length", str(size))
             metrics, route = self.metrics, self.metrics.route(self)
             metrics.served(route, rows=await self.run(_parquet_rows, path))
             try:
-                while chunk := await self.run(f.read, 4 << 20):
-                    await self.streams.send(self, chunk)
-                    metrics.served(route, len(chunk))
+                if await self.streams.send_file(self, f, size):
+                    metrics.served(route, size)
+                else:
+                    while chunk := await self.run(f.read, 4 << 20):
+                        await self.streams.send(self, chunk)
+                        metrics.served(route, len(chunk))
             except StreamClosedError:
                 return
         self.finish()
