@@ -124,6 +124,13 @@ _arrow_only: set[tuple[str, str | None]] = set()
 _types_checked: set[tuple] = set()
 
 
+def _remember(known: set[Any], item: Any, most: int = 4096) -> None:
+    """Add `item` to one of the sets above, which start again once they hold `most`."""
+    if len(known) >= most:
+        known.clear()
+    known.add(item)
+
+
 def _run(pool: WorkerPool, sql: str, plans: dict[str, tuple[ReadPlan, list[str]]], key: bytes,
          lap: Stopwatch) -> tuple[pa.Table, bytes]:
     """The answer, each dataset a view over its Parquet files where query/native.py can map it
@@ -150,15 +157,13 @@ def _run(pool: WorkerPool, sql: str, plans: dict[str, tuple[ReadPlan, list[str]]
             lap("engine")
             for stage, seconds in inside.items():
                 lap.timings[f"engine.{stage}"] = seconds
-            if len(_types_checked) > 4096:
-                _types_checked.clear()
-            _types_checked.update(v.checked() for v in views.values() if v is not None)
+            for v in views.values():
+                if v is not None:
+                    _remember(_types_checked, v.checked())
             return answer
         except QueryFailed as e:
             if e.kind == "mismatch" and e.message in plans:
-                if len(_arrow_only) > 4096:
-                    _arrow_only.clear()
-                _arrow_only.add((e.message, plans[e.message][0].version))
+                _remember(_arrow_only, (e.message, plans[e.message][0].version))
                 views[e.message] = None
             elif e.kind == "runtime" and any(v is not None and v.where for v in views.values()):
                 views = {}

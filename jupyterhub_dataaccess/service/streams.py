@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from tornado import gen
 from tornado.iostream import StreamClosedError
@@ -91,12 +91,7 @@ class StreamSlots:
             await gen.with_timeout(timedelta(seconds=self.write_timeout), flushed,
                                    quiet_exceptions=(StreamClosedError,))
         except gen.TimeoutError:
-            if self.log:
-                self.log.warning("Closing a data stream of %s to %s: nothing read for %.0f s",
-                                 handler.request.path, handler.request.remote_ip,
-                                 self.write_timeout)
-            handler.request.connection.close()
-            raise StreamClosedError() from None
+            self._cut_off(handler)
 
     async def send_file(self, handler: Any, f: Any, size: int) -> bool:
         """Send the whole of file `f` (`size` bytes, the response's Content-Length) as the body
@@ -122,12 +117,7 @@ class StreamSlots:
                     raise
                 return False  # (nothing sent: the caller writes the file)
             except TimeoutError:
-                if self.log:
-                    self.log.warning("Closing a data stream of %s to %s: nothing read for %.0f s",
-                                     handler.request.path, handler.request.remote_ip,
-                                     self.write_timeout)
-                conn.close()
-                raise StreamClosedError() from None
+                self._cut_off(handler)
             except OSError:
                 conn.close()
                 raise StreamClosedError() from None
@@ -135,3 +125,11 @@ class StreamSlots:
         # tornado counts the body it wrote itself against the Content-Length; this one it did not
         conn._expected_content_remaining = 0
         return True
+
+    def _cut_off(self, handler: Any) -> NoReturn:
+        """Disconnect a client that read nothing for `write_timeout` seconds."""
+        if self.log:
+            self.log.warning("Closing a data stream of %s to %s: nothing read for %.0f s",
+                             handler.request.path, handler.request.remote_ip, self.write_timeout)
+        handler.request.connection.close()
+        raise StreamClosedError()

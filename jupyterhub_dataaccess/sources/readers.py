@@ -184,12 +184,14 @@ class FileReader(Reader):
             if self.ds.source.format != "parquet":
                 out.append(Partition(("file", i, path_tag(path))))
                 continue
-            with dataset.filesystem.open_input_file(path) as f:
-                meta = pq.read_metadata(f)
-            kept = range(meta.num_row_groups)
-            if filter_expr is not None:  # row-group statistics (min, max, nulls) against it
+            if filter_expr is None:
+                with dataset.filesystem.open_input_file(path) as f:
+                    meta = pq.read_metadata(f)
+                kept = range(meta.num_row_groups)
+            else:  # row-group statistics (min, max, nulls) against it, from the one footer read
                 fragment = pads.ParquetFileFormat().make_fragment(
                     path, filesystem=dataset.filesystem)
+                meta = fragment.metadata
                 kept = [rg.id for rg in fragment.subset(filter=filter_expr,
                                                         schema=dataset.schema).row_groups]
             files.append((i, path, [(g, meta.row_group(g).num_rows, sum(
