@@ -58,6 +58,10 @@ def _new_request(hub: Hub, user: str, dataset: str, **extra) -> dict:
 
 @pytest.mark.once  # HTTP shape and auth, the same on any database
 def test_mass_assignment_is_refused_and_nothing_is_stored(hub: Hub):
+    mine = hub.call("nobody", "GET", "/requests", params={"status": "pending"}).json()["items"]
+    for old in mine:  # a pending request of an earlier test would make the new one a 409
+        if old["dataset"] == "other-team":
+            hub.call("nobody", "POST", f"/requests/{old['id']}/withdraw")
     before = hub.call("nobody", "GET", "/requests").json()["total"]
     for extra in ({"status": "approved"}, {"user": "steward"}, {"id": 1}):
         r = hub.call("nobody", "POST", "/requests",
