@@ -35,6 +35,7 @@ class Source:
     url: str = ""  # sql: SQLAlchemy URL, may reference ${ENV_VARS}
     table: str = ""
     query: str = ""
+    partition_by: str = ""  # sql table: an integer or date/time column scan plans split by
     options: dict[str, Any] = field(default_factory=dict)  # s3/fsspec storage options (env refs)
     catalog: dict[str, Any] = field(default_factory=dict)  # iceberg: pyiceberg catalog properties
 

@@ -122,7 +122,7 @@ def _parse_source(where: _Where, raw: Any) -> Source:
     kind = raw.get("kind")
     if kind not in SOURCE_KINDS:
         raise sw.error("kind", f"must be one of {', '.join(SOURCE_KINDS)}")
-    allowed = {"sql": {"kind", "url", "table", "query"}, "iceberg": {"kind", "table", "catalog"},
+    allowed = {"sql": {"kind", "url", "table", "query", "partition_by"}, "iceberg": {"kind", "table", "catalog"},
                "delta": {"kind", "uri", "options"}}.get(kind, {"kind", "uri", "format", "options"})
     for key in sorted(set(raw) - allowed, key=str):
         raise sw.error(str(key)[:80], f"is not a known field of a {kind} source")
@@ -149,7 +149,12 @@ def _parse_source(where: _Where, raw: Any) -> Source:
         raise sw.error("table", "give exactly one of 'table' or 'query'")
     if table and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?", table):
         raise sw.error("table", "must be a plain (optionally schema-qualified) table name")
-    return Source(kind="sql", url=url, table=table or "", query=query or "")
+    key = raw.get("partition_by") or ""
+    if not isinstance(key, str) or (key and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key)):
+        raise sw.error("partition_by", "must be a plain column name")
+    if key and not table:
+        raise sw.error("partition_by", "splits a 'table' only (not a 'query')")
+    return Source(kind="sql", url=url, table=table or "", query=query or "", partition_by=key)
 
 
 # Settings that hold a secret: only as ${NAME}, so the catalogue file never holds one.
@@ -264,6 +269,10 @@ def _parse_dataset(path: str, raw: Any, index: int) -> Dataset:
         if set(rule) - {"mask"}:
             raise cwhere.error(col, "takes only 'mask'")
         masks[col] = rule["mask"]
+    if source.partition_by in masks:  # a plan's ranges (in its tickets) would show raw values
+        raise _Where(path, raw["source"], where.dataset).error(
+            "partition_by", f"column {source.partition_by!r} is masked: split by an unmasked "
+                            "column (the ranges' bounds are raw values)")
     row_filter = None
     if raw.get("row_filter") not in (None, ""):
         text = raw["row_filter"]

@@ -1,7 +1,8 @@
 """Scan plans and tickets: one governed read split into partitions, each fetched with a ticket.
 
 `plan_scan` checks the caller's grant, writes one `data.scan` audit record and hands out a ticket
-per partition of the source (its files, runs of Parquet row groups; a SQL table is one).
+per partition of the source (its files, runs of Parquet row groups; a SQL table is one, or ranges
+of the key its catalogue entry names).
 
 A ticket is a short-lived capability signed with the service's ticket key (HMAC-SHA256). It names
 the user, their grant, the dataset and its version, the partition, the columns and `where`, and

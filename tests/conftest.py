@@ -115,7 +115,20 @@ datasets:
     stewards: {{users: [steward]}}
     classification: public
     source: {{kind: file, uri: {data}/does-not-exist.parquet}}
+  - id: flights-sql
+    title: Flights in a SQL table
+    description: A SQL table that scan plans split by ranges of its id key.
+    owner: steward
+    stewards: {{users: [steward]}}
+    classification: public
+    tags: [sql]
+    source: {{kind: sql, url: "sqlite:///{data}/flights.sqlite", table: flights, partition_by: id}}
+    columns:
+      tail: {{mask: hash}}
+    row_filter: "delay >= 0"
 """
+
+FLIGHTS_SQL_ROWS = 2000  # in flights-sql; every 50th id is null
 
 
 
@@ -139,6 +152,13 @@ def make_data(data: str) -> None:
                   "salary": rng.integers(30_000, 200_000, 50)}).to_csv(
         os.path.join(data, "salaries.csv"), index=False)
     make_lakehouse(data, penguins)
+    import sqlite3
+
+    with sqlite3.connect(os.path.join(data, "flights.sqlite")) as conn:
+        conn.execute("create table flights (id integer, carrier text, delay real, tail text)")
+        conn.executemany("insert into flights values (?, ?, ?, ?)", [
+            (None if i % 50 == 7 else i * 3, ["AA", "UA", "DL"][i % 3], float(i % 30 - 3),
+             f"N{i % 41:03d}") for i in range(FLIGHTS_SQL_ROWS)])
 
 
 LAKE_FIRST_ROWS = 200  # the first version of each lakehouse table; the second appends the rest

@@ -286,6 +286,11 @@ def test_when_the_source_is_missing_then_the_error_says_it_is_required(tmp_path)
     ("{kind: sql, url: 'sqlite://', table: 'a.b.c'}", "table", "plain"),
     ("{kind: sql, url: 'sqlite://', table: 5}", "table", "must be a string"),
     ("{kind: sql, url: 'sqlite://', query: [select 1]}", "query", "string"),
+    ("{kind: sql, url: 'sqlite://', table: t, partition_by: 'a; b'}", "partition_by", "plain"),
+    ("{kind: sql, url: 'sqlite://', table: t, partition_by: [a]}", "partition_by", "plain"),
+    ("{kind: sql, url: 'sqlite://', query: 'select 1', partition_by: a}", "partition_by",
+     "a 'table' only"),
+    ("{kind: file, uri: /d.csv, partition_by: a}", "partition_by", "not a known field"),
 ])
 def test_when_the_source_is_wrong_then_the_error_names_the_source_field(tmp_path, source, field,
                                                                        words):
@@ -294,6 +299,27 @@ def test_when_the_source_is_wrong_then_the_error_names_the_source_field(tmp_path
         load_catalog(path)
     assert_names(str(e.value), path, 3, "ds", field)
     assert words in str(e.value)
+
+
+def test_when_a_sql_table_is_split_by_a_masked_column_then_the_catalogue_is_refused(tmp_path):
+    """When partition_by names a masked column, Then the load fails at partition_by's line
+    (the ranges' bounds travel in tickets as raw values); an unmasked key loads."""
+    text = textwrap.dedent("""\
+        datasets:
+          - id: ds
+            source:
+              kind: sql
+              url: "sqlite://"
+              table: t
+              partition_by: id
+            columns: {id: {mask: hash}}
+        """)
+    with pytest.raises(CatalogError) as e:
+        load_catalog(catalog_file(tmp_path, text))
+    assert_names(str(e.value), str(tmp_path / "catalog.yaml"), 7, "ds", "partition_by")
+    assert "is masked" in str(e.value)
+    ok = load_catalog(catalog_file(tmp_path, text.replace("id: {mask", "other: {mask")))
+    assert ok.get("ds").source.partition_by == "id"
 
 
 def test_when_two_datasets_share_an_id_then_the_second_is_named(tmp_path):
@@ -406,7 +432,16 @@ def test_when_check_sources_runs_then_each_dataset_is_read_as_the_service_would(
             source: {{kind: file, uri: "${{DATA_DIR}}/gone.csv"}}
           - id: no-db
             source: {{kind: sql, url: "sqlite:///{tmp_path}/none.db", table: t}}
+          - id: no-key
+            source: {{kind: sql, url: "sqlite:///{tmp_path}/t.db", table: t, partition_by: ID}}
+          - id: text-key
+            source: {{kind: sql, url: "sqlite:///{tmp_path}/t.db", table: t, partition_by: name}}
         """)
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "t.db") as conn:
+        conn.execute("create table t (id integer, name text)")
+        conn.execute("insert into t values (1, 'a')")
     cat = catalog_file(tmp_path, text)
     env_value = str(tmp_path / "secret-dir")
     done = subprocess.run(
@@ -414,7 +449,7 @@ def test_when_check_sources_runs_then_each_dataset_is_read_as_the_service_would(
          "--check-sources"], capture_output=True, text=True, timeout=120, cwd=REPO,
         env=dict(os.environ, PYTHONPATH=REPO, DATA_DIR=env_value))
     assert done.returncode == 1, done.stderr
-    assert done.stdout.splitlines() == [f"{cat}: OK, 6 datasets", "good: OK"]
+    assert done.stdout.splitlines() == [f"{cat}: OK, 8 datasets", "good: OK"]
     assert done.stderr.splitlines() == [
         "wrong-case: FAILED: the catalogue masks column 'Sex', which the source lacks (did you "
         "mean 'sex'?)",
@@ -423,7 +458,11 @@ def test_when_check_sources_runs_then_each_dataset_is_read_as_the_service_would(
         "quoted string, not a number",
         "missing: FAILED: the source cannot be read: FileNotFoundError: ${DATA_DIR}/gone.csv",
         f"no-db: FAILED: the source cannot be read: no SQLite file at {tmp_path}/none.db",
-        "sources: 5 of 6 datasets would not be served; fix the catalogue or the sources"]
+        "no-key: FAILED: the catalogue splits by column 'ID' (partition_by), which the source "
+        "lacks (did you mean 'id'?)",
+        "text-key: FAILED: the catalogue splits by column 'name' (partition_by), of type "
+        "string: it must be an integer, date or timestamp column",
+        "sources: 7 of 8 datasets would not be served; fix the catalogue or the sources"]
     assert env_value not in done.stderr and not (tmp_path / "none.db").exists()
     assert "Traceback" not in done.stderr
     good = catalog_file(tmp_path, text.split("  - id: wrong-case")[0], "good.yaml")

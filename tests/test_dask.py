@@ -48,6 +48,18 @@ print("OUT", json.dumps({
     "hashes_equal": sorted(ddf.body_mass_g.dropna().compute().tolist())
                     == sorted(whole.body_mass_g.dropna().tolist()),
 }))
+"""
+
+SQL = """
+plan = da.scan("flights-sql", columns=["carrier", "delay"])
+ddf = da.load("flights-sql", as_="dask", columns=["carrier", "delay"])
+whole = da.load("flights-sql", columns=["carrier", "delay"])
+sums = ddf.groupby("carrier").delay.sum().compute().sort_index()
+print("SQL", json.dumps({
+    "npartitions": ddf.npartitions, "plan": len(plan["partitions"]),
+    "per_partition": [int(n) for n in ddf.map_partitions(len).compute()],
+    "sums": sums.to_dict(), "expected": whole.groupby("carrier").delay.sum().sort_index().to_dict(),
+}))
 client.close(); cluster.close()
 """
 
@@ -65,7 +77,8 @@ def test_dask_workers_without_a_token_compute_a_governed_dataset_through_tickets
     loads a masked, filtered dataset as_="dask", Then no worker holds the server's token, there
     is a partition per ticket, and a group-by computed on the workers equals the same
     computation on da.load's rows (masks, row filter, columns and where honoured), and the
-    frame's meta is what its partitions hold."""
+    frame's meta is what its partitions hold. A SQL table the catalogue splits by a key
+    gives a Dask partition per range, and its sums are da.load's."""
     req = fresh_request(hub, "analyst", MASKED)
     assert hub.call("steward", "POST", f"/requests/{req['id']}/approve",
                     json={"comment": "ok"}).status_code == 200
@@ -81,3 +94,8 @@ def test_dask_workers_without_a_token_compute_a_governed_dataset_through_tickets
     assert out["meta_matches"] and out["sizes"] == out["expected"] and out["rows"] > 0
     assert set(out["sizes"]) == {"Adelie", "Gentoo"} and out["sex"] == ["REDACTED"]
     assert out["hashes_equal"]
+    # a SQL table the catalogue splits by a key: a Dask partition per range
+    grant_of(hub, "analyst", "flights-sql")
+    sql = _out(analyst_kernel.run(SQL, timeout=180), "SQL")
+    assert sql["npartitions"] == sql["plan"] >= 4 and all(n > 0 for n in sql["per_partition"])
+    assert sql["sums"] == sql["expected"] and set(sql["sums"]) == {"AA", "UA", "DL"}

@@ -335,3 +335,39 @@ def test_case52_no_ticket_appears_in_the_service_log(hub: Hub):
         log = f.read()
     assert plan["partitions"][0]["url"].rsplit("/", 1)[1] in log  # the id is logged, not more
     assert all(s not in log for s in SECRETS if s.startswith("dat1."))
+
+
+@pytest.mark.once  # the source is a SQLite file in every run (test_sql_partitions: both)
+def test_a_sql_table_split_by_its_key_gives_a_ticket_per_range_that_serves_only_that_range(
+        hub: Hub):
+    """When the analyst plans a scan of a SQL table the catalogue splits by `id`, Then there are
+    at least 4 partitions, each fetched with its own ticket holds only ids inside its range
+    (the null ids in the first alone), together they are exactly the governed read (row filter,
+    hash mask), one data.read each; a range's ticket at another range's URL gets 403, no data."""
+    grant_of(hub, "analyst", "flights-sql")
+    plan = _plan(hub, "flights-sql")
+    parts = plan["partitions"]
+    assert len(parts) >= 4
+    specs = [tickets.verify(KEY, p["url"].rsplit("/", 1)[1], f"ticket {p['ticket']}",
+                            time.time()).partition for p in parts]
+    tables = [_table(_fetch(p)) for p in parts]
+    for (kind, key, lo, hi, nulls), table in zip(specs, tables, strict=True):
+        ids = table.column("id").to_pylist()
+        assert kind == "key" and key == "id" and table.num_rows > 0
+        assert all((lo is None or i >= lo) and (hi is None or i < hi) for i in ids if i is not None)
+        assert (None in ids) == nulls == (specs.index((kind, key, lo, hi, nulls)) == 0)
+    whole = hub.call("analyst", "GET", "/datasets/flights-sql/data", params={"format": "arrow"})
+    expected = pa.ipc.open_stream(io.BytesIO(whole.content)).read_all()
+    got = pa.concat_tables(tables)
+
+    def rows(t: pa.Table) -> list:
+        return sorted(map(repr, t.to_pylist()))
+
+    assert got.num_rows == expected.num_rows > 0 and rows(got) == rows(expected)
+    assert min(got.column("delay").to_pylist()) >= 0 and "N001" not in got.column("tail").to_pylist()
+    reads = [a for a in audit(hub, dataset="flights-sql", action="data.read")
+             if a["detail"].get("scan") == plan["audit_seq"]]
+    assert sorted((tuple(a["detail"]["partition"]) for a in reads), key=repr) == sorted(
+        specs, key=repr)
+    body = assert_error(_fetch(parts[0], url=parts[1]["url"]), 403)
+    assert "another partition" in body["message"]

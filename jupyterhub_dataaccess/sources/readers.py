@@ -371,10 +371,12 @@ class SQLReader(Reader):
             return self._engines[url]
 
     def _arrow_batches(self, columns: list[str] | None = None, where: RowFilter | None = None,
-                       limit: int | None = None) -> Iterator[pa.RecordBatch]:
+                       limit: int | None = None, key_range: tuple | None = None
+                       ) -> Iterator[pa.RecordBatch]:
         """Rows in batches, in a transaction that is never committed (read-only intent). The
         projection, filter and limit go into the statement SQLAlchemy builds (values as bound
-        parameters), so the database does the filtering."""
+        parameters), so the database does the filtering. `key_range` is a partition's
+        (lo, hi, nulls) of the catalogue's `partition_by` column (see partitions)."""
         from sqlalchemy import MetaData, Table, column, select, text
 
         try:
@@ -399,6 +401,9 @@ class SQLReader(Reader):
                     stmt = select(*([cols[n] for n in columns] if columns else [src]))
                     if where is not None:
                         stmt = stmt.where(_sql_where(where.tree, cols, conn.dialect.name))
+                    if key_range is not None:
+                        stmt = stmt.where(_key_range(cols, self.ds.source.partition_by,
+                                                     *key_range))
                     if limit is not None:
                         stmt = stmt.limit(limit)
                 result = conn.execution_options(stream_results=True).execute(stmt)
@@ -419,8 +424,68 @@ class SQLReader(Reader):
                     if not rows:  # an empty source still has its columns
                         break
                 conn.rollback()
+        except SourceError:
+            raise
         except Exception as e:  # any driver error: the user gets a clean 502
             raise SourceError(str(e)) from e
+
+    def partitions(self, target_bytes: int, where: RowFilter | None = None,
+                   spread: int = 1) -> list[Partition]:
+        """One partition, or with the catalogue's `partition_by` key, ranges of that key:
+        `("key", column, lo, hi, nulls)` holds the rows with lo <= key < hi (a None bound is
+        open), and the first range also the rows whose key is null, so every row is in exactly
+        one range whatever was written since the plan. The ranges split min..max of the rows
+        `where` keeps into equal widths, as many as the rows' estimated size over
+        `target_bytes` asks (8 bytes a value), at least `spread` (and 4) where the rows and
+        the key's distinct values allow, at most MAX_KEY_PARTITIONS."""
+        key = self.ds.source.partition_by
+        if not key:
+            return [Partition(WHOLE)]
+        from sqlalchemy import MetaData, Table, func, select
+
+        try:
+            with self._engine().connect() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+                schema, _, name = self.ds.source.table.rpartition(".")
+                src = Table(name, MetaData(), schema=schema or None, autoload_with=conn)
+                if key not in src.c:
+                    raise SourceError(f"the partition key {key!r} is not a column of the table")
+                col = src.c[key]
+                stmt = select(func.min(col), func.max(col), func.count()).select_from(src)
+                if where is not None:
+                    stmt = stmt.where(_sql_where(where.tree, src.c, conn.dialect.name))
+                low, high, rows = conn.execute(stmt).one()
+                conn.rollback()
+        except SourceError:
+            raise
+        except Exception as e:
+            raise SourceError(str(e)) from e
+        if low is None or high is None:
+            return [Partition(WHOLE, rows)]
+        kind = _key_kind(low)
+        if kind is None or _key_kind(high) is not kind:
+            raise SourceError(f"the partition key {key!r} holds {type(low).__name__} values, "
+                              "not integers, dates or timestamps")
+        start, stop = _key_number(low), _key_number(high) + 1
+        wanted = -(-rows * len(src.c) * 8 // max(target_bytes, 1))
+        n = max(1, min(MAX_KEY_PARTITIONS, rows, stop - start, max(wanted, spread, 4)))
+        bounds = [None, *(_key_json(_key_value(kind, start + (stop - start) * i // n, low))
+                          for i in range(1, n)), None]
+        return [Partition(("key", key, bounds[i], bounds[i + 1], i == 0)) for i in range(n)]
+
+    def partition_batches(self, spec: tuple, columns: list[str], where: RowFilter | None
+                          ) -> Iterator[pa.RecordBatch]:
+        """A range of the partition key: checked to name the catalogue's key (PartitionChanged
+        if the catalogue changed since the plan); its bounds bound as parameters."""
+        if tuple(spec) == WHOLE:
+            return self.raw_batches(columns, where)
+        key = self.ds.source.partition_by
+        if not (len(spec) == 5 and spec[0] == "key" and key and spec[1] == key
+                and all(b is None or type(b) in (int, str) for b in spec[2:4])
+                and isinstance(spec[4], bool)):
+            raise PartitionChanged("the source is no longer partitioned as planned")
+        return self._arrow_batches(columns, where, key_range=tuple(spec[2:]))
 
     def raw_schema(self) -> pa.Schema:
         for batch in self._arrow_batches():
@@ -430,6 +495,68 @@ class SQLReader(Reader):
     def raw_batches(self, columns: list[str], where: RowFilter | None,
                     limit: int | None = None) -> Iterator[pa.RecordBatch]:
         yield from self._arrow_batches(columns, where, limit)
+
+
+MAX_KEY_PARTITIONS = 64
+_EPOCH = datetime(1970, 1, 1)
+
+
+def _key_kind(value: Any) -> type | None:
+    """int, date or datetime: the kinds of value a partition key may hold (None: another)."""
+    kind = type(value)
+    return kind if kind in (int, date, datetime) else None
+
+
+def _key_number(value: Any) -> int:
+    """A key value as an integer of the same order: days for dates, microseconds for times."""
+    if isinstance(value, datetime):
+        delta = value - _EPOCH.replace(tzinfo=value.tzinfo)
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return value.toordinal() if isinstance(value, date) else value
+
+
+def _key_value(kind: type, number: int, like: Any) -> Any:
+    """The key value of `number` (as _key_number made it), of the kind (and zone) of `like`."""
+    from datetime import timedelta
+
+    if kind is datetime:
+        return _EPOCH.replace(tzinfo=like.tzinfo) + timedelta(microseconds=number)
+    return date.fromordinal(number) if kind is date else number
+
+
+def _key_json(value: Any) -> int | str:
+    """A range bound as it travels in a ticket: an integer, or ISO text for dates and times."""
+    return value if isinstance(value, int) else value.isoformat()
+
+
+def _key_range(cols: Any, key: str, lo: Any, hi: Any, nulls: bool) -> Any:
+    """lo <= key < hi (None: open), or key is null when `nulls`: bounds as bound parameters of
+    the key column's type. A bound that does not fit that type: PartitionChanged."""
+    from sqlalchemy import and_, or_, true
+
+    col = cols[key]
+    try:
+        kind = col.type.python_type
+    except NotImplementedError:
+        kind = None
+    parts = []
+    for bound, op in ((lo, col.__ge__), (hi, col.__lt__)):
+        if bound is None:
+            continue
+        try:
+            if kind is int and type(bound) is int:
+                value = bound
+            elif kind is date and isinstance(bound, str):
+                value = date.fromisoformat(bound)
+            elif kind is datetime and isinstance(bound, str):
+                value = datetime.fromisoformat(bound)
+            else:
+                raise ValueError(bound)
+        except ValueError:
+            raise PartitionChanged("the partition key's type changed since the plan") from None
+        parts.append(op(value))
+    inside = and_(*parts) if parts else true()
+    return or_(inside, col.is_(None)) if nulls else inside
 
 
 def _sql_where(tree: Any, cols: Any, dialect: str) -> Any:
@@ -600,6 +727,14 @@ def catalog_mismatches(ds: Dataset, raw: pa.Schema) -> list[str]:
         if col not in names:
             problems.append(f"the row filter names column {col!r}, which the source lacks"
                             + _did_you_mean(col, names))
+    key = ds.source.partition_by
+    if key and key not in names:
+        problems.append(f"the catalogue splits by column {key!r} (partition_by), which the "
+                        "source lacks" + _did_you_mean(key, names))
+    elif key and not (pa.types.is_integer(t := raw.field(key).type) or pa.types.is_date(t)
+                      or pa.types.is_timestamp(t)):
+        problems.append(f"the catalogue splits by column {key!r} (partition_by), of type "
+                        f"{t}: it must be an integer, date or timestamp column")
     return problems
 
 
