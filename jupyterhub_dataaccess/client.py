@@ -522,15 +522,18 @@ RETRY_STATUSES = (429, 503)
 MAX_TRIES = 8
 
 
-def fetch_partition(part: Partition) -> Any:
+def fetch_partition(part: Partition, dictionaries: bool = False) -> Any:
     """One partition as an Arrow table. A 429 (too many reads at once) or 503 is retried with
-    backoff (Retry-After when the service gives one); other errors raise DataAccessError."""
+    backoff (Retry-After when the service gives one); other errors raise DataAccessError.
+
+    With `dictionaries`, a hashed column may come as an Arrow dictionary of the plan's type
+    (far fewer bytes): the caller casts the table to the plan's schema."""
     import random
 
     delay = 0.2
     for attempt in range(MAX_TRIES):
         try:
-            return _fetch_once(part)
+            return _fetch_once(part, dictionaries)
         except DataAccessError as e:
             if e.status not in RETRY_STATUSES or attempt == MAX_TRIES - 1:
                 raise
@@ -561,7 +564,7 @@ def _connection(scheme: str, netloc: str) -> Any:
     return pool[key]
 
 
-def _fetch_once(part: Partition) -> Any:
+def _fetch_once(part: Partition, dictionaries: bool = False) -> Any:
     import http.client
     from urllib.parse import urlsplit
 
@@ -574,6 +577,8 @@ def _fetch_once(part: Partition) -> Any:
     path = url.path + (f"?{url.query}" if url.query else "")
     headers = {"Authorization": f"ticket {part.ticket}",
                "Accept": f"{_TYPES['parquet']}, {_TYPES['arrow']};q=0.9"}
+    if dictionaries:
+        headers["X-Dataaccess-Dictionaries"] = "accept"
     for fresh in (False, True):  # a kept-alive connection the server closed: one new try
         try:
             if fresh:
@@ -663,13 +668,14 @@ def load_partitions(plan: dict[str, Any], parallel: int = 4) -> Any:
     tables, start = [], time.monotonic()
     with ThreadPoolExecutor(max(1, min(parallel, len(parts))),
                             thread_name_prefix="dataaccess-fetch") as pool:
-        for table in pool.map(fetch_partition, parts):
+        for table in pool.map(fetch_partition, parts, [True] * len(parts)):
             tables.append(table)
             if time.monotonic() - start > 1.0:  # long reads show progress
                 sys.stderr.write(f"\r{plan['dataset']}: {len(tables)} of {len(parts)} "
                                  f"partitions{chr(10) if len(tables) == len(parts) else ''}")
     if not tables:
         return schema.empty_table()
+    # (a hashed column fetched as a dictionary is cast back to the plan's type here)
     return pa.concat_tables([t.cast(schema) if t.schema != schema else t for t in tables])
 
 

@@ -33,7 +33,7 @@ from .errors import BadRequest, GovernanceError, NotFound, Principal, SourceUnav
 from .governance import Governance
 from .sources.base import PartitionChanged, Reader, SourceError, UnknownVersion
 from .sources.filters import FilterError
-from .sources.plan import execute, plan_read
+from .sources.plan import execute_typed, plan_read
 from .sources.readers import (
     ColumnError,
     reader_for,
@@ -174,12 +174,14 @@ class ScanRequest:
 
 
 def _governed_read(ds: Any, reader: Reader, key: bytes, columns: list[str] | None,
-                   where: str | None, partition: tuple | None
+                   where: str | None, partition: tuple | None, dictionaries: bool = False
                    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """(schema, batches) of one partition: the read plan of the whole read (row filter, masks,
-    then `where` on masked values, projection), run on that partition."""
-    plan = replace(plan_read(ds, columns, where, reader=reader), partition=partition)
-    return plan.schema, execute(plan, key)
+    then `where` on masked values, projection), run on that partition; with `dictionaries`,
+    hashed text read as a dictionary stays one (execute_typed)."""
+    plan = replace(plan_read(ds, columns, where, reader=reader), partition=partition,
+                   dictionaries=dictionaries)
+    return execute_typed(plan, key)
 
 
 def _as_is(ds: Any, reader: Reader, claims: Claims) -> str | None:
@@ -241,10 +243,12 @@ class Opened:
 
 
 def open_partition(gov: Governance, claims: Claims, mask_key: bytes,
-                   accept_parquet: bool = False) -> Opened:
+                   accept_parquet: bool = False, dictionaries: bool = False) -> Opened:
     """One partition for a verified ticket: its grant checked now and the fetch audited. With
     `accept_parquet`, a partition that is a whole Parquet file with nothing to govern (no mask,
-    row filter, projection or where) is the file as it is."""
+    row filter, projection or where) is the file as it is. With `dictionaries`, a hashed text
+    column the source stores as a small dictionary may be sent as an Arrow dictionary of the
+    plan's type (each distinct hash once, not 32 characters a row)."""
     who = Principal(claims.user, capabilities=frozenset({"browse"}))
     ds = gov.dataset(who, claims.dataset)
     try:
@@ -256,7 +260,7 @@ def open_partition(gov: Governance, claims: Claims, mask_key: bytes,
         if path:
             return Opened(path=path)
         schema, batches = _governed_read(ds, reader, mask_key, claims.columns, claims.where,
-                                         claims.partition)
+                                         claims.partition, dictionaries)
         return Opened(schema=schema, batches=batches)
     except (PartitionChanged, UnknownVersion):
         raise ExpiredTicket("The dataset changed since this plan was made: ask for a new "

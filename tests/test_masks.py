@@ -99,3 +99,48 @@ def test_a_hashed_text_column_read_as_a_dictionary_hashes_as_the_plain_values_do
     assert got.column("name").equals(
         pa.chunked_array([masks.hash_array(kept.column("name"), dkey)]))
     assert got.column("kind").null_count == kept.column("kind").null_count > 0
+
+
+def test_hashed_text_may_leave_a_partition_as_a_dictionary_that_casts_to_the_same_rows(tmp_path):
+    """When a ticket's reader accepts dictionaries (da.load does, then casts to the plan's
+    schema), Then a hashed text column stored as a small dictionary leaves as an Arrow
+    dictionary, a row group stored otherwise in the same partition is made to fit the stream's
+    first type (either way round), and the Arrow stream, cast to the plan's schema, holds exactly
+    the rows of the plain read; a filter on the hashed column keeps it plain text."""
+    import dataclasses
+    import io
+
+    import pyarrow.parquet as pq
+
+    from jupyterhub_dataaccess.catalog import Dataset, Source
+    from jupyterhub_dataaccess.sources.filters import parse_filter
+    from jupyterhub_dataaccess.sources.plan import execute, execute_typed, plan_read
+    from jupyterhub_dataaccess.sources.readers import reader_for
+    from jupyterhub_dataaccess.sources.stream import encode
+
+    n = 50_000
+    kinds = np.array(["alpha", "beta", None, "delta"], dtype=object)[np.arange(n) % 4]
+    distinct = np.array([f"kind-{i:08d}-{'x' * 20}" for i in range(n)], dtype=object)
+    path = tmp_path / "t.parquet"
+    with pq.ParquetWriter(path, pa.schema([("n", pa.int64()), ("kind", pa.string())])) as w:
+        for i, values in enumerate([kinds, distinct, kinds]):  # small dictionary, not, small
+            w.write_table(pa.table({"n": np.arange(i * n, (i + 1) * n), "kind": values}))
+    ds = Dataset(id="t", title="t", source=Source(kind="file", uri=str(path), format="parquet"),
+                 masks={"kind": "hash"}, row_filter=parse_filter("n >= 10"))
+    reader = reader_for(ds)
+    spec = reader.partitions(1 << 40)[0].spec
+    assert spec[3:] == (0, 3)
+    key = b"k" * 32
+    for where, first, dictionary in ((None, 0, True), (None, 1, False),
+                                     ("kind != 'x'", 0, False)):
+        plan = dataclasses.replace(plan_read(ds, where=where, reader=reader),
+                                   partition=(*spec[:3], first, 3))
+        expected = pa.Table.from_batches(list(execute(plan, key)), plan.schema)
+        schema, batches = execute_typed(dataclasses.replace(plan, dictionaries=True), key)
+        assert pa.types.is_dictionary(schema.field("kind").type) is dictionary
+        stream = b"".join(encode(schema, batches, "arrow"))
+        got = pa.ipc.open_stream(io.BytesIO(stream)).read_all()
+        assert got.schema == schema and got.num_rows == expected.num_rows > 0
+        assert got.cast(plan.schema).equals(expected)
+        assert got.column("kind").null_count == expected.column("kind").null_count
+        assert (expected.column("kind").null_count > 0) is (where is None)  # != drops nulls

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 MAX_JSON_BODY = 64 * 1024
 PREVIEW_MAX = 100
 PREVIEW_DEFAULT = 20
+DICTIONARIES_HEADER = "X-Dataaccess-Dictionaries"  # "accept": see TicketHandler
 
 
 @dataclass(frozen=True)
@@ -594,9 +595,11 @@ class TicketHandler(DataHandler):
             self._retry_after = self._headers.get("Retry-After")
             raise
         accept = FORMATS["parquet"] in self.request.headers.get("Accept", "")
+        # a client that turns dictionaries back into the plan's types takes hashed text as one
+        dictionaries = self.request.headers.get(DICTIONARIES_HEADER, "") == "accept"
         with self.streams.slot(claims.user):  # the same per-user cap as every stream
             part = await self.run(tickets.open_partition, self.governance, claims,
-                                  self.keys.mask, accept)
+                                  self.keys.mask, accept, dictionaries)
             if part.path:
                 await self._send_file(claims.dataset, part.path)
             else:

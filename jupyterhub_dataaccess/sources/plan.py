@@ -53,6 +53,7 @@ class ReadPlan:
     partition: tuple | None = None  # one partition of a scan plan (reader.partitions()), or all
     reader: Reader | None = field(default=None, repr=False, compare=False)
     audit_seq: int | None = None  # the audit record of this read, once authorized
+    dictionaries: bool = False  # hashed text read as a dictionary may leave as one (execute_typed)
 
     def provenance(self) -> dict[str, Any]:
         """What a result of this read carries: the dataset, the version read (a string, or
@@ -120,7 +121,11 @@ def plan_read(ds: Dataset, columns: list[str] | None = None, where: str | RowFil
 
 def execute(plan: ReadPlan, key: bytes) -> Iterator[pa.RecordBatch]:
     """The governed batches of a plan: raw rows (filtered and projected at the source), masks,
-    then the caller's filter on masked columns, projection and limit."""
+    then the caller's filter on masked columns, projection and limit.
+
+    With `plan.dictionaries`, a hashed text column the reader gives as a dictionary (no filter
+    reads it) stays one: its few distinct values hashed, its indices as they are. The batches'
+    schema may then differ from `plan.schema` in those columns' types alone (execute_typed)."""
     ds = plan.dataset
     reader = plan.reader or reader_for(ds)
     left = plan.limit
@@ -130,6 +135,9 @@ def execute(plan: ReadPlan, key: bytes) -> Iterator[pa.RecordBatch]:
     read_schema = plan.read_schema or plan.schema
     read = read_schema.names
     post = plan.post.to_arrow() if plan.post is not None else None
+    keep = frozenset(n for n in read if ds.masks.get(n) in ("hash", "hash-v2")
+                     and n not in (plan.post.columns if plan.post else ())
+                     ) if plan.dictionaries else frozenset()
     try:
         raw = (reader.raw_batches(read, plan.pushed, left if post is None else None)
                if plan.partition is None
@@ -137,9 +145,12 @@ def execute(plan: ReadPlan, key: bytes) -> Iterator[pa.RecordBatch]:
         for batch in raw:
             if batch.num_rows == 0:
                 continue
-            arrays = [mask_array(batch.column(i), ds.masks[n], dkey) if n in ds.masks
+            arrays = [_masked(batch.column(i), ds.masks[n], dkey, n in keep) if n in ds.masks
                       else batch.column(i) for i, n in enumerate(read)]
-            batch = pa.RecordBatch.from_arrays(arrays, schema=read_schema)
+            schema = read_schema if not keep else pa.schema(
+                [f.with_type(a.type) for f, a in zip(read_schema, arrays, strict=True)],
+                metadata=read_schema.metadata)
+            batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
             if post is not None:
                 batch = batch.filter(post)
             if read != plan.columns:
@@ -155,6 +166,47 @@ def execute(plan: ReadPlan, key: bytes) -> Iterator[pa.RecordBatch]:
         raise
     except (OSError, pa.ArrowException) as e:
         raise SourceError(str(e)) from e
+
+
+def _masked(arr: pa.Array, how: str, key: bytes, keep_dictionary: bool) -> pa.Array:
+    if keep_dictionary and pa.types.is_dictionary(arr.type):
+        return pa.DictionaryArray.from_arrays(arr.indices, mask_array(arr.dictionary, how, key))
+    return mask_array(arr, how, key)
+
+
+def execute_typed(plan: ReadPlan, key: bytes) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """(schema, batches) of execute: `plan.schema`, or with `plan.dictionaries` its first
+    batch's (a hashed column may be a dictionary of the plan's type), every later batch made to
+    fit it. The first batch is read now."""
+    batches = execute(plan, key)
+    if not plan.dictionaries:
+        return plan.schema, batches
+    first = next(batches, None)
+    if first is None:
+        return plan.schema, iter(())
+    schema = first.schema
+
+    def fitted() -> Iterator[pa.RecordBatch]:
+        try:
+            yield first
+            for batch in batches:
+                if batch.schema != schema:  # a row group read otherwise: one type per stream
+                    batch = pa.RecordBatch.from_arrays(
+                        [_fit(batch.column(i), f.type) for i, f in enumerate(schema)],
+                        schema=schema)
+                yield batch
+        finally:
+            batches.close()
+
+    return schema, fitted()
+
+
+def _fit(arr: pa.Array, to: pa.DataType) -> pa.Array:
+    if arr.type == to:
+        return arr
+    if pa.types.is_dictionary(to):
+        return arr.dictionary_encode().cast(to)
+    return arr.cast(to)
 
 
 def governed_batches(ds: Dataset, key: bytes, columns: list[str] | None = None,
@@ -187,4 +239,5 @@ def source_problems(ds: Dataset) -> list[str]:
 
 
 __all__ = ["CatalogMismatch", "ColumnError", "FilterError", "ReadPlan", "SourceError",
-           "UnknownVersion", "execute", "governed_batches", "plan_read", "source_problems"]
+           "UnknownVersion", "execute", "execute_typed", "governed_batches", "plan_read",
+           "source_problems"]

@@ -130,10 +130,20 @@ _IPC_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 def _arrow_messages(schema: pa.Schema, batches: Iterator[pa.RecordBatch]
                     ) -> Iterator[bytes | memoryview]:
     """The Arrow IPC stream, one encapsulated message per batch: byte for byte what the stream
-    writer produces, each batch serialised once and handed on in views of CHUNK_BYTES."""
-    yield schema.serialize().to_pybytes()
+    writer produces, each batch serialised once and handed on in views of CHUNK_BYTES. A schema
+    with dictionaries sends each batch's dictionaries before it (a stream may replace them)."""
+    head = schema.serialize()
+    yield head.to_pybytes()
+    dictionaries = any(pa.types.is_dictionary(f.type) for f in schema)
     for batch in batches:
-        message = memoryview(batch.serialize())
+        if dictionaries:  # its dictionaries (each replacing the last), then the batch
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, schema) as writer:
+                writer.write_batch(batch)
+            whole = sink.getvalue()  # this batch's own stream: its schema, messages, end
+            message = memoryview(whole)[head.size:whole.size - len(_IPC_EOS)]
+        else:
+            message = memoryview(batch.serialize())
         for start in range(0, len(message), CHUNK_BYTES):
             yield message[start:start + CHUNK_BYTES]
     yield _IPC_EOS
@@ -141,7 +151,7 @@ def _arrow_messages(schema: pa.Schema, batches: Iterator[pa.RecordBatch]
 
 def _encode(schema: pa.Schema, batches: Iterator[pa.RecordBatch], fmt: str
             ) -> Iterator[bytes | memoryview]:
-    if fmt == "arrow" and not any(pa.types.is_dictionary(f.type) for f in schema):
+    if fmt == "arrow":
         yield from _arrow_messages(schema, batches)
         return
     sink = _Sink()
