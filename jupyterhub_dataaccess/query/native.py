@@ -61,7 +61,7 @@ class View:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "files": self.files, "columns": self.columns,
                 "where": self.where, "types": self.types, "key": self.key,
-                "check": self.check}
+                "version": self.version, "check": self.check}
 
     def checked(self) -> tuple:
         """What a worker's type check of this view vouches for."""

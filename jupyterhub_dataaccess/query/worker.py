@@ -5,12 +5,14 @@ environment (no source credential, no token, no service key), an address-space l
 own private temporary directory. It answers one query at a time over its stdin/stdout: the
 service sends the regenerated SQL and the governed relations, each either
 - a view over local Parquet files read by DuckDB itself (query/native.py: the row filter as SQL,
-  masks as expressions, hashes by sources/masks.py with that dataset's own key, sent for this
-  query only), the worker allowed to open exactly those files; or
+  masks as expressions, hashes by sources/masks.py with that dataset's own key), the worker
+  allowed to open exactly those files; or
 - an Arrow IPC stream the service governed (sources/plan.py), for every other source;
-in a fresh DuckDB database (external access off but for those files, no extensions,
-configuration locked, threads, memory and temp space limited), and sends back the result within
-the row and byte bounds. The database of the next query is made while the worker waits for it.
+on a fresh connection to a locked DuckDB database made for exactly those views (external access
+off but for their files, no extensions, configuration locked, threads, memory and temp space
+limited), and sends back the result within the row and byte bounds. A worker keeps the databases
+of its last few setups (`_Setups`): the next query over the same views, files and version gets a
+new connection to the same database, whose Parquet reader and threads are warm.
 
 The pool keeps a few workers warm (a start costs a second of imports), kills one at the timeout
 and starts a replacement; a crash or out-of-memory in a worker is an error for that query only.
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
 import signal
 import struct
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -75,13 +77,13 @@ class Limits:
 # -- the worker process ---------------------------------------------------------------------
 
 
-def _connect(limits: dict[str, Any], temp: str) -> Any:
-    """A fresh in-memory database with the query's resource limits. External access is still on
-    (DuckDB takes `allowed_paths` only then): `_govern` turns it off before any SQL of a caller
-    runs."""
+def _connect(limits: dict[str, Any], temp: str, path: str, read_only: bool = False) -> Any:
+    """A database in the file `path` (under `temp`) with the query's resource limits. External
+    access is still on (DuckDB takes `allowed_paths` only then): `_lock` turns it off before any
+    SQL of a caller runs."""
     import duckdb
 
-    return duckdb.connect(":memory:", config={
+    return duckdb.connect(path, read_only=read_only, config={
         "autoinstall_known_extensions": False,
         "autoload_known_extensions": False,
         "allow_community_extensions": False,
@@ -92,41 +94,52 @@ def _connect(limits: dict[str, Any], temp: str) -> Any:
     })
 
 
-def _govern(con: Any, views: list[dict[str, Any]], tables: dict[str, Any]) -> None:
-    """Lock `con` down, then define the governed relations: external access off except exactly
-    the files of `views` (read by DuckDB's Parquet reader, query/native.py), `tables` (Arrow,
-    governed by the service) registered, configuration locked."""
+def _lock(con: Any, views: list[dict[str, Any]]) -> None:
+    """External access off except exactly the files of `views` (read by DuckDB's Parquet
+    reader, query/native.py), configuration locked."""
+    from .native import quote_text
+
+    files = sorted({f for v in views for f in v["files"]})
+    con.execute("; ".join([
+        *(["SET allowed_paths = [" + ", ".join(map(quote_text, files)) + "]"] if files else []),
+        "SET enable_external_access = false", "SET lock_configuration = true"]))
+
+
+def _define(con: Any, views: list[dict[str, Any]]) -> list[tuple[str, Any, str]]:
+    """Define the governed views in `con`'s database, locked down first (`_lock`), each view's
+    column types checked unless the service says they were; returns the hash functions the
+    views call, (name, function, DuckDB type of its values), for the database that reads them."""
     import secrets
 
     from ..sources.masks import mask_array
-    from .native import quote_text, view_sql
+    from .native import view_sql
 
-    files = sorted({f for v in views for f in v["files"]})
-    lockdown = [*(["SET allowed_paths = [" + ", ".join(map(quote_text, files)) + "]"]
-                  if files else []), "SET enable_external_access = false"]
-    creates = []
+    functions, creates = [], []
     for view in views:
-        functions = {}
+        names = {}
         for name, mask in view["columns"]:
             if mask not in (None, "null", "redact"):
-                fname = f"_dataaccess_hash_{secrets.token_hex(8)}"
-                con.create_function(fname, _hasher(mask_array, mask, bytes.fromhex(view["key"])),
-                                    [view["types"][name]], "VARCHAR", type="arrow",
-                                    null_handling="special")
-                functions[name] = fname
-        create, probe = view_sql(view, functions)
+                names[name] = f"_dataaccess_hash_{secrets.token_hex(8)}"
+                functions.append((names[name], _hasher(mask_array, mask,
+                                                       bytes.fromhex(view["key"])),
+                                  view["types"][name]))
+        creates.append(view_sql(view, names))
+    _register(con, functions)
+    _lock(con, views)
+    for view, (_, probe) in zip(views, creates, strict=True):
         if view.get("check", True):
-            if lockdown:
-                con.execute("; ".join(lockdown))
-                lockdown = []
             read = {row[0]: row[1] for row in con.execute(f"DESCRIBE {probe}").fetchall()}
             if read != view["types"]:  # DuckDB reads a column otherwise than the Arrow path
                 raise QueryFailed("mismatch", view["name"])
-        creates.append(create)
-    for name, table in tables.items():
-        con.register(name, table)
-    # external access off before the views are made; configuration locked before the query
-    con.execute("; ".join([*lockdown, *creates, "SET lock_configuration = true"]))
+    if creates:
+        con.execute("; ".join(create for create, _ in creates))
+    return functions
+
+
+def _register(con: Any, functions: list[tuple[str, Any, str]]) -> None:
+    for name, function, duck in functions:
+        con.create_function(name, function, [duck], "VARCHAR", type="arrow",
+                            null_handling="special")
 
 
 def _hasher(mask_array: Any, how: str, key: bytes) -> Any:
@@ -138,53 +151,129 @@ def _hasher(mask_array: Any, how: str, key: bytes) -> Any:
     return hashed
 
 
-class _Databases:
-    """Fresh in-memory databases, made ahead in a thread of their own (making one costs tens of
-    milliseconds): a query takes one no query has used, and gives it back to be closed there.
-    The thread works only between a query's end and the next one's start (`take` waits for it):
-    DuckDB's Python client crashed here when a database was made while another was in use."""
+def setup_key(views: list[dict[str, Any]] | tuple, limits: dict[str, Any]) -> str:
+    """What a locked database is made of, as a digest: each view's name, files and their version,
+    columns and masks, row filter, types and hashing key, and the database's limits. Two
+    queries share a database only when this is equal (the key itself never leaves as is)."""
+    import hashlib
 
-    def __init__(self, root: str):
-        self.root = root
-        self._ready: queue.Queue = queue.Queue(maxsize=1)
-        self._used: queue.Queue = queue.Queue()
-        self._started = False
+    made_of = [{k: v for k, v in view.items() if k != "check"}
+               for view in sorted(views, key=lambda v: v["name"])]
+    return hashlib.sha256(json.dumps(
+        [made_of, {k: limits[k] for k in ("threads", "memory_mb")}], sort_keys=True
+    ).encode()).hexdigest()
 
-    def _make(self) -> None:
-        while True:
-            limits, used = self._used.get()
-            if used is not None:
-                used[0].close()
-                shutil.rmtree(used[1], ignore_errors=True)
-            temp = tempfile.mkdtemp(dir=self.root)
+
+# The databases a new connection sees: its setup's catalogue is read-only, so the one thing a
+# statement could still add for every connection is another database (ATTACH, refused by a
+# read-only database and by external access being off). Listing functions or views costs ms.
+_CATALOGUE = ("SELECT list((database_name, path, type, readonly) ORDER BY database_name) "
+              "FROM duckdb_databases()")
+
+
+def _catalogue(db: Any) -> Any:
+    """The catalogue of `db` as a new connection sees it (see _CATALOGUE)."""
+    con = db.cursor()
+    try:
+        return con.execute(_CATALOGUE).fetchall()
+    finally:
+        con.close()
+
+
+class _Setups:
+    """This worker's locked databases, one per setup (`setup_key`), the `most` most recently used
+    kept: a query runs on a fresh connection (`cursor()`) of its setup's database, so DuckDB's
+    threads and readers stay warm and the setup is made once. Everything a connection makes
+    (temporary tables, views and macros, variables, prepared statements, registered Arrow) goes
+    with it; the database-wide configuration is locked. A database is dropped on any doubt: the
+    query was not one SELECT to DuckDB's own parser, it failed otherwise than in binding or at a
+    row or byte bound, or its catalogue is not what the setup left. Everything here runs in the
+    worker's one thread (DuckDB's Python client crashed when a database was made while another
+    was in use)."""
+
+    def __init__(self, root: str, most: int = 4):
+        self.root, self.most = root, most
+        self._dbs: OrderedDict[str, tuple[Any, str, Any]] = OrderedDict()  # db, temp, catalogue
+
+    def keys(self) -> list[str]:
+        """The setups kept, least recently used first (as `settle` will leave them)."""
+        return list(self._dbs)[-self.most:]
+
+    def take(self, key: str, limits: dict[str, Any], views: list[dict[str, Any]]) -> Any:
+        """The database of `key`, made on first use: the views are defined in a database file,
+        which is then opened read-only and locked down, so no statement can add to, drop or
+        replace anything in its catalogue."""
+        import duckdb
+
+        if key in self._dbs:
+            self._dbs.move_to_end(key)
+            return self._dbs[key][0]
+        temp = tempfile.mkdtemp(dir=self.root)
+        path = os.path.join(temp, "views.duckdb")
+        db = None
+        try:
+            made = _connect(limits, temp, path)
             try:
-                self._ready.put((limits, _connect(limits, temp), temp))
-            except Exception as e:  # given to the query that takes it
-                self._ready.put((limits, e, temp))
+                functions = _define(made, views)
+            finally:
+                made.close()
+            db = _connect(limits, temp, path, read_only=True)
+            _register(db, functions)
+            _lock(db, views)
+            self._dbs[key] = (db, temp, _catalogue(db))
+            return db
+        except BaseException as e:
+            if db is not None:
+                db.close()
+            shutil.rmtree(temp, ignore_errors=True)
+            if isinstance(e, (QueryFailed, duckdb.OutOfMemoryException)):
+                raise
+            if isinstance(e, Exception):  # no engine text: it names files and columns
+                raise QueryFailed("setup", type(e).__name__) from None
+            raise
 
-    def take(self, limits: dict[str, Any]) -> tuple[Any, str]:
-        if not self._started:
-            self._started = True
-            threading.Thread(target=self._make, daemon=True, name="databases").start()
-            self._used.put((limits, None))
-        made_with, con, temp = self._ready.get()
-        if made_with != limits:  # (a pool's limits never change)
-            self._used.put((limits, (con, temp) if not isinstance(con, Exception) else None))
-            made_with, con, temp = self._ready.get()
-        if isinstance(con, Exception):
-            self._used.put((limits, None))
-            raise con
-        return con, temp
+    def settle(self, key: str, doubt: bool) -> None:
+        """After a query on `key`'s database, between queries: drop it on doubt or if its
+        catalogue changed, and close the least recently used past `most`."""
+        entry = self._dbs.get(key)
+        if entry is not None:
+            try:
+                changed = doubt or _catalogue(entry[0]) != entry[2]
+            except Exception:
+                changed = True
+            if changed:
+                self.drop(key)
+        while len(self._dbs) > self.most:
+            self.drop(next(iter(self._dbs)))
 
-    def give_back(self, limits: dict[str, Any], con: Any, temp: str) -> None:
-        self._used.put((limits, (con, temp)))
+    def drop(self, key: str) -> None:
+        db, temp, _ = self._dbs.pop(key)
+        try:
+            db.close()
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)
+
+    def clear(self) -> None:
+        for key in list(self._dbs):
+            self.drop(key)
+
+
+def _one_select(con: Any, sql: str) -> bool:
+    """Whether DuckDB's own parser reads `sql` as exactly one SELECT (the check made it so)."""
+    import duckdb
+
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error:
+        return False
+    return len(statements) == 1 and statements[0].type == duckdb.StatementType.SELECT
 
 
 def _serve(inp: BinaryIO, out: BinaryIO, root: str) -> None:
     import duckdb
     import pyarrow as pa
 
-    databases = _Databases(root)
+    setups = _Setups(root)
     while True:
         try:
             header = json.loads(_read(inp))
@@ -192,44 +281,48 @@ def _serve(inp: BinaryIO, out: BinaryIO, root: str) -> None:
             return
         tables = {name: pa.ipc.open_stream(_read(inp)).read_all() for name in header["tables"]}
         limits = header["limits"]
-        con = None
+        views = header.get("views", [])
+        key = setup_key(views, limits)
+        doubt = True
         try:
             started = time.perf_counter()
-            con, temp = databases.take({k: limits[k] for k in ("threads", "memory_mb")})
-            taken = time.perf_counter()
-            try:
-                _govern(con, header.get("views", []), tables)
-            except (QueryFailed, duckdb.OutOfMemoryException):
-                raise
-            except Exception as e:  # no engine text: it names files and columns of the source
-                raise QueryFailed("setup", type(e).__name__) from None
+            db = setups.take(key, limits, views)
             governed = time.perf_counter()
-            result = _bounded(con, header["sql"], limits)
+            con = db.cursor()  # a fresh connection: this query's alone
+            try:
+                doubt = not _one_select(con, header["sql"])
+                for name, table in tables.items():
+                    con.register(name, table)
+                result = _bounded(con, header["sql"], limits)
+            finally:
+                con.close()
             ran = time.perf_counter()
             sink = pa.BufferOutputStream()
             with pa.ipc.new_stream(sink, result.schema) as writer:
                 writer.write_table(result)
             body = sink.getvalue()
             _write(out, json.dumps({"ok": True, "rows": result.num_rows, "bytes": body.size,
-                                    "timings": {"wait": taken - started,
-                                                "setup": governed - taken,
+                                    "setups": setups.keys(),
+                                    "timings": {"setup": governed - started,
                                                 "execute": ran - governed}}).encode())
             _write(out, body)
         except QueryFailed as e:
+            doubt = doubt or e.kind != "limit"
             _write(out, json.dumps({"ok": False, "kind": e.kind, "message": e.message}).encode())
         except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException) as e:
             _write(out, json.dumps({"ok": False, "kind": "bind",
                                     "message": str(e).splitlines()[0][:500]}).encode())
         except duckdb.OutOfMemoryException:
+            setups.clear()
             _write(out, json.dumps({"ok": False, "kind": "limit",
                                     "message": "memory"}).encode())
         except Exception as e:  # runtime errors: their text stays here
+            doubt = True
             _write(out, json.dumps({"ok": False, "kind": "runtime",
                                     "message": type(e).__name__}).encode())
         out.flush()
         tables.clear()
-        if con is not None:  # closed, and the next one made, while this worker waits
-            databases.give_back({k: limits[k] for k in ("threads", "memory_mb")}, con, temp)
+        setups.settle(key, doubt)  # between queries: the next one waits in the pipe
 
 
 def _bounded(con: Any, sql: str, limits: dict[str, Any]) -> Any:
@@ -328,6 +421,7 @@ class _Worker:
             [sys.executable, "-m", "jupyterhub_dataaccess.query.worker"], env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             cwd=tempfile.gettempdir(), start_new_session=True)
+        self.setups: list[str] = []  # the setup_keys of the databases it keeps, as it last said
 
     def kill(self) -> None:
         try:
@@ -352,7 +446,7 @@ class WorkerPool:
         self._busy = 0
         self._closed = False
 
-    def _take(self, wait: float) -> _Worker:
+    def _take(self, wait: float, setup: str) -> _Worker:
         deadline = time.monotonic() + wait
         with self._lock:
             while not self._idle and self._busy >= self.size:
@@ -360,8 +454,11 @@ class WorkerPool:
                 if left <= 0 or not self._lock.wait(left):
                     raise QueryFailed("limit", "busy")
             self._busy += 1
-            # the longest idle: it has had the most time to make its next database
-            worker = self._idle.pop(0) if self._idle else None
+            # one that keeps this setup's database, else the longest idle
+            worker = next((w for w in self._idle if setup in w.setups),
+                          self._idle[0] if self._idle else None)
+            if worker is not None:
+                self._idle.remove(worker)
         if worker is None or not worker.alive():
             worker = _Worker(self.limits.memory_mb)
         return worker
@@ -424,9 +521,9 @@ class WorkerPool:
         import pyarrow as pa
 
         started = time.monotonic()
-        worker = self._take(self.limits.timeout_seconds)
         limits = {"memory_mb": self.limits.memory_mb, "threads": self.limits.threads,
                   "max_rows": self.limits.max_rows, "max_bytes": self.limits.max_bytes}
+        worker = self._take(self.limits.timeout_seconds, setup_key(views, limits))
         done = threading.Event()
         killed = threading.Event()
 
@@ -456,6 +553,7 @@ class WorkerPool:
                 if killed.is_set():
                     raise QueryFailed("limit", "time") from None
                 raise QueryFailed("crash", "the query engine stopped") from None
+            worker.setups = header.get("setups", worker.setups)
             keep = worker
         finally:
             done.set()
