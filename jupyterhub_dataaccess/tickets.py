@@ -36,6 +36,7 @@ from .sources.filters import FilterError
 from .sources.plan import execute_typed, plan_read
 from .sources.readers import (
     ColumnError,
+    ParquetRanges,
     reader_for,
     whole_file,
 )
@@ -235,30 +236,66 @@ def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest
 
 @dataclass
 class Opened:
-    """A partition ready to send: the source file as it is (`path`), or governed batches."""
+    """A partition ready to send: the source file as it is (`path`), byte ranges of it as they
+    are (`ranges`, with what the client does with them: `head`), or governed batches."""
 
     path: str | None = None
+    ranges: ParquetRanges | None = None
+    head: dict[str, Any] | None = None
     schema: pa.Schema | None = None
     batches: Iterator[pa.RecordBatch] | None = None
 
 
+def _ranges(ds: Any, reader: Reader, claims: Claims) -> tuple[ParquetRanges, dict] | None:
+    """The partition as byte ranges of its Parquet file, where nothing governs the rows (no
+    mask, no row filter: the caller's grant covers the whole file, and its `where` and columns
+    are its own convenience), with the header telling the client what to read from them."""
+    if ds.masks or ds.row_filter or ds.source.kind != "file" or ds.source.format != "parquet" \
+            or claims.partition[0] != "rg":
+        return None
+    plan = plan_read(ds, claims.columns, claims.where, reader=reader)
+    ranges = reader.partition_ranges(claims.partition, plan.columns, plan.pushed)
+    if ranges is None:
+        return None
+    return ranges, {"size": ranges.size, "ranges": ranges.ranges, "row_groups": ranges.groups,
+                    "every_row": ranges.every, "columns": ranges.columns,
+                    "dictionary": ranges.dictionary,
+                    "where": plan.where.text if plan.where else None, "select": plan.columns}
+
+
+def ranges_prefix(head: dict[str, Any]) -> bytes:
+    """What goes before the ranges of a partition sent as byte ranges: the length of the header
+    (4 bytes, big-endian), then the header as JSON (client.py `_from_ranges` reads both)."""
+    text = json.dumps(head, separators=(",", ":")).encode()
+    return len(text).to_bytes(4, "big") + text
+
+
 def open_partition(gov: Governance, claims: Claims, mask_key: bytes,
-                   accept_parquet: bool = False, dictionaries: bool = False) -> Opened:
+                   accept_parquet: bool = False, dictionaries: bool = False,
+                   accept_ranges: bool = False) -> Opened:
     """One partition for a verified ticket: its grant checked now and the fetch audited. With
     `accept_parquet`, a partition that is a whole Parquet file with nothing to govern (no mask,
     row filter, projection or where) is the file as it is. With `dictionaries`, a hashed text
     column the source stores as a small dictionary may be sent as an Arrow dictionary of the
-    plan's type (each distinct hash once, not 32 characters a row)."""
+    plan's type (each distinct hash once, not 32 characters a row). With `accept_ranges`, a run
+    of row groups of a Parquet file with no mask or row filter is the byte ranges of the file
+    that hold its row groups (those whose statistics may match `where`) and columns, which the
+    client filters with `where` itself."""
     who = Principal(claims.user, capabilities=frozenset({"browse"}))
     ds = gov.dataset(who, claims.dataset)
     try:
         reader = reader_for(ds, claims.version)
         reader.version()  # a file changed since the plan has no such version any more
         path = _as_is(ds, reader, claims) if accept_parquet else None
+        raw = _ranges(ds, reader, claims) if accept_ranges and not path else None
         detail = dict(claims.audit_detail(), format="parquet" if path else "arrow")
+        if raw:
+            detail.update(format="parquet-ranges", row_groups=raw[0].groups, rows=raw[0].rows)
         gov.authorize(who, ds.id, "data.read", detail, grant_id=claims.grant)
         if path:
             return Opened(path=path)
+        if raw:
+            return Opened(ranges=raw[0], head=raw[1])
         schema, batches = _governed_read(ds, reader, mask_key, claims.columns, claims.where,
                                          claims.partition, dictionaries)
         return Opened(schema=schema, batches=batches)

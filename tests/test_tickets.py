@@ -14,7 +14,7 @@ from conftest import TICKET_KEY
 from hubutil import Hub
 from secutil import SECRETS, assert_error, audit, audit_total, fresh_request, grant_of
 
-from jupyterhub_dataaccess import tickets
+from jupyterhub_dataaccess import client, tickets
 from jupyterhub_dataaccess.catalog import Dataset, Source
 from jupyterhub_dataaccess.client import load_partitions
 from jupyterhub_dataaccess.sources.base import merge_row_groups
@@ -236,6 +236,37 @@ def test_a_partition_with_nothing_to_govern_is_its_parquet_file_as_it_is(hub: Hu
         "Authorization": f"ticket {projected['ticket']}",
         "Accept": "application/vnd.apache.parquet"})
     assert _table(r).column_names == ["region"]
+
+
+@pytest.mark.once  # reading files, not the database
+def test_a_partition_of_a_dataset_with_no_mask_or_row_filter_is_sent_as_ranges_of_its_file(
+        hub: Hub):
+    """When a partition of a plan with columns and a where of a Parquet dataset with no mask
+    and no row filter is fetched accepting ranges, Then the body is byte ranges of its file
+    that the client makes into exactly the governed Arrow partition, and its data.read record
+    names the row groups and rows sent; da.load's fetches take that path. A masked dataset's
+    partition fetched the same way is the governed Arrow stream."""
+    grant_of(hub, "analyst", "sales")
+    where = "region in ('north', null) and amount > 5000"
+    plan = _plan(hub, "sales", columns=["amount", "day"], where=where)
+    [part] = plan["partitions"]
+    ranges = {"Authorization": f"ticket {part['ticket']}", "Accept": client.RANGES}
+    r = requests.get(part["url"], headers=ranges, timeout=60)
+    assert r.status_code == 200 and r.headers["Content-Type"] == client.RANGES
+    got, governed = client._from_ranges(io.BytesIO(r.content)), _table(_fetch(part))
+    assert got.equals(governed) and got.num_rows > 0 and got.column_names == ["amount", "day"]
+    assert load_partitions(plan).equals(governed)
+    reads = {a["detail"]["format"]: a["detail"] for a in audit(hub, dataset="sales",
+                                                               action="data.read")
+             if a["detail"].get("scan") == plan["audit_seq"]}
+    assert reads["parquet-ranges"]["row_groups"] == [0] and reads["arrow"]["where"] == where
+    assert reads["parquet-ranges"]["rows"] == 5000 and "row_groups" not in reads["arrow"]
+    _grant_masked(hub)
+    [first, *_] = _plan(hub, MASKED, columns=["species"], where="bill_length_mm > 40")[
+        "partitions"]
+    r = requests.get(first["url"], timeout=60, headers={
+        "Authorization": f"ticket {first['ticket']}", "Accept": client.RANGES})
+    assert _table(r).column_names == ["species"]  # (Content-Type: the Arrow stream)
 
 
 @pytest.mark.once  # reading and masking files, not the database

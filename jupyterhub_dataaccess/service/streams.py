@@ -93,35 +93,40 @@ class StreamSlots:
         except gen.TimeoutError:
             self._cut_off(handler)
 
-    async def send_file(self, handler: Any, f: Any, size: int) -> bool:
-        """Send the whole of file `f` (`size` bytes, the response's Content-Length) as the body
-        with sendfile(2), on the event loop (asyncio's sock_sendfile): from the page cache to
-        the socket, no byte through Python, no thread held by a slow reader. Sent in segments;
-        a client that leaves one unread for `write_timeout` seconds is disconnected. False
-        (nothing sent) where that cannot be done; the caller then writes the file itself."""
+    async def send_file(self, handler: Any, f: Any, size: int,
+                        ranges: list[tuple[int, int]] | None = None) -> bool:
+        """Send the whole of file `f` (`size` bytes), or its byte `ranges` ((offset, length)
+        each, in order), as the rest of the body, with sendfile(2), on the event loop
+        (asyncio's sock_sendfile): from the page cache to the socket, no byte through Python, no
+        thread held by a slow reader. Whatever the handler wrote before goes first, with the
+        headers. Sent in segments; a client that leaves one unread for `write_timeout` seconds
+        is disconnected. False (nothing sent) where that cannot be done; the caller then writes
+        the file itself."""
         conn = getattr(handler.request, "connection", None)
         sock = getattr(getattr(conn, "stream", None), "socket", None)
         if sock is None or size <= 0 or not hasattr(conn, "_expected_content_remaining"):
             return False
-        await handler.flush()  # the headers, and nothing else, are on their way
+        await handler.flush()  # the headers (and what was written), nothing else, on their way
         loop = asyncio.get_running_loop()
         timeout = self.write_timeout if self.write_timeout > 0 else None
         sent = 0
-        while sent < size:
-            n = min(SENDFILE_SEGMENT, size - sent)
-            try:
-                await asyncio.wait_for(loop.sock_sendfile(sock, f, sent, n, fallback=False),
-                                       timeout)
-            except asyncio.exceptions.SendfileNotAvailableError:
-                if sent:
-                    raise
-                return False  # (nothing sent: the caller writes the file)
-            except TimeoutError:
-                self._cut_off(handler)
-            except OSError:
-                conn.close()
-                raise StreamClosedError() from None
-            sent += n
+        for offset, length in ranges if ranges is not None else [(0, size)]:
+            done = 0
+            while done < length:
+                n = min(SENDFILE_SEGMENT, length - done)
+                try:
+                    await asyncio.wait_for(loop.sock_sendfile(sock, f, offset + done, n,
+                                                              fallback=False), timeout)
+                except asyncio.exceptions.SendfileNotAvailableError:
+                    if sent:
+                        raise
+                    return False  # (nothing sent: the caller writes the file)
+                except TimeoutError:
+                    self._cut_off(handler)
+                except OSError:
+                    conn.close()
+                    raise StreamClosedError() from None
+                done, sent = done + n, sent + n
         # tornado counts the body it wrote itself against the Content-Length; this one it did not
         conn._expected_content_remaining = 0
         return True

@@ -119,6 +119,44 @@ def _plain(batch: pa.RecordBatch, names: list[str], target: pa.Schema) -> pa.Rec
     return batch
 
 
+@dataclass(frozen=True)
+class ParquetRanges:
+    """Part of a local Parquet file, as it is: the byte `ranges` ((offset, length), in order)
+    that hold row groups `groups`' column chunks of `columns`, its footer and its first bytes.
+    A reader given these ranges at their offsets in a buffer of `size` bytes reads those row
+    groups and columns as from the file. `rows`: the row groups' rows."""
+
+    path: str
+    size: int
+    ranges: list[tuple[int, int]]
+    groups: list[int]
+    columns: list[str]
+    rows: int
+    every: list[bool]  # per row group: its statistics prove `where` keeps every row
+    dictionary: list[str]  # text columns stored as small dictionaries in every row group
+
+
+def _small_dictionaries(rg: Any, names: list[str], target: pa.Schema) -> list[str]:
+    """The text columns of `names` that a Parquet row group stores as a small dictionary (at
+    most 4 bytes a value: indices, not plain values): cheaper read as Arrow dictionaries."""
+    chunks = {rg.column(i).path_in_schema: rg.column(i) for i in range(rg.num_columns)}
+    return [n for n in names if n in chunks and chunks[n].has_dictionary_page
+            and chunks[n].total_uncompressed_size <= 4 * max(rg.num_rows, 1)
+            and (pa.types.is_string(target.field(n).type)
+                 or pa.types.is_binary(target.field(n).type))]
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(offset, length) spans sorted, with overlapping or touching ones joined."""
+    out: list[list[int]] = []
+    for start, length in sorted(spans):
+        if out and start <= out[-1][0] + out[-1][1]:
+            out[-1][1] = max(out[-1][1], start + length - out[-1][0])
+        else:
+            out.append([start, length])
+    return [(a, n) for a, n in out if n > 0]
+
+
 class FileReader(Reader):
     def _dataset(self) -> pads.Dataset:
         fs, path = _filesystem(self.ds)
@@ -252,6 +290,63 @@ class FileReader(Reader):
 
         return groups()
 
+    def partition_ranges(self, spec: tuple, columns: list[str], where: RowFilter | None
+                         ) -> ParquetRanges | None:
+        """A partition of row groups as the byte ranges of its local Parquet file that hold
+        them: the row groups whose statistics may match `where` (a filter on raw values), the
+        column chunks of `columns` and of the filter's columns, and the footer; or None where
+        the file cannot be read like this (not local, nested columns, a file whose types differ
+        from the dataset's). Checks that the partition is still the one planned."""
+        dataset = self._dataset()
+        from pyarrow.fs import LocalFileSystem
+
+        if spec[0] != "rg" or not isinstance(dataset.filesystem, LocalFileSystem):
+            return None
+        path = self.partition_file(dataset, spec)
+        fragment = pads.ParquetFileFormat().make_fragment(path, filesystem=dataset.filesystem)
+        meta = fragment.metadata
+        if not (len(spec) == 5 and all(isinstance(x, int) for x in spec[3:])
+                and 0 <= spec[3] < spec[4] <= meta.num_row_groups):
+            raise PartitionChanged("the file's row groups changed since the plan")
+        read = list(dict.fromkeys([*columns, *sorted(where.columns if where else ())]))
+        stored = meta.schema.to_arrow_schema()
+        if meta.num_columns != len(stored) or not all(  # one column chunk per column
+                n in stored.names and stored.field(n).equals(dataset.schema.field(n))
+                for n in read):
+            return None
+        groups: list[int] = list(range(spec[3], spec[4]))
+        if where is not None:  # only the row groups whose statistics may match
+            groups = [rg.id for rg in fragment.subset(filter=where.to_arrow(),
+                                                      schema=dataset.schema).row_groups
+                      if rg.id in groups]
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            tail = os.pread(f.fileno(), 8, size - 8)
+        footer = int.from_bytes(tail[:4], "little") + 8
+        if tail[4:] != b"PAR1" or footer > size - 4:
+            return None  # (an encrypted footer, or not Parquet after all)
+        wanted = [stored.get_field_index(n) for n in read]
+        spans = [(0, 4), (size - footer, footer)]
+        every, dictionary = [], set(read)
+        # old parquet-mr left a dictionary page's header out of a chunk's size: readers then
+        # read up to 100 bytes more, as Arrow does
+        slack = 100 if (meta.created_by or "").startswith("parquet-mr") else 0
+        target = pa.schema([stored.field(n) for n in read])
+        for g in groups:
+            rg = meta.row_group(g)
+            every.append(where is None or keeps_every_row(where.tree, rg, target))
+            dictionary &= set(_small_dictionaries(rg, read, target))
+            for c in wanted:
+                chunk = rg.column(c)
+                start = chunk.data_page_offset
+                if chunk.has_dictionary_page and 0 < (chunk.dictionary_page_offset or 0) < start:
+                    start = chunk.dictionary_page_offset
+                spans.append((start, min(chunk.total_compressed_size + slack,
+                                         size - footer - start)))
+        return ParquetRanges(path, size, _merged(spans), groups, read,
+                             sum(meta.row_group(g).num_rows for g in groups), every,
+                             [n for n in read if n in dictionary])
+
     @staticmethod
     def partition_file(dataset: pads.FileSystemDataset, spec: tuple) -> str:
         """The path of the file a partition names, checked to be the very file planned."""
@@ -288,13 +383,9 @@ class FileReader(Reader):
         filter_expr = None
         if where is not None and not keeps_every_row(where.tree, rg, target):
             filter_expr = where.to_arrow()
-        chunks = {rg.column(i).path_in_schema: rg.column(i) for i in range(rg.num_columns)}
-        size = sum(c.total_compressed_size for c in chunks.values())
+        size = sum(rg.column(i).total_compressed_size for i in range(rg.num_columns))
         filtered = where.columns if where is not None else ()
-        dictionary = [n for n in needed if n in chunks and chunks[n].has_dictionary_page
-                      and chunks[n].total_uncompressed_size <= 4 * max(rg.num_rows, 1)
-                      and (pa.types.is_string(target.field(n).type)
-                           or pa.types.is_binary(target.field(n).type))]
+        dictionary = _small_dictionaries(rg, needed, target)
         expected = pa.schema([f.with_type(pa.dictionary(pa.int32(), f.type))
                               if f.name in dictionary else f for f in target])
         pf = pq.ParquetFile(f, metadata=meta, pre_buffer=size <= PREBUFFER_MAX_BYTES,

@@ -24,6 +24,8 @@ FORMATS = {
     "parquet": "application/vnd.apache.parquet",
     "csv": "text/csv; charset=utf-8",
 }
+# byte ranges of a Parquet file as they are, with a header (tickets.open_partition)
+PARQUET_RANGES = "application/vnd.dataaccess.parquet-ranges"
 
 
 class _Sink:
