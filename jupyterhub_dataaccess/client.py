@@ -307,11 +307,12 @@ def load(dataset: str, columns: list[str] | None = None, as_: str = "pandas", *,
     if as_ != "arrow":
         _require(as_, f"as_={as_!r}")
     if limit is None:
-        plan = scan(dataset, columns, where, version)
         if as_ == "dask":
-            return _dask_frame(plan)
-        table = load_partitions(plan)
-        origin = {k: plan[k] for k in ("dataset", "version", "audit_seq")}  # its data.scan
+            return _dask_frame(scan(dataset, columns, where, version))
+        plan, table, origin = _scan_or_file(dataset, columns, where, version)
+        if plan is not None:
+            table = load_partitions(plan)
+            origin = {k: plan[k] for k in ("dataset", "version", "audit_seq")}  # its data.scan
     elif as_ == "dask":
         raise ValueError("limit is not taken with as_='dask' (use .head() on the frame)")
     else:
@@ -479,6 +480,12 @@ def scan(dataset: str, columns: list[str] | None = None, where: str | None = Non
     `Authorization: ticket <ticket>` (no other credential); the answer is an Arrow IPC stream.
     Tickets are secrets that expire (15 minutes by default): keep them out of logs.
     """
+    return _call("POST", f"datasets/{_quote(dataset)}/scan",
+                 json=_scan_body(columns, where, version)).json()
+
+
+def _scan_body(columns: list[str] | None, where: str | None, version: str | None
+               ) -> dict[str, Any]:
     body: dict[str, Any] = {}
     if columns is not None:
         if isinstance(columns, str):
@@ -488,7 +495,64 @@ def scan(dataset: str, columns: list[str] | None = None, where: str | None = Non
         body["where"] = where
     if version is not None:
         body["version"] = version
-    return _call("POST", f"datasets/{_quote(dataset)}/scan", json=body).json()
+    return body
+
+
+def _scan_or_file(dataset: str, columns: list[str] | None, where: str | None,
+                  version: str | None) -> tuple[dict[str, Any] | None, Any, dict[str, Any]]:
+    """(plan, None, {}) of a scan; or, where the plan would be one whole Parquet file with
+    nothing to govern, (None, its table, its origin): the service answers a scan that accepts
+    Parquet with the file itself, saving the round trip of fetching its one ticket."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    import pyarrow as pa
+
+    body = _scan_body(columns, where, version)
+    service = _endpoint()
+    url = urlsplit(service.url(f"datasets/{_quote(dataset)}/scan"))
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise DataAccessError("DATAACCESS_URL must be http(s)://...")
+    conn = _connection(url.scheme, url.netloc)
+    headers = {**service.headers, "Content-Type": "application/json",
+               "Accept": f"application/json, {_TYPES['parquet']}"}
+    resp = _send(conn, url.netloc, "POST", url.path, headers, json.dumps(body).encode())
+    if resp.status >= 400:
+        raise _refusal(resp.status, resp.read(), resp.reason)
+    try:
+        if not resp.getheader("Content-Type", "").startswith(_TYPES["parquet"]):
+            return json.loads(resp.read()), None, {}
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(_receive(resp, int(resp.getheader("Content-Length"))))
+        return None, table, _origin(dataset, resp)
+    except (pa.ArrowInvalid, http.client.HTTPException, OSError, TypeError, ValueError) as e:
+        conn.close()
+        raise DataAccessError(f"The read of {dataset!r} was cut short; try again "
+                              f"({type(e).__name__})") from None
+
+
+def _send(conn: Any, netloc: str, method: str, path: str, headers: dict[str, str],
+          body: bytes | None = None) -> Any:
+    """The response of one request on a kept-alive connection (a new one if the service had
+    closed it)."""
+    import http.client
+
+    for fresh in (False, True):  # a kept-alive connection the server closed: one new try
+        try:
+            if fresh:
+                conn.close()
+            conn.request(method, path, body=body, headers=headers)
+            return conn.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            if fresh:
+                raise DataAccessError(f"The data access service at {netloc} closed the "
+                                      "connection; try again") from None
+        except OSError:
+            conn.close()
+            raise DataAccessError(f"The data access service at {netloc} did not answer; "
+                                  "try again") from None
+    raise AssertionError("unreachable")
 
 
 class Partition:
@@ -579,21 +643,7 @@ def _fetch_once(part: Partition, dictionaries: bool = False) -> Any:
                "Accept": f"{_TYPES['parquet']}, {RANGES}, {_TYPES['arrow']};q=0.9"}
     if dictionaries:
         headers["X-Dataaccess-Dictionaries"] = "accept"
-    for fresh in (False, True):  # a kept-alive connection the server closed: one new try
-        try:
-            if fresh:
-                conn.close()
-            conn.request("GET", path, headers=headers)
-            resp = conn.getresponse()
-            break
-        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-            if fresh:
-                raise DataAccessError(f"The data access service at {url.netloc} closed the "
-                                      "connection; try again") from None
-        except OSError:
-            conn.close()
-            raise DataAccessError(f"The data access service at {url.netloc} did not answer; "
-                                  "try again") from None
+    resp = _send(conn, url.netloc, "GET", path, headers)
     if resp.status >= 400:
         refusal = _refusal(resp.status, resp.read(), resp.reason)
         retry = resp.getheader("Retry-After")

@@ -185,9 +185,10 @@ def _governed_read(ds: Any, reader: Reader, key: bytes, columns: list[str] | Non
     return execute_typed(plan, key)
 
 
-def _as_is(ds: Any, reader: Reader, claims: Claims) -> str | None:
-    spec = claims.partition
-    if claims.columns or claims.where or spec[0] != "rg" or not whole_file(ds):
+def _as_is(ds: Any, reader: Reader, spec: tuple, columns: list[str] | None,
+           where: str | None) -> str | None:
+    """The partition's file, when the partition is the whole file and nothing governs it."""
+    if columns or where or spec[0] != "rg" or not whole_file(ds):
         return None
     import pyarrow.parquet as pq
 
@@ -195,10 +196,26 @@ def _as_is(ds: Any, reader: Reader, claims: Claims) -> str | None:
     return path if spec[3] == 0 and spec[4] == pq.read_metadata(path).num_row_groups else None
 
 
+@dataclass(frozen=True)
+class PlannedFile:
+    """A plan of one partition, a whole Parquet file with nothing to govern, answered with the
+    file itself: its data.scan record (`audit_seq`) and its data.read record are written."""
+
+    path: str
+    dataset: str
+    version: str | None
+    audit_seq: int
+
+
 def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest, *,
               ticket_key: bytes, ttl: float, target_bytes: int,
-              url_for: Callable[[str], str]) -> dict[str, Any]:
-    """The scan plan: the grant checked, one data.scan record, a ticket per partition."""
+              url_for: Callable[[str], str], file_ok: bool = False
+              ) -> dict[str, Any] | PlannedFile:
+    """The scan plan: the grant checked, one data.scan record, a ticket per partition.
+
+    With `file_ok`, a plan whose one partition is a whole Parquet file with nothing to govern
+    is answered with the file (a PlannedFile): the fetch its ticket would make, audited as one
+    (data.read after the data.scan), without the second round trip."""
     ds = gov.dataset(who, dataset_id)
     try:
         reader = reader_for(ds, req.version)
@@ -216,9 +233,17 @@ def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest
     except SourceError as e:
         raise SourceUnavailable() from e
     schema, version = plan.schema, plan.version
+    whole = (_as_is(ds, reader, parts[0].spec, req.columns, req.where)
+             if file_ok and as_is and len(parts) == 1 else None)
     _, grant, seq = gov.authorize(who, ds.id, "data.scan", {
         "columns": req.columns, "where": req.where, "version": version,
         "partitions": len(parts)})
+    if whole:
+        gov.authorize(who, ds.id, "data.read", {
+            "ticket": None, "scan": seq, "partition": list(parts[0].spec), "version": version,
+            "columns": req.columns, "where": req.where, "format": "parquet"},
+            grant_id=grant.id)
+        return PlannedFile(whole, ds.id, version, seq)
     expires = int((gov.clock() + timedelta(seconds=ttl)).timestamp())
     out = []
     for part in parts:
@@ -286,7 +311,8 @@ def open_partition(gov: Governance, claims: Claims, mask_key: bytes,
     try:
         reader = reader_for(ds, claims.version)
         reader.version()  # a file changed since the plan has no such version any more
-        path = _as_is(ds, reader, claims) if accept_parquet else None
+        path = _as_is(ds, reader, claims.partition, claims.columns, claims.where
+                      ) if accept_parquet else None
         raw = _ranges(ds, reader, claims) if accept_ranges and not path else None
         detail = dict(claims.audit_detail(), format="parquet" if path else "arrow")
         if raw:

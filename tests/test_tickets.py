@@ -269,6 +269,47 @@ def test_a_partition_of_a_dataset_with_no_mask_or_row_filter_is_sent_as_ranges_o
     assert _table(r).column_names == ["species"]  # (Content-Type: the Arrow stream)
 
 
+@pytest.mark.once  # reading files, not the database
+def test_a_scan_accepting_parquet_of_one_whole_file_with_nothing_to_govern_is_that_file(
+        hub: Hub, config_files, monkeypatch):
+    """When a scan plan that would be one whole Parquet file with nothing to govern is asked
+    for accepting Parquet, Then the answer is the file itself, audited as a plan and its one
+    fetch (data.scan, then data.read naming it); da.load reads it so, equal to the file, its
+    provenance the data.scan; asked otherwise, or of a governed dataset, the answer is the plan;
+    the route takes no GET."""
+    grant_of(hub, "analyst", "sales")
+    _grant_masked(hub)
+    with open(f"{config_files['data']}/sales.parquet", "rb") as f:
+        raw = f.read()
+    parquet = {"Accept": "application/json, application/vnd.apache.parquet"}
+    r = hub.call("analyst", "POST", "/datasets/sales/scan", json={}, headers=parquet)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith(
+        "application/vnd.apache.parquet") and r.content == raw
+    seq = int(r.headers["X-Dataaccess-Audit-Seq"])
+    scan = next(a for a in audit(hub, dataset="sales", action="data.scan") if a["seq"] == seq)
+    assert scan["detail"]["partitions"] == 1 and r.headers["X-Dataaccess-Version"]
+    read = [a for a in audit(hub, dataset="sales", action="data.read")
+            if a["detail"].get("scan") == seq]
+    assert len(read) == 1 and read[0]["seq"] > seq and read[0]["detail"]["format"] == "parquet"
+    assert read[0]["detail"]["ticket"] is None
+    assert "partitions" in _plan(hub, "sales")  # without Accept: the plan, as before
+    for body, ds in (({"columns": ["region"]}, "sales"), ({}, MASKED)):
+        r = hub.call("analyst", "POST", f"/datasets/{ds}/scan", json=body, headers=parquet)
+        assert r.status_code == 200 and "partitions" in r.json()
+    assert_error(hub.call("analyst", "GET", "/datasets/sales/scan"), 405)
+    monkeypatch.setenv("DATAACCESS_URL", hub.api.removesuffix("api/v1"))
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", hub.token("analyst"))
+    import jupyterhub_dataaccess as da
+
+    before = audit_total(hub, dataset="sales", action="data.read")
+    table = da.load("sales", as_="arrow")
+    assert table.equals(pq.read_table(io.BytesIO(raw)))
+    origin = da.provenance(table)
+    assert audit_total(hub, dataset="sales", action="data.read") == before + 1
+    assert next(a for a in audit(hub, dataset="sales", action="data.scan")
+                if a["seq"] == origin["audit_seq"])["detail"]["partitions"] == 1
+
+
 @pytest.mark.once  # reading and masking files, not the database
 def test_a_scan_honours_columns_and_where_on_masked_values(hub: Hub):
     """When a plan names columns and a where, Then every partition has only those columns and

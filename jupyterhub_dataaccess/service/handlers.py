@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -38,6 +39,7 @@ from ..sources.stream import FORMATS, PARQUET_RANGES, encode
 from ..times import parse_iso
 from .metrics import CONTENT_TYPE, METRICS_SCOPE
 from .pages import PAGES, render_page
+from .streams import TooManyStreams
 
 if TYPE_CHECKING:
     from ..governance import Governance
@@ -587,20 +589,38 @@ def _parquet_rows(path: str) -> int:
         return 0
 
 
-class ScanHandler(BaseHandler):
-    """A scan plan: the governed read split into partitions, a ticket for each (tickets.py)."""
+class ScanHandler(DataHandler):
+    """A scan plan: the governed read split into partitions, a ticket for each (tickets.py).
+    A caller whose Accept names Parquet gets a plan of one whole file with nothing to govern as
+    that file instead (the fetch of its ticket, audited as one), when a stream slot is free."""
 
-    needs = ("keys", "ticket_seconds", "scan_partition_mb")
+    SUPPORTED_METHODS = ("POST",)  # (it reuses DataHandler's file sending, not its GET)
+    needs = (*DataHandler.needs, "ticket_seconds", "scan_partition_mb")
 
     async def post(self, dataset_id: str) -> None:
         who = await self.principal()
         req = tickets.ScanRequest.from_body(self.json_body())
         base = (f"{self.request.protocol}://{self.request.host}{self.settings['prefix']}"
                 "api/v1/tickets/")
-        self.send(await self.run(
-            tickets.plan_scan, self.governance, who, dataset_id, req,
-            ticket_key=self.keys.ticket, ttl=self.ticket_seconds,
-            target_bytes=int(self.scan_partition_mb * (1 << 20)), url_for=base.__add__))
+        with contextlib.ExitStack() as held:
+            file_ok = FORMATS["parquet"] in self.request.headers.get("Accept", "")
+            if file_ok:
+                try:
+                    held.enter_context(self.streams.slot(who.name))
+                except TooManyStreams:  # the plan, then, whose tickets wait for a slot
+                    file_ok = False
+            out = await self.run(
+                tickets.plan_scan, self.governance, who, dataset_id, req,
+                ticket_key=self.keys.ticket, ttl=self.ticket_seconds,
+                target_bytes=int(self.scan_partition_mb * (1 << 20)), url_for=base.__add__,
+                file_ok=file_ok)
+            if isinstance(out, tickets.PlannedFile):
+                if out.version is not None:
+                    self.set_header("X-Dataaccess-Version", out.version)
+                self.set_header("X-Dataaccess-Audit-Seq", str(out.audit_seq))
+                await self._send_file(out.dataset, out.path)
+                return
+        self.send(out)
 
 
 class TicketHandler(DataHandler):
