@@ -195,6 +195,40 @@ def test_a_changed_file_is_read_through_a_new_database(pool, tmp_path):
     assert table.to_pylist() == [{"s": 100}]
 
 
+def _ask(pool: WorkerPool, ds: Dataset, sql: str) -> tuple[list[dict], str]:
+    """The answer at run level (query/run.py) and the setup its worker used last."""
+    from jupyterhub_dataaccess.query.check import check_sql
+
+    checked = check_sql(sql, {ds.id})
+    plans = {ds.id: run._plan(ds, checked.columns[ds.id])}
+    table, _ = run._run(pool, checked.sql, plans, b"k" * 32, run.Stopwatch())
+    return table.to_pylist(), pool._idle[0].setups[-1]
+
+
+def test_questions_naming_other_columns_of_a_dataset_share_its_database(pool, data):
+    ds = make(str(data / "flights.parquet"))
+    sums, first = _ask(pool, ds, "SELECT sum(n) AS s FROM flights")
+    counts, second = _ask(pool, ds, "SELECT count(DISTINCT secret) AS c FROM flights")
+    assert (sums, counts) == ([{"s": 10}], [{"c": 5}])
+    assert first == second != setup_key([], WORKER_LIMITS)  # one view of every column
+
+
+def test_a_column_duckdb_cannot_read_as_arrow_does_keeps_only_the_questions_columns(
+        pool, tmp_path):
+    """A decimal column keeps the whole dataset off DuckDB's reader only when it is asked."""
+    from decimal import Decimal
+
+    path = tmp_path / "flights.parquet"
+    pq.write_table(pa.table({"n": [1, 2, 3], "secret": ["a", "b", "c"],
+                             "price": pa.array([Decimal("1.50")] * 3, pa.decimal128(5, 2))}),
+                   path)
+    ds = make(str(path), "n < 100")
+    rows, setup = _ask(pool, ds, "SELECT sum(n) AS s FROM flights")
+    assert rows == [{"s": 6}] and setup != setup_key([], WORKER_LIMITS)  # a view
+    rows, setup = _ask(pool, ds, "SELECT sum(price) AS p FROM flights")
+    assert rows == [{"p": Decimal("4.50")}] and setup == setup_key([], WORKER_LIMITS)  # Arrow
+
+
 # -- one layer down: a database kept although nothing was in doubt ----------------------------
 
 CONNECTION_LOCAL = [

@@ -140,8 +140,10 @@ def _run(pool: WorkerPool, sql: str, plans: dict[str, tuple[ReadPlan, list[str]]
     views = {}
     for d, (plan, names) in plans.items():
         if (d, plan.version) not in _arrow_only:
-            try:
-                views[d] = native_view(plan.dataset, plan, mask_key(key, d), names)
+            try:  # every column where it can (one database serves every question), else
+                # the query's (a column DuckDB cannot read as the Arrow path does, unasked)
+                views[d] = (native_view(plan.dataset, plan, mask_key(key, d))
+                            or native_view(plan.dataset, plan, mask_key(key, d), names))
             except (SourceError, OSError, pa.ArrowException):
                 views[d] = None
             if views[d] is not None and views[d].checked() in _types_checked:

@@ -158,12 +158,19 @@ def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 class FileReader(Reader):
+    _found: pads.Dataset | None = None
+
     def _dataset(self) -> pads.Dataset:
-        fs, path = _filesystem(self.ds)
-        try:
-            return pads.dataset(path, format=_file_format(self.ds.source.format), filesystem=fs)
-        except (OSError, pa.ArrowInvalid, FileNotFoundError) as e:
-            raise SourceError(str(e)) from e
+        """The source's files, found once per reader (one request: its version, schema and
+        rows are of the same files)."""
+        if self._found is None:
+            fs, path = _filesystem(self.ds)
+            try:
+                self._found = pads.dataset(path, format=_file_format(self.ds.source.format),
+                                           filesystem=fs)
+            except (OSError, pa.ArrowInvalid, FileNotFoundError) as e:
+                raise SourceError(str(e)) from e
+        return self._found
 
     def raw_schema(self) -> pa.Schema:
         return self._dataset().schema
