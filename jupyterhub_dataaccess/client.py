@@ -502,7 +502,9 @@ def _scan_or_file(dataset: str, columns: list[str] | None, where: str | None,
                   version: str | None) -> tuple[dict[str, Any] | None, Any, dict[str, Any]]:
     """(plan, None, {}) of a scan; or, where the plan would be one whole Parquet file with
     nothing to govern, (None, its table, its origin): the service answers a scan that accepts
-    Parquet with the file itself, saving the round trip of fetching its one ticket."""
+    Parquet with the file itself, saving the round trip of fetching its one ticket; likewise
+    with the byte ranges its tickets would fetch, where they are row groups of one Parquet file
+    with no mask or row filter (`_from_ranges`)."""
     import http.client
     from urllib.parse import urlsplit
 
@@ -515,11 +517,13 @@ def _scan_or_file(dataset: str, columns: list[str] | None, where: str | None,
         raise DataAccessError("DATAACCESS_URL must be http(s)://...")
     conn = _connection(url.scheme, url.netloc)
     headers = {**service.headers, "Content-Type": "application/json",
-               "Accept": f"application/json, {_TYPES['parquet']}"}
+               "Accept": f"application/json, {_TYPES['parquet']}, {RANGES}"}
     resp = _send(conn, url.netloc, "POST", url.path, headers, json.dumps(body).encode())
     if resp.status >= 400:
         raise _refusal(resp.status, resp.read(), resp.reason)
     try:
+        if resp.getheader("Content-Type", "").startswith(RANGES):
+            return None, _from_ranges(resp), _origin(dataset, resp)
         if not resp.getheader("Content-Type", "").startswith(_TYPES["parquet"]):
             return json.loads(resp.read()), None, {}
         import pyarrow.parquet as pq

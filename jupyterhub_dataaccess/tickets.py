@@ -48,6 +48,7 @@ _MAC_CONTEXT = b"jupyterhub-dataaccess ticket v1\n"
 MAX_TICKET_CHARS = 16 * 1024
 AS_IS_FACTOR = 4  # a file up to this many times the partition target is one partition, as is
 SPREAD = 4  # a governed read is split into at least this many partitions where the source allows
+RANGES_ANSWER_BYTES = 256 << 20  # a scan answered with byte ranges: at most this much of a file
 
 
 class TicketRequired(GovernanceError):
@@ -205,17 +206,34 @@ class PlannedFile:
     dataset: str
     version: str | None
     audit_seq: int
+    ranges: ParquetRanges | None = None  # byte ranges of the file, not all of it
+    head: dict[str, Any] | None = None  # (what the client does with them: ranges_prefix)
+
+
+def _one_file_ranges(ds: Any, reader: Reader, parts: list, columns: list[str] | None,
+                     where: str | None, limit: int) -> tuple[ParquetRanges, dict] | None:
+    """The partitions of a plan as byte ranges of one Parquet file, when they are all runs of
+    row groups of that one file, hold at most `limit` bytes at the source, and nothing governs
+    the rows (see `_ranges`)."""
+    if not parts or any(p.spec[0] != "rg" or p.spec[1:3] != parts[0].spec[1:3] for p in parts) \
+            or sum(p.nbytes or 0 for p in parts) > limit:
+        return None
+    first, stop = min(p.spec[3] for p in parts), max(p.spec[4] for p in parts)
+    return _ranges(ds, reader, (*parts[0].spec[:3], first, stop), columns, where)
 
 
 def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest, *,
               ticket_key: bytes, ttl: float, target_bytes: int,
-              url_for: Callable[[str], str], file_ok: bool = False
+              url_for: Callable[[str], str], file_ok: bool = False, ranges_ok: bool = False
               ) -> dict[str, Any] | PlannedFile:
     """The scan plan: the grant checked, one data.scan record, a ticket per partition.
 
     With `file_ok`, a plan whose one partition is a whole Parquet file with nothing to govern
     is answered with the file (a PlannedFile): the fetch its ticket would make, audited as one
-    (data.read after the data.scan), without the second round trip."""
+    (data.read after the data.scan), without the second round trip. With `ranges_ok`, a plan
+    whose partitions are row groups of one Parquet file with no mask or row filter, at most
+    RANGES_ANSWER_BYTES in all at the source, is answered likewise with the byte ranges of the
+    file that its tickets would fetch (`_ranges`), as one data.read."""
     ds = gov.dataset(who, dataset_id)
     try:
         reader = reader_for(ds, req.version)
@@ -235,14 +253,25 @@ def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest
     schema, version = plan.schema, plan.version
     whole = (_as_is(ds, reader, parts[0].spec, req.columns, req.where)
              if file_ok and as_is and len(parts) == 1 else None)
+    try:
+        raw = (_one_file_ranges(ds, reader, parts, req.columns, req.where,
+                                RANGES_ANSWER_BYTES)
+               if ranges_ok and not whole else None)
+    except SourceError as e:
+        raise SourceUnavailable() from e
     _, grant, seq = gov.authorize(who, ds.id, "data.scan", {
         "columns": req.columns, "where": req.where, "version": version,
         "partitions": len(parts)})
-    if whole:
-        gov.authorize(who, ds.id, "data.read", {
-            "ticket": None, "scan": seq, "partition": list(parts[0].spec), "version": version,
-            "columns": req.columns, "where": req.where, "format": "parquet"},
-            grant_id=grant.id)
+    if whole or raw:
+        detail = {"ticket": None, "scan": seq,
+                  "partition": list(parts[0].spec) if whole else "all",
+                  "version": version, "columns": req.columns, "where": req.where,
+                  "format": "parquet" if whole else "parquet-ranges"}
+        if raw:
+            detail.update(row_groups=raw[0].groups, rows=raw[0].rows)
+        gov.authorize(who, ds.id, "data.read", detail, grant_id=grant.id)
+        if raw:
+            return PlannedFile(raw[0].path, ds.id, version, seq, *raw)
         return PlannedFile(whole, ds.id, version, seq)
     expires = int((gov.clock() + timedelta(seconds=ttl)).timestamp())
     out = []
@@ -271,15 +300,16 @@ class Opened:
     batches: Iterator[pa.RecordBatch] | None = None
 
 
-def _ranges(ds: Any, reader: Reader, claims: Claims) -> tuple[ParquetRanges, dict] | None:
-    """The partition as byte ranges of its Parquet file, where nothing governs the rows (no
+def _ranges(ds: Any, reader: Reader, spec: tuple, columns: list[str] | None,
+            where: str | None) -> tuple[ParquetRanges, dict] | None:
+    """Partition `spec` as byte ranges of its Parquet file, where nothing governs the rows (no
     mask, no row filter: the caller's grant covers the whole file, and its `where` and columns
     are its own convenience), with the header telling the client what to read from them."""
     if ds.masks or ds.row_filter or ds.source.kind != "file" or ds.source.format != "parquet" \
-            or claims.partition[0] != "rg":
+            or spec[0] != "rg":
         return None
-    plan = plan_read(ds, claims.columns, claims.where, reader=reader)
-    ranges = reader.partition_ranges(claims.partition, plan.columns, plan.pushed)
+    plan = plan_read(ds, columns, where, reader=reader)
+    ranges = reader.partition_ranges(spec, plan.columns, plan.pushed)
     if ranges is None:
         return None
     return ranges, {"size": ranges.size, "ranges": ranges.ranges, "row_groups": ranges.groups,
@@ -313,7 +343,8 @@ def open_partition(gov: Governance, claims: Claims, mask_key: bytes,
         reader.version()  # a file changed since the plan has no such version any more
         path = _as_is(ds, reader, claims.partition, claims.columns, claims.where
                       ) if accept_parquet else None
-        raw = _ranges(ds, reader, claims) if accept_ranges and not path else None
+        raw = (_ranges(ds, reader, claims.partition, claims.columns, claims.where)
+               if accept_ranges and not path else None)
         detail = dict(claims.audit_detail(), format="parquet" if path else "arrow")
         if raw:
             detail.update(format="parquet-ranges", row_groups=raw[0].groups, rows=raw[0].rows)

@@ -50,7 +50,8 @@ def _claims(ds: Dataset, spec: tuple, columns, where, version) -> tickets.Claims
 
 def _sent(ds: Dataset, claims: tickets.Claims) -> tuple[bytes, tuple] | None:
     """The body the service sends for the partition as ranges (as service/handlers.py does)."""
-    found = tickets._ranges(ds, reader_for(ds, claims.version), claims)
+    found = tickets._ranges(ds, reader_for(ds, claims.version), claims.partition,
+                            claims.columns, claims.where)
     if found is None:
         return None
     ranges, head = found

@@ -244,8 +244,9 @@ def test_a_partition_of_a_dataset_with_no_mask_or_row_filter_is_sent_as_ranges_o
     """When a partition of a plan with columns and a where of a Parquet dataset with no mask
     and no row filter is fetched accepting ranges, Then the body is byte ranges of its file
     that the client makes into exactly the governed Arrow partition, and its data.read record
-    names the row groups and rows sent; da.load's fetches take that path. A masked dataset's
-    partition fetched the same way is the governed Arrow stream."""
+    names the row groups and rows sent; da.load's fetches take that path. A scan accepting
+    ranges is answered with them (its data.scan, then one data.read). A masked dataset's scan
+    is a plan, and its partition fetched accepting ranges is the governed Arrow stream."""
     grant_of(hub, "analyst", "sales")
     where = "region in ('north', null) and amount > 5000"
     plan = _plan(hub, "sales", columns=["amount", "day"], where=where)
@@ -261,7 +262,20 @@ def test_a_partition_of_a_dataset_with_no_mask_or_row_filter_is_sent_as_ranges_o
              if a["detail"].get("scan") == plan["audit_seq"]}
     assert reads["parquet-ranges"]["row_groups"] == [0] and reads["arrow"]["where"] == where
     assert reads["parquet-ranges"]["rows"] == 5000 and "row_groups" not in reads["arrow"]
+    # asked of the scan (da.load does): the same ranges in the same round trip, and its records
+    r = hub.call("analyst", "POST", "/datasets/sales/scan", headers={"Accept": client.RANGES},
+                 json={"columns": ["amount", "day"], "where": where})
+    assert r.status_code == 200 and r.headers["Content-Type"] == client.RANGES
+    assert client._from_ranges(io.BytesIO(r.content)).equals(governed)
+    seq = int(r.headers["X-Dataaccess-Audit-Seq"])
+    [read] = [a for a in audit(hub, dataset="sales", action="data.read")
+              if a["detail"].get("scan") == seq]
+    assert read["detail"]["format"] == "parquet-ranges" and read["detail"]["rows"] == 5000
+    assert audit(hub, dataset="sales", action="data.scan")[0]["seq"] == seq
     _grant_masked(hub)
+    r = hub.call("analyst", "POST", f"/datasets/{MASKED}/scan", headers={
+        "Accept": client.RANGES}, json={"where": "bill_length_mm > 40"})
+    assert r.headers["Content-Type"].startswith("application/json")  # governed: a plan
     [first, *_] = _plan(hub, MASKED, columns=["species"], where="bill_length_mm > 40")[
         "partitions"]
     r = requests.get(first["url"], timeout=60, headers={

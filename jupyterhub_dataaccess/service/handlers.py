@@ -603,22 +603,26 @@ class ScanHandler(DataHandler):
         base = (f"{self.request.protocol}://{self.request.host}{self.settings['prefix']}"
                 "api/v1/tickets/")
         with contextlib.ExitStack() as held:
-            file_ok = FORMATS["parquet"] in self.request.headers.get("Accept", "")
-            if file_ok:
+            accept = self.request.headers.get("Accept", "")
+            file_ok, ranges_ok = FORMATS["parquet"] in accept, PARQUET_RANGES in accept
+            if file_ok or ranges_ok:
                 try:
                     held.enter_context(self.streams.slot(who.name))
                 except TooManyStreams:  # the plan, then, whose tickets wait for a slot
-                    file_ok = False
+                    file_ok = ranges_ok = False
             out = await self.run(
                 tickets.plan_scan, self.governance, who, dataset_id, req,
                 ticket_key=self.keys.ticket, ttl=self.ticket_seconds,
                 target_bytes=int(self.scan_partition_mb * (1 << 20)), url_for=base.__add__,
-                file_ok=file_ok)
+                file_ok=file_ok, ranges_ok=ranges_ok)
             if isinstance(out, tickets.PlannedFile):
                 if out.version is not None:
                     self.set_header("X-Dataaccess-Version", out.version)
                 self.set_header("X-Dataaccess-Audit-Seq", str(out.audit_seq))
-                await self._send_file(out.dataset, out.path)
+                if out.ranges:
+                    await self._send_ranges(out.ranges, out.head)
+                else:
+                    await self._send_file(out.dataset, out.path)
                 return
         self.send(out)
 
