@@ -175,6 +175,9 @@ def test_a_worker_keeps_the_databases_of_its_last_four_setups(pool, data):
         database_of(pool, [v])
     assert pool._idle[0].setups == [setup_key([v], WORKER_LIMITS) for v in views[1:]]
     assert database_of(pool, [views[0]]) != first  # the least recently used was closed
+    # with four databases kept (their threads and address space), a query needing memory runs
+    big = "SELECT count(*) AS c FROM (SELECT DISTINCT i FROM range(4000000) t(i))"
+    assert pool.run(big, {}, [views[4]]).to_pylist() == [{"c": 4_000_000}]
 
 
 def test_a_changed_file_is_read_through_a_new_database(pool, tmp_path):

@@ -242,8 +242,9 @@ class DataAccessService(Application):
     ).tag(config=True)
     query_memory_mb = Integer(
         1024, help="POST /query: DuckDB's memory limit per query (MB); its worker process's "
-                   "address space is capped at 4x this plus 2 GB, and it may spill twice this "
-                   "to a private temporary directory.",
+                   "address space is capped at 4x this plus 2.5 GB (0.5 GB for the databases of "
+                   "its last four setups it keeps), and it may spill twice this to a private "
+                   "temporary directory.",
     ).tag(config=True)
     query_max_rows = Integer(
         1_000_000, help="POST /query: a result with more rows is refused (aggregate, or add a "
