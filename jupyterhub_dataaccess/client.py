@@ -830,18 +830,23 @@ def without_token() -> Iterator[None]:
         os.environ.update(hidden)
 
 
-def _partition_frame(part: Partition) -> Any:
-    """A Dask task: one partition as pandas, fetched with its ticket alone (no token needed)."""
-    return fetch_partition(part).to_pandas()
+def _partition_frame(part: Partition, schema: Any = None) -> Any:
+    """A Dask task: one partition as pandas, fetched with its ticket alone (no token needed);
+    a hashed column that came as a dictionary is cast back to the plan's `schema`."""
+    table = fetch_partition(part, dictionaries=schema is not None)
+    if schema is not None and table.schema != schema:
+        table = table.cast(schema)
+    return table.to_pandas()
 
 
 def _dask_frame(plan: dict[str, Any]) -> Any:
     """A Dask DataFrame of a plan: a partition per ticket, the governed schema as meta."""
     import dask.dataframe as dd
 
-    meta = plan_schema(plan).empty_table().to_pandas()
+    schema = plan_schema(plan)
+    meta = schema.empty_table().to_pandas()
     parts = partitions(plan)
     if not parts:
         return dd.from_pandas(meta, npartitions=1)
     return dd.from_map(_partition_frame, parts, meta=meta, enforce_metadata=False,
-                       label=f"dataaccess-{plan['dataset']}")
+                       label=f"dataaccess-{plan['dataset']}", schema=schema)

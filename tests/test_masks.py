@@ -202,3 +202,48 @@ def test_hash_v2_values_of_numbers_dates_and_times_are_those_stored_before():
         assert masks.mask_array(arr, "hash", KEY).to_pylist() == out
         assert [masks.hash_array(arr.slice(i, 1), KEY)[0].as_py() for i in (0, 1, 7)] == [
             out[0], out[1], out[7]], name
+
+
+def test_a_hashed_integer_column_of_few_values_may_leave_as_a_dictionary_of_the_same_hashes(
+        tmp_path):
+    """When a ticket's reader accepts dictionaries and a hashed integer column spans few values,
+    Then it leaves as an Arrow dictionary (each distinct hash once) whose cast to text is
+    exactly the plain read's, a later row group of many values is made to fit the stream's
+    type, nulls stay null; without dictionaries, or under hash-v1, it is plain text."""
+    import dataclasses
+    import io
+
+    import pyarrow.parquet as pq
+
+    from jupyterhub_dataaccess.catalog import Dataset, Source
+    from jupyterhub_dataaccess.sources.plan import execute, execute_typed, plan_read
+    from jupyterhub_dataaccess.sources.readers import reader_for
+    from jupyterhub_dataaccess.sources.stream import encode
+
+    n = 40_000
+    few = pa.array([None if i % 333 == 1 else i % 1000 - 500 for i in range(n)], pa.int32())
+    many = pa.array(np.arange(n, dtype=np.int32) * 7919, pa.int32())
+    path = tmp_path / "k.parquet"
+    with pq.ParquetWriter(path, pa.schema([("key", pa.int32()), ("v", pa.float64())])) as w:
+        for keys in (few, many, few):
+            w.write_table(pa.table({"key": keys, "v": np.arange(n, dtype=np.float64)}))
+    key = b"k" * 32
+    got = masks.hashed_dictionary(few, "hash", key)
+    assert got.type == pa.dictionary(pa.int32(), pa.string())
+    assert got.cast(pa.string()).equals(masks.mask_array(few, "hash-v2", key))
+    assert masks.hashed_dictionary(few, "hash-v1", key) is None
+    assert masks.hashed_dictionary(many, "hash", key) is None
+    for how, dictionary in (("hash", True), ("hash-v1", False)):
+        ds = Dataset(id="k", title="k", source=Source(kind="file", uri=str(path),
+                                                      format="parquet"), masks={"key": how})
+        reader = reader_for(ds)
+        spec = reader.partitions(1 << 40)[0].spec
+        plan = dataclasses.replace(plan_read(ds, reader=reader), partition=spec)
+        expected = pa.Table.from_batches(list(execute(plan, key)), plan.schema)
+        schema, batches = execute_typed(dataclasses.replace(plan, dictionaries=True), key)
+        assert pa.types.is_dictionary(schema.field("key").type) is dictionary
+        stream = b"".join(encode(schema, batches, "arrow"))
+        table = pa.ipc.open_stream(io.BytesIO(stream)).read_all()
+        assert table.num_rows == expected.num_rows == 3 * n
+        assert table.cast(plan.schema).equals(expected)
+        assert expected.column("key").null_count == 2 * few.null_count > 0

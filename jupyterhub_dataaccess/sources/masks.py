@@ -155,6 +155,26 @@ def _small_range(arr: pa.Array) -> tuple[int, int] | None:
     return low, high
 
 
+def _hashed_range(arr: pa.Array, key: bytes) -> pa.DictionaryArray | None:
+    """hash-v2 of an integer column spanning few values, as a dictionary: every integer of
+    min..max hashed once, each row's index its offset from min (None: not such a column)."""
+    small = _small_range(arr)
+    if small is None:
+        return None
+    low, high = small
+    hashed = hash_v2(pa.array(range(low, high + 1), arr.type), key)
+    wide = pa.uint64() if pa.types.is_unsigned_integer(arr.type) else pa.int64()
+    offsets = pc.subtract(arr.cast(wide), pa.scalar(low, wide))  # 0 .. high - low
+    return pa.DictionaryArray.from_arrays(offsets.cast(pa.int32()), hashed)
+
+
+def hashed_dictionary(arr: pa.Array, how: str, key: bytes) -> pa.DictionaryArray | None:
+    """mask_array(arr, how, key) as an Arrow dictionary where that is cheap to make and to send
+    (an integer column of few distinct values under hash-v2: each distinct hash once, not 32
+    characters a row); None otherwise. Cast to text, it is exactly mask_array's."""
+    return _hashed_range(arr, key) if how in ("hash", "hash-v2") else None
+
+
 def hash_v2(arr: pa.Array, key: bytes) -> pa.Array:
     if pa.types.is_dictionary(arr.type):
         return pc.take(hash_v2(arr.dictionary, key), arr.indices)
@@ -162,13 +182,9 @@ def hash_v2(arr: pa.Array, key: bytes) -> pa.Array:
     # spanning few values: each integer of its range (a column of 1,000 keys: 85 -> ~20 ms per
     # 1 M rows); other types whose equal values have one text form: a dictionary before text;
     # floats (0.0 and -0.0): after it. Each value's hash is that of its text all the same.
-    small = _small_range(arr)
-    if small is not None:  # every integer of min..max hashed once, each row looked up
-        low, high = small
-        hashed = hash_v2(pa.array(range(low, high + 1), arr.type), key)
-        wide = pa.uint64() if pa.types.is_unsigned_integer(arr.type) else pa.int64()
-        offsets = pc.subtract(arr.cast(wide), pa.scalar(low, wide))  # 0 .. high - low
-        return pc.take(hashed, offsets.cast(pa.int32()))
+    ranged = _hashed_range(arr, key)
+    if ranged is not None:
+        return pc.take(ranged.dictionary, ranged.indices)
     if _exact(arr.type) and _few_distinct(arr):
         enc = arr.dictionary_encode()
         return pc.take(hash_v2(enc.dictionary, key), enc.indices)

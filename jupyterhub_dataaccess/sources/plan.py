@@ -22,7 +22,7 @@ import pyarrow as pa
 from ..catalog import Dataset
 from .base import Reader, SourceError, UnknownVersion
 from .filters import FilterError, RowFilter, and_filters, bind, parse_filter
-from .masks import mask_array, mask_key
+from .masks import hashed_dictionary, mask_array, mask_key
 from .readers import (
     CatalogMismatch,
     ColumnError,
@@ -124,7 +124,8 @@ def execute(plan: ReadPlan, key: bytes) -> Iterator[pa.RecordBatch]:
     then the caller's filter on masked columns, projection and limit.
 
     With `plan.dictionaries`, a hashed text column the reader gives as a dictionary (no filter
-    reads it) stays one: its few distinct values hashed, its indices as they are. The batches'
+    reads it) stays one: its few distinct values hashed, its indices as they are; a hashed
+    integer column of few distinct values becomes one (masks.hashed_dictionary). The batches'
     schema may then differ from `plan.schema` in those columns' types alone (execute_typed)."""
     ds = plan.dataset
     reader = plan.reader or reader_for(ds)
@@ -171,6 +172,10 @@ def execute(plan: ReadPlan, key: bytes) -> Iterator[pa.RecordBatch]:
 def _masked(arr: pa.Array, how: str, key: bytes, keep_dictionary: bool) -> pa.Array:
     if keep_dictionary and pa.types.is_dictionary(arr.type):
         return pa.DictionaryArray.from_arrays(arr.indices, mask_array(arr.dictionary, how, key))
+    if keep_dictionary:  # an integer column of few values: its hashes as a dictionary
+        hashed = hashed_dictionary(arr, how, key)
+        if hashed is not None:
+            return hashed
     return mask_array(arr, how, key)
 
 
