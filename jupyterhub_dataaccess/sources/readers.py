@@ -275,18 +275,9 @@ class FileReader(Reader):
                                filesystem=dataset.filesystem)
             return one.scanner(columns=columns, filter=filter_expr, batch_size=BATCH_ROWS,
                                use_threads=True, batch_readahead=BATCH_READAHEAD).to_batches()
-        fragment = pads.ParquetFileFormat().make_fragment(path, filesystem=dataset.filesystem)
-        meta = fragment.metadata  # the footer, read once for the checks and the statistics
-        if not (len(spec) == 5 and all(isinstance(x, int) for x in spec[3:])
-                and 0 <= spec[3] < spec[4] <= meta.num_row_groups):
-            raise PartitionChanged("the file's row groups changed since the plan")
+        meta, wanted = self._row_groups(dataset, path, spec, where)
         needed = list(dict.fromkeys([*columns, *sorted(where.columns if where else ())]))
         target = pa.schema([dataset.schema.field(n) for n in needed])
-        wanted = range(spec[3], spec[4])
-        if filter_expr is not None:  # only the row groups whose statistics may match
-            wanted = [rg.id for rg in fragment.subset(filter=filter_expr,
-                                                      schema=dataset.schema).row_groups
-                      if rg.id in wanted]
         f = dataset.filesystem.open_input_file(path)
 
         def groups() -> Iterator[pa.RecordBatch]:
@@ -310,22 +301,13 @@ class FileReader(Reader):
         if spec[0] != "rg" or not isinstance(dataset.filesystem, LocalFileSystem):
             return None
         path = self.partition_file(dataset, spec)
-        fragment = pads.ParquetFileFormat().make_fragment(path, filesystem=dataset.filesystem)
-        meta = fragment.metadata
-        if not (len(spec) == 5 and all(isinstance(x, int) for x in spec[3:])
-                and 0 <= spec[3] < spec[4] <= meta.num_row_groups):
-            raise PartitionChanged("the file's row groups changed since the plan")
+        meta, groups = self._row_groups(dataset, path, spec, where)
         read = list(dict.fromkeys([*columns, *sorted(where.columns if where else ())]))
         stored = meta.schema.to_arrow_schema()
         if meta.num_columns != len(stored) or not all(  # one column chunk per column
                 n in stored.names and stored.field(n).equals(dataset.schema.field(n))
                 for n in read):
             return None
-        groups: list[int] = list(range(spec[3], spec[4]))
-        if where is not None:  # only the row groups whose statistics may match
-            groups = [rg.id for rg in fragment.subset(filter=where.to_arrow(),
-                                                      schema=dataset.schema).row_groups
-                      if rg.id in groups]
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             tail = os.pread(f.fileno(), 8, size - 8)
@@ -353,6 +335,24 @@ class FileReader(Reader):
         return ParquetRanges(path, size, _merged(spans), groups, read,
                              sum(meta.row_group(g).num_rows for g in groups), every,
                              [n for n in read if n in dictionary])
+
+    @staticmethod
+    def _row_groups(dataset: pads.FileSystemDataset, path: str, spec: tuple,
+                    where: RowFilter | None) -> tuple[Any, list[int]]:
+        """(footer, row groups) of a partition of row groups of the file at `path`: those of the
+        run whose statistics may match `where`. PartitionChanged when the file no longer has
+        the run planned."""
+        fragment = pads.ParquetFileFormat().make_fragment(path, filesystem=dataset.filesystem)
+        meta = fragment.metadata  # the footer, read once for the checks and the statistics
+        if not (len(spec) == 5 and all(isinstance(x, int) for x in spec[3:])
+                and 0 <= spec[3] < spec[4] <= meta.num_row_groups):
+            raise PartitionChanged("the file's row groups changed since the plan")
+        run = range(spec[3], spec[4])
+        if where is None:
+            return meta, list(run)
+        return meta, [rg.id for rg in fragment.subset(filter=where.to_arrow(),
+                                                      schema=dataset.schema).row_groups
+                      if rg.id in run]
 
     @staticmethod
     def partition_file(dataset: pads.FileSystemDataset, spec: tuple) -> str:
