@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..catalog import Dataset
 from .base import Reader, SourceError, UnknownVersion
@@ -159,6 +160,8 @@ def execute(plan: ReadPlan, key: bytes) -> Iterator[pa.RecordBatch]:
             if left is not None:
                 batch = batch.slice(0, left)
                 left -= batch.num_rows
+            if keep and batch.num_rows:
+                batch = _only_present(batch)
             if batch.num_rows:
                 yield batch
             if left is not None and left <= 0:
@@ -177,6 +180,22 @@ def _masked(arr: pa.Array, how: str, key: bytes, keep_dictionary: bool) -> pa.Ar
         if hashed is not None:
             return hashed
     return mask_array(arr, how, key)
+
+
+def _only_present(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """`batch` with each dictionary column's dictionary cut to the values its rows hold, in the
+    order they first appear: a reader's dictionary also holds the values of rows the row filter
+    (or `where`) removed, and a hashed integer range holds every integer of min..max in order
+    (its indices would be raw value - min); either would tell what the mask or filter hides."""
+    arrays = []
+    for arr in batch.columns:
+        if pa.types.is_dictionary(arr.type):
+            used = pc.unique(pc.drop_null(arr.indices))
+            arr = pa.DictionaryArray.from_arrays(
+                pc.index_in(arr.indices, value_set=used).cast(arr.type.index_type),
+                arr.dictionary.take(used))
+        arrays.append(arr)
+    return pa.RecordBatch.from_arrays(arrays, schema=batch.schema)
 
 
 def execute_typed(plan: ReadPlan, key: bytes) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
