@@ -34,7 +34,13 @@ from ..errors import (
 from ..messages import how_to_ask, notification
 from ..sources.filters import MAX_FILTER_LENGTH
 from ..sources.plan import ReadPlan, execute
-from ..sources.readers import CatalogMismatch, ParquetRanges, SourceError, dataset_info
+from ..sources.readers import (
+    CatalogMismatch,
+    ParquetRanges,
+    PartitionChanged,
+    SourceError,
+    dataset_info,
+)
 from ..sources.stream import FORMATS, PARQUET_RANGES, encode
 from ..times import parse_iso
 from .metrics import CONTENT_TYPE, METRICS_SCOPE
@@ -547,12 +553,10 @@ class DataHandler(BaseHandler):
         they are (tickets.ranges_prefix)."""
         prefix = tickets.ranges_prefix(head)
         try:
-            f = open(part.path, "rb")  # noqa: SIM115 (closed below)
-        except OSError as e:
+            f = part.open()  # the very file the ranges were found in, else PartitionChanged
+        except (OSError, PartitionChanged) as e:
             raise SourceUnavailable() from e
         with f:
-            if os.fstat(f.fileno()).st_size != part.size:  # replaced since the ranges were found
-                raise SourceUnavailable()
             size = len(prefix) + sum(n for _, n in part.ranges)
             self.set_header("Content-Type", PARQUET_RANGES)
             self.set_header("Content-Length", str(size))

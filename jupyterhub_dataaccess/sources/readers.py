@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.dataset as pads
@@ -134,6 +134,25 @@ class ParquetRanges:
     rows: int
     every: list[bool]  # per row group: its statistics prove `where` keeps every row
     dictionary: list[str]  # text columns stored as small dictionaries in every row group
+    identity: tuple[int, ...] = ()  # the file's (device, inode, size, mtime) when planned
+
+    def open(self) -> BinaryIO:
+        """The file, open, checked to be the very file whose footer gave the ranges (same
+        device, inode, size and modification time): a file renamed or linked in its place
+        since is PartitionChanged, never sent."""
+        return _open_same(self.path, self.identity)
+
+
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _open_same(path: str, identity: tuple[int, ...]) -> BinaryIO:
+    f = open(path, "rb")  # noqa: SIM115 (the caller closes it)
+    if _identity(os.fstat(f.fileno())) != identity:
+        f.close()
+        raise PartitionChanged("the file changed since its ranges were found")
+    return f
 
 
 def _small_dictionaries(rg: Any, names: list[str], target: pa.Schema) -> list[str]:
@@ -301,6 +320,7 @@ class FileReader(Reader):
         if spec[0] != "rg" or not isinstance(dataset.filesystem, LocalFileSystem):
             return None
         path = self.partition_file(dataset, spec)
+        identity = _identity(os.stat(path))  # before the footer is read: the file it describes
         meta, groups = self._row_groups(dataset, path, spec, where)
         read = list(dict.fromkeys([*columns, *sorted(where.columns if where else ())]))
         stored = meta.schema.to_arrow_schema()
@@ -308,7 +328,7 @@ class FileReader(Reader):
                 n in stored.names and stored.field(n).equals(dataset.schema.field(n))
                 for n in read):
             return None
-        with open(path, "rb") as f:
+        with _open_same(path, identity) as f:
             size = os.fstat(f.fileno()).st_size
             tail = os.pread(f.fileno(), 8, size - 8)
         footer = int.from_bytes(tail[:4], "little") + 8
@@ -334,7 +354,7 @@ class FileReader(Reader):
                                          size - footer - start)))
         return ParquetRanges(path, size, _merged(spans), groups, read,
                              sum(meta.row_group(g).num_rows for g in groups), every,
-                             [n for n in read if n in dictionary])
+                             [n for n in read if n in dictionary], identity)
 
     @staticmethod
     def _row_groups(dataset: pads.FileSystemDataset, path: str, spec: tuple,

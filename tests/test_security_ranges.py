@@ -1,0 +1,50 @@
+"""Byte ranges of a Parquet file sent as they are (review of 3ca0bb0 / d608530): the bytes sent
+are those of the very file whose footer gave the ranges, never of a file put in its place."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from jupyterhub_dataaccess.catalog import Dataset, Source
+from jupyterhub_dataaccess.sources.base import PartitionChanged
+from jupyterhub_dataaccess.sources.readers import reader_for
+
+
+def _write(path: object, offset: int) -> None:
+    pq.write_table(pa.table({"n": np.arange(offset, offset + 1000, dtype=np.int64)}), path,
+                   compression=None)
+
+
+@pytest.mark.parametrize("swap", ["rename", "symlink", "rewrite"])
+def test_a_file_put_in_the_place_of_the_planned_one_is_never_sent(tmp_path, swap):
+    """When the dataset's file is replaced between the ranges being found and the file being
+    opened to send them (another file renamed or linked over it, same size, or rewritten with
+    another time), Then opening it for the ranges fails (PartitionChanged): the service answers
+    503 rather than sending another file's bytes at the planned offsets."""
+    data, other = tmp_path / "d" / "t.parquet", tmp_path / "other.parquet"
+    data.parent.mkdir()
+    _write(data, 0)
+    _write(other, 10**6)  # another file of the same size: the size check alone passes it
+    assert os.path.getsize(data) == os.path.getsize(other)
+    ds = Dataset(id="t", title="t", source=Source(kind="file", uri=str(data), format="parquet"))
+    reader = reader_for(ds)
+    spec = reader.partitions(1 << 40)[0].spec
+    part = reader.partition_ranges(spec, ["n"], None)
+    with part.open() as f:  # unchanged: the very file
+        assert f.read(4) == b"PAR1"
+    if swap == "rename":
+        os.replace(shutil.copy(other, tmp_path / "x.parquet"), data)
+    elif swap == "symlink":
+        os.unlink(data)
+        os.symlink(other, data)
+    else:
+        _write(data, 10**6)
+        os.utime(data, ns=(0, 1))
+    with pytest.raises(PartitionChanged):
+        part.open()
