@@ -119,6 +119,22 @@ def test_any_other_setup_gets_a_database_of_its_own(pool, data, change):
         assert not set(ours) & set(theirs_rows)
 
 
+def test_a_macro_named_as_the_hash_function_never_unmasks_the_view(pool, data):
+    """When a statement past the check knows the view's hash function (its name is kept with
+    the database, and duckdb_views() shows it) and defines a temporary macro of that name
+    returning its argument, in the same request or an earlier one, Then the view still calls
+    the worker's function (it names it qualified) and answers hashed values, never raw ones."""
+    view = view_of(make(str(data / "flights.parquet")))
+    sql = database_of(pool, [view])
+    function = sql[sql.index("_dataaccess_hash_"):].split("(")[0]
+    for leave in (f"CREATE TEMP MACRO {function}(x) AS x; ",
+                  f"CREATE TEMP MACRO {function}(x) AS x; SET search_path = 'temp,main'; ",
+                  ""):
+        rows = answer(pool, leave + GOVERNED, [view])
+        assert isinstance(rows, list) and [r["n"] for r in rows] == [0, 1, 2, 3, 4], leave
+        assert not any(r["secret"].startswith("s") for r in rows), leave
+
+
 LEFTOVERS = [
     # (what a query leaves, a later query that would see it)
     ("CREATE TEMP TABLE leak AS SELECT 42 AS n", "SELECT * FROM leak"),

@@ -48,3 +48,23 @@ def test_a_file_put_in_the_place_of_the_planned_one_is_never_sent(tmp_path, swap
         os.utime(data, ns=(0, 1))
     with pytest.raises(PartitionChanged):
         part.open()
+
+
+def test_the_header_sent_before_the_ranges_names_no_file_or_directory(tmp_path):
+    """When a partition goes out as byte ranges, Then the JSON header before them says sizes,
+    offsets, row groups and columns, never the file's name or any part of its path."""
+    from jupyterhub_dataaccess import tickets
+
+    data = tmp_path / "secret-dir" / "hidden-name.parquet"
+    data.parent.mkdir()
+    _write(data, 0)
+    ds = Dataset(id="t", title="t", source=Source(kind="file", uri=str(data), format="parquet"))
+    reader = reader_for(ds)
+    spec = reader.partitions(1 << 40)[0].spec
+    for where in (None, "n >= 10"):
+        part, head = tickets._ranges(ds, reader, spec, ["n"], where)
+        prefix = tickets.ranges_prefix(head)
+        assert part.path == str(data)
+        assert b"secret-dir" not in prefix and b"hidden-name" not in prefix
+        assert set(head) == {"size", "ranges", "row_groups", "every_row", "columns",
+                             "dictionary", "where", "select"}

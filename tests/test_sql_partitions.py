@@ -151,3 +151,24 @@ def test_a_range_of_another_key_or_a_bound_of_the_wrong_type_is_refused(source_u
     by_day = reader_for(_ds(source_url, "day"))
     with pytest.raises(PartitionChanged):
         list(by_day.partition_batches(("key", "day", 5, None, False), ["id"], None))
+
+
+def test_a_hostile_range_is_refused_or_reads_only_what_the_row_filter_keeps(source_url):
+    """When a range's bounds are SQL-shaped text (they are bound parameters, parsed as the key's
+    type first: refused), or a range spans the whole key with the nulls (as a forged ticket
+    would, were tickets not signed), Then no text reaches the statement and the widest range
+    still reads only the rows the row filter keeps, masked: exactly the one-stream read."""
+    for key, bound in (("day", "2024-01-01' OR '1'='1"), ("ts", "2024-01-01 00:00:00; --"),
+                       ("id", "0 OR 1=1")):
+        reader = reader_for(_ds(source_url, key))
+        for spec in (("key", key, bound, None, False), ("key", key, None, bound, True)):
+            with pytest.raises(PartitionChanged):
+                list(reader.partition_batches(spec, ["id"], None))
+    ds = _ds(source_url, "id")
+    plan = plan_read(ds, None, None)
+    whole = pa.Table.from_batches(list(execute(plan, KEY)), plan.schema)
+    widest = replace(plan, partition=("key", "id", None, None, True))
+    got = pa.Table.from_batches(list(execute(widest, KEY)), plan.schema)
+    assert 0 < got.num_rows == whole.num_rows < ROWS
+    assert min(got.column("delay").to_pylist()) >= 0
+    assert _sorted(got) == _sorted(whole)

@@ -245,7 +245,8 @@ def view_sql(view: dict[str, Any], hash_function: dict[str, str]) -> tuple[str, 
         elif mask == "redact":
             exprs.append(f"{quote_text(REDACTED)} AS {q}")
         else:
-            exprs.append(f"{hash_function[name]}({q}) AS {q}")
+            # by its qualified name: a temporary macro of the same name shadows a bare one
+            exprs.append(f"system.main.{hash_function[name]}({q}) AS {q}")
     where = f" WHERE {view['where']}" if view["where"] else ""
     create = (f"CREATE VIEW {quote_name(view['name'])} AS SELECT {', '.join(exprs)} "
               f"FROM {source}{where}")
