@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -64,25 +64,51 @@ def append(session: Session, actor: str, action: str, *, dataset: str = "",
            detail: dict[str, Any] | None = None, at: datetime | None = None) -> AuditRecord:
     """Add one record to the chain inside the caller's transaction (so it commits with it).
 
-    The audit key is the session's `info["audit_key"]` (see store.Database).
+    The audit key is the session's `info["audit_key"]` (see store.Database). Three statements:
+    lock and read the head, insert the record, move the head (Core, not the ORM's flush; what
+    the session holds pending is flushed first, so a record never precedes its grant or
+    request). The record returned is not attached to the session.
     """
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
     at = at or datetime.now(timezone.utc)
     key = session.info.get("audit_key")
+    session.flush()
     head = _locked_head(session)
     _switch_key(session, head, key, at)
-    return _add(session, head, key, actor, action, dataset, request_id, grant_id, detail, at)
+    rec = _add(session, head, key, actor, action, dataset, request_id, grant_id, detail, at)
+    _move_head(session, head)
+    return rec
 
 
 def ensure_keyed(session: Session, key: bytes, at: datetime | None = None) -> bool:
     """Record the switch to `key` now if the chain is not keyed with it yet (the service does
     this at start). Returns whether a record was written."""
+    session.flush()
     head = _locked_head(session)
-    return _switch_key(session, head, key, at or datetime.now(timezone.utc))
+    switched = _switch_key(session, head, key, at or datetime.now(timezone.utc))
+    if switched:
+        _move_head(session, head)
+    return switched
 
 
-def _switch_key(session: Session, head: AuditHead, key: bytes | None, at: datetime) -> bool:
+@dataclass
+class _Head:
+    """The head row as read under its lock, moved in memory as records are added."""
+
+    seq: int
+    hash: str
+    key_id: str | None
+
+
+_HEAD = AuditHead.__table__
+_RECORDS = AuditRecord.__table__
+_LOCK_HEAD = select(_HEAD.c.seq, _HEAD.c.hash, _HEAD.c.key_id).where(_HEAD.c.id == 1) \
+    .with_for_update()
+_MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1)
+
+
+def _switch_key(session: Session, head: _Head, key: bytes | None, at: datetime) -> bool:
     if key is None:
         if head.key_id:
             raise AuditKeyMissing(
@@ -98,39 +124,41 @@ def _switch_key(session: Session, head: AuditHead, key: bytes | None, at: dateti
     return True
 
 
-def _add(session: Session, head: AuditHead, key: bytes | None, actor: str, action: str,
+def _add(session: Session, head: _Head, key: bytes | None, actor: str, action: str,
          dataset: str, request_id: int | None, grant_id: int | None,
          detail: dict[str, Any] | None, at: datetime) -> AuditRecord:
     seq = head.seq + 1
     detail_text = json.dumps(detail or {}, sort_keys=True, separators=(",", ":"), default=str)
     digest = record_hash(head.hash, seq, at, actor, action, dataset, request_id, grant_id,
                          detail_text, key)
-    rec = AuditRecord(seq=seq, at=at, actor=actor, action=action, dataset=dataset,
-                      request_id=request_id, grant_id=grant_id, detail=detail_text,
-                      prev_hash=head.hash, hash=digest)
-    session.add(rec)
+    row = {"seq": seq, "at": at, "actor": actor, "action": action, "dataset": dataset,
+           "request_id": request_id, "grant_id": grant_id, "detail": detail_text,
+           "prev_hash": head.hash, "hash": digest}
+    session.execute(insert(_RECORDS), row)
     head.seq, head.hash = seq, digest
-    session.flush()
-    return rec
+    return AuditRecord(**row)
 
 
-def _locked_head(session: Session) -> AuditHead:
+def _move_head(session: Session, head: _Head) -> None:
+    session.execute(_MOVE_HEAD, {"seq": head.seq, "hash": head.hash, "key_id": head.key_id})
+
+
+def _locked_head(session: Session) -> _Head:
     """The head row, locked for this transaction; made on the first append.
 
     Concurrent first appends (PostgreSQL, READ COMMITTED) all find no head: each inserts it in a
     savepoint, the losers' unique violation rolls back only the savepoint, and they lock the
     winner's row instead of failing the request.
     """
-    stmt = select(AuditHead).where(AuditHead.id == 1).with_for_update()
-    head = session.execute(stmt).scalar()
-    if head is not None:
-        return head
-    try:
-        with session.begin_nested():
-            session.add(AuditHead(id=1, seq=0, hash=GENESIS))
-    except IntegrityError:
-        pass
-    return session.execute(stmt.execution_options(populate_existing=True)).scalar_one()
+    row = session.execute(_LOCK_HEAD).first()
+    if row is None:
+        try:
+            with session.begin_nested():
+                session.execute(insert(_HEAD), {"id": 1, "seq": 0, "hash": GENESIS})
+        except IntegrityError:
+            pass
+        row = session.execute(_LOCK_HEAD).one()
+    return _Head(*row)
 
 
 # -- anchors: the head, published outside the database ---------------------------------------

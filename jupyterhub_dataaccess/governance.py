@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -108,6 +108,17 @@ def clean_text(value: Any, name: str, max_len: int, required: bool) -> str:
     if len(value) > max_len:
         raise BadRequest(f"{name} is longer than {max_len} characters")
     return value
+
+
+# a user's active grants for a dataset, newest expiry first, locked (authorize): built once
+_ACTIVE = (select(Grant).where(Grant.user == bindparam("user"),
+                               Grant.dataset == bindparam("dataset"),
+                               Grant.revoked_at.is_(None), Grant.expires_at > bindparam("now"))
+           .order_by(Grant.expires_at.desc()).with_for_update())
+_ACTIVE_GRANT = _ACTIVE.where(Grant.id == bindparam("grant_id"))  # only a ticket's grant
+_HELD = (select(Grant.id).where(Grant.user == bindparam("user"),  # whether any: a read
+                               Grant.dataset == bindparam("dataset"), Grant.revoked_at.is_(None),
+                               Grant.expires_at > bindparam("now")).limit(1))
 
 
 @dataclass
@@ -636,18 +647,27 @@ class Governance:
                   ) -> tuple[Dataset, Grant, int]:
         """authorize_read, also giving the audit record's sequence number; with `grant_id`,
         only that grant counts (a ticket's: a newer grant does not revive a revoked one)."""
+        return self._authorize(who, dataset_id, action, detail, grant_id)
+
+    def authorize_answered(self, who: Principal, dataset_id: Any, scan: dict[str, Any],
+                           read: dict[str, Any]) -> tuple[Dataset, Grant, int]:
+        """A scan answered with its data at once: the grant checked once, then its `data.scan`
+        record (detail `scan`) and the `data.read` of the answer (detail `read`, plus `scan`: the
+        scan record's seq), both in one transaction before any data flows. Returns the scan's
+        seq. No grant: one `access.denied` record (attempted data.scan) and NoGrant."""
+        return self._authorize(who, dataset_id, "data.scan", scan, None, read)
+
+    def _authorize(self, who: Principal, dataset_id: Any, action: str,
+                   detail: dict[str, Any] | None, grant_id: int | None,
+                   answer: dict[str, Any] | None = None) -> tuple[Dataset, Grant, int]:
         self._require(who, "browse")
         ds = self._dataset(dataset_id)
         now = self.clock()
         with self.db.write() as s:
             # the row lock orders this read after a revoke committing at the same moment
-            stmt = select(Grant).where(
-                Grant.user == who.name, Grant.dataset == ds.id, Grant.revoked_at.is_(None),
-                Grant.expires_at > now)
-            if grant_id is not None:
-                stmt = stmt.where(Grant.id == grant_id)
-            active = s.execute(stmt.order_by(Grant.expires_at.desc())
-                               .with_for_update()).scalars().all()
+            active = s.execute(_ACTIVE if grant_id is None else _ACTIVE_GRANT,
+                               {"user": who.name, "dataset": ds.id, "now": now,
+                                "grant_id": grant_id}).scalars().all()
             kept = self._drop_outranked(s, active, now)
             g = kept[0] if kept else None
             if g is None:
@@ -657,6 +677,10 @@ class Governance:
             else:
                 rec = audit.append(s, who.name, action, dataset=ds.id, request_id=g.request_id,
                                    grant_id=g.id, detail=detail or {}, at=now)
+                if answer is not None:
+                    audit.append(s, who.name, "data.read", dataset=ds.id,
+                                 request_id=g.request_id, grant_id=g.id,
+                                 detail=dict(answer, scan=rec.seq), at=now)
             seq = rec.seq
         if g is None:
             held = "the grant this ticket was given under is no longer active" if grant_id \
@@ -678,20 +702,17 @@ class Governance:
             self._dataset(d)
         now = self.clock()
 
-        def active(d: str) -> Any:
-            return select(Grant).where(
-                Grant.user == who.name, Grant.dataset == d, Grant.revoked_at.is_(None),
-                Grant.expires_at > now).order_by(Grant.expires_at.desc())
+        def params(d: str) -> dict[str, Any]:
+            return {"user": who.name, "dataset": d, "now": now}
 
         if detail is None:  # the check before a query runs: a read; a refusal is written below
             with self.db.read() as s:
-                if all(s.execute(active(d).limit(1)).scalars().first() is not None
-                       for d in datasets):
+                if all(s.execute(_HELD, params(d)).first() is not None for d in datasets):
                     return None
         with self.db.write() as s:
             held = {}
             for d in datasets:  # the row locks order this after a revoke at the same moment
-                held[d] = s.execute(active(d).with_for_update()).scalars().first()
+                held[d] = s.execute(_ACTIVE, params(d)).scalars().first()
             missing = [d for d in datasets if held[d] is None]
             if missing:
                 audit.append(s, who.name, "access.denied", dataset=missing[0],

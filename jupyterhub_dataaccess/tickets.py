@@ -259,20 +259,19 @@ def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest
                if ranges_ok and not whole else None)
     except SourceError as e:
         raise SourceUnavailable() from e
-    _, grant, seq = gov.authorize(who, ds.id, "data.scan", {
-        "columns": req.columns, "where": req.where, "version": version,
-        "partitions": len(parts)})
+    scan = {"columns": req.columns, "where": req.where, "version": version,
+            "partitions": len(parts)}
     if whole or raw:
-        detail = {"ticket": None, "scan": seq,
-                  "partition": list(parts[0].spec) if whole else "all",
+        detail = {"ticket": None, "partition": list(parts[0].spec) if whole else "all",
                   "version": version, "columns": req.columns, "where": req.where,
                   "format": "parquet" if whole else "parquet-ranges"}
         if raw:
             detail.update(row_groups=raw[0].groups, rows=raw[0].rows)
-        gov.authorize(who, ds.id, "data.read", detail, grant_id=grant.id)
+        _, _, seq = gov.authorize_answered(who, ds.id, scan, detail)  # both records at once
         if raw:
             return PlannedFile(raw[0].path, ds.id, version, seq, *raw)
         return PlannedFile(whole, ds.id, version, seq)
+    _, grant, seq = gov.authorize(who, ds.id, "data.scan", scan)
     expires = int((gov.clock() + timedelta(seconds=ttl)).timestamp())
     out = []
     for part in parts:

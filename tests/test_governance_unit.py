@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from conftest import ON_POSTGRES
 from policies import UNIT_POLICY
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from jupyterhub_dataaccess import audit
 from jupyterhub_dataaccess.config_files import load_catalog, load_policy
@@ -417,6 +419,34 @@ def test_when_there_is_no_grant_then_a_read_is_forbidden_and_audited_once(gov):
     assert actions(gov) == {"access.denied": 1}
 
 
+def test_a_scan_answered_at_once_writes_its_scan_then_its_read_in_one_transaction(gov):
+    """authorize_answered: one commit holding the data.scan record and, next in the chain, the
+    data.read of the answer naming it; no grant: one access.denied, nothing else."""
+    with pytest.raises(NoGrant, match="no active grant for 'pub'"):
+        gov.authorize_answered(alice, "pub", {"partitions": 1}, {"ticket": None})
+    assert actions(gov) == {"access.denied": 1}
+    ask(gov, alice, "pub")
+    commits: list[object] = []
+
+    def committed(conn: object) -> None:
+        commits.append(conn)
+
+    event.listen(gov.db.engine, "commit", committed)
+    ds, g, seq = gov.authorize_answered(alice, "pub", {"partitions": 1},
+                                        {"ticket": None, "format": "parquet"})
+    event.remove(gov.db.engine, "commit", committed)
+    assert (ds.id, len(commits)) == ("pub", 1)
+    with gov.db.read() as s:
+        rows = s.execute(select(AuditRecord).where(AuditRecord.seq >= seq)
+                         .order_by(AuditRecord.seq)).scalars().all()
+        assert audit.verify(s).ok
+    assert [(r.seq, r.action, r.grant_id) for r in rows] == [
+        (seq, "data.scan", g.id), (seq + 1, "data.read", g.id)]
+    assert audit.to_dict(rows[0])["detail"] == {"partitions": 1}
+    assert audit.to_dict(rows[1])["detail"] == {"ticket": None, "format": "parquet", "scan": seq}
+    assert rows[1].prev_hash == rows[0].hash
+
+
 @pytest.mark.parametrize("text", ["0", "-1", "1.0", "0x10", "1e3", "01", " 1", "1 ", "\u0661",
                                   "\uff11", "9" * 20, str(2**31), "1;2", "1\x00", ""])
 def test_an_id_that_is_not_plain_digits_in_the_sql_range_is_no_such_thing(text):
@@ -662,6 +692,75 @@ def test_when_one_user_sends_the_same_request_from_20_threads_then_exactly_one_i
     assert sorted(outcomes) == ["conflict"] * 19 + ["created"]
     assert gov.list_requests(alice)["total"] == 1
     assert actions(gov) == {"request.create": 1}
+
+
+@pytest.fixture
+def any_gov(db_url: str, tmp_path: Path, request: pytest.FixtureRequest, clock: Clock):
+    """Governance on an empty database of the run's kind: SQLite, or a new PostgreSQL database
+    (DATAACCESS_TEST_DB=postgresql), so the first appends race for the head too."""
+    url = f"sqlite:///{tmp_path / 'gov.sqlite'}"
+    if ON_POSTGRES:
+        import os
+
+        from pgutil import pg_bin
+
+        pg = request.getfixturevalue("postgres")
+        name = "gov" + uuid.uuid4().hex[:8]
+        pg._run(os.path.join(pg_bin(), "createdb"), "-h", "127.0.0.1", "-p", str(pg.port),
+                "-U", pg.user, name)
+        url = pg.url.rsplit("/", 1)[0] + "/" + name
+    (tmp_path / "catalog.yaml").write_text(CATALOG, encoding="utf-8")
+    (tmp_path / "policy.yaml").write_text(UNIT_POLICY, encoding="utf-8")
+    config = Config(load_catalog(str(tmp_path / "catalog.yaml")),
+                    load_policy(str(tmp_path / "policy.yaml")))
+    db = Database(url, audit_key=b"k" * 32)
+    db.upgrade()
+    yield Governance(db=db, config=lambda: config, clock=clock)
+    db.dispose()
+
+
+def test_concurrent_reads_and_answered_scans_extend_one_intact_keyed_chain(any_gov):
+    """Given an empty log, When 16 threads each authorize reads and scans answered at once
+    (from the first append on), Then nothing fails, the keyed chain verifies with every record,
+    and each answer's data.read directly follows its own data.scan."""
+    gov = any_gov
+    users = [Principal(f"user{i:02d}", frozenset(), USER) for i in range(16)]
+    start = threading.Barrier(16)
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            start.wait()
+            if i % 4 == 0:  # a first append racing the others (they start at the barrier)
+                ask(gov, users[i], "pub")
+            else:
+                with pytest.raises(NoGrant):
+                    gov.authorize_read(users[i], "pub", "data.read")
+            for _ in range(5):
+                if i % 4 == 0:
+                    gov.authorize_answered(users[i], "pub", {"n": i}, {"ticket": None})
+                    gov.authorize_read(users[i], "pub", "data.read", {"n": i})
+        except BaseException as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(e)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(work, range(16)))
+    assert errors == []
+    with gov.db.read() as s:
+        result = audit.verify(s, keys=[b"k" * 32])
+        rows = s.execute(select(AuditRecord).order_by(AuditRecord.seq)).scalars().all()
+    assert result.ok, result.problems
+    assert result.records == len(rows) == 1 + 4 * 2 + 12 + 4 * 5 * 3
+    assert Counter(r.action for r in rows) == {
+        "audit.keyed": 1, "request.create": 4, "grant.create": 4, "access.denied": 12,
+        "data.scan": 20, "data.read": 40}
+    by_seq = {r.seq: r for r in rows}
+    answers = [r for r in rows if r.action == "data.read" and "scan" in audit._detail(r)]
+    assert len(answers) == 20
+    for r in answers:
+        scan = by_seq[r.seq - 1]
+        assert (scan.action, scan.actor, audit._detail(r)["scan"]) == ("data.scan", r.actor,
+                                                                       scan.seq)
 
 
 def test_when_two_stewards_approve_the_same_request_at_once_then_one_grant(gov):
