@@ -68,3 +68,28 @@ def test_the_header_sent_before_the_ranges_names_no_file_or_directory(tmp_path):
         assert b"secret-dir" not in prefix and b"hidden-name" not in prefix
         assert set(head) == {"size", "ranges", "row_groups", "every_row", "columns",
                              "dictionary", "where", "select"}
+
+
+def test_a_scan_is_answered_with_ranges_only_within_the_cap_and_without_governance(tmp_path):
+    """When a scan could be answered with byte ranges, Then only if its partitions hold at most
+    the cap (RANGES_ANSWER_BYTES, 256 MB, at the source) in all, are row groups of one file, and
+    the dataset has no mask and no row filter; else the plan and its tickets."""
+    from jupyterhub_dataaccess import tickets
+    from jupyterhub_dataaccess.sources.filters import parse_filter
+
+    assert tickets.RANGES_ANSWER_BYTES == 256 << 20
+    data = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"n": np.arange(200_000, dtype=np.int64)}), data,
+                   row_group_size=20_000, compression=None)
+    plain = Dataset(id="t", title="t", source=Source(kind="file", uri=str(data),
+                                                     format="parquet"))
+    reader = reader_for(plain)
+    parts = reader.partitions(100_000)
+    total = sum(p.nbytes for p in parts)
+    assert len(parts) > 1 and total > 0
+    assert tickets._one_file_ranges(plain, reader, parts, None, None, total - 1) is None
+    ranges, _ = tickets._one_file_ranges(plain, reader, parts, None, None, total)
+    assert ranges.rows == 200_000
+    for governed in ({"masks": {"n": "hash"}}, {"row_filter": parse_filter("n >= 5")}):
+        ds = Dataset(id="t", title="t", source=plain.source, **governed)
+        assert tickets._one_file_ranges(ds, reader_for(ds), parts, None, None, total) is None
