@@ -530,7 +530,8 @@ def _scan_or_file(dataset: str, columns: list[str] | None, where: str | None,
 
         table = pq.read_table(_receive(resp, int(resp.getheader("Content-Length"))))
         return None, table, _origin(dataset, resp)
-    except (pa.ArrowInvalid, http.client.HTTPException, OSError, TypeError, ValueError) as e:
+    except (pa.ArrowInvalid, http.client.HTTPException, OSError, TypeError, ValueError,
+            KeyError) as e:
         conn.close()
         raise DataAccessError(f"The read of {dataset!r} was cut short; try again "
                               f"({type(e).__name__})") from None
