@@ -538,15 +538,25 @@ class DataHandler(BaseHandler):
             metrics, route = self.metrics, self.metrics.route(self)
             metrics.served(route, rows=await self.run(_parquet_rows, path))
             try:
-                if await self.streams.send_file(self, f, size):
-                    metrics.served(route, size)
-                else:
-                    while chunk := await self.run(f.read, 4 << 20):
-                        await self.streams.send(self, chunk)
-                        metrics.served(route, len(chunk))
+                await self._send_spans(f, [(0, size)], route)
             except StreamClosedError:
                 return
         self.finish()
+
+    async def _send_spans(self, f: Any, spans: list[tuple[int, int]], route: str) -> None:
+        """The byte `spans` ((offset, length), in order) of file `f` as the rest of the body:
+        by sendfile where the connection allows, else read and written 4 MB at a time.
+        StreamClosedError when the client left."""
+        total = sum(n for _, n in spans)
+        if await self.streams.send_file(self, f, total, spans):
+            self.metrics.served(route, total)
+            return
+        for offset, length in spans:
+            for at in range(offset, offset + length, 4 << 20):
+                chunk = await self.run(os.pread, f.fileno(), min(4 << 20, offset + length - at),
+                                       at)
+                await self.streams.send(self, chunk)
+                self.metrics.served(route, len(chunk))
 
     async def _send_ranges(self, part: ParquetRanges, head: dict[str, Any]) -> None:
         """Byte ranges of a Parquet file as they are (sendfile), after a header saying what
@@ -563,12 +573,9 @@ class DataHandler(BaseHandler):
             metrics, route = self.metrics, self.metrics.route(self)
             metrics.served(route, rows=part.rows)
             self.write(prefix)
+            metrics.served(route, len(prefix))
             try:
-                if not await self.streams.send_file(self, f, size, part.ranges):
-                    for offset, length in part.ranges:
-                        await self.streams.send(self, await self.run(
-                            os.pread, f.fileno(), length, offset))
-                metrics.served(route, size)
+                await self._send_spans(f, part.ranges, route)
             except StreamClosedError:
                 return
         self.finish()
