@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -644,27 +645,36 @@ def test_when_listing_requests_for_review_then_a_steward_sees_only_their_dataset
 # -- concurrency ---------------------------------------------------------------------------------------
 
 
-def test_when_50_threads_request_and_decide_at_once_then_nothing_fails_and_nothing_is_lost(gov):
-    users = [Principal(f"user{i:02d}", frozenset(), USER) for i in range(50)]
-    errors: list[BaseException] = []
-    start = threading.Barrier(50)
+def _all_at_once(n: int, work: Callable[[int], None]) -> list[BaseException]:
+    """work(0) .. work(n - 1), each in a thread of its own, all released together by a barrier;
+    what they raised."""
+    start, errors = threading.Barrier(n), []
 
-    def work(i: int) -> None:
+    def one(i: int) -> None:
         try:
             start.wait()
-            who = users[i]
-            if i % 2:
-                req = ask(gov, who, "conf")
-                approve(gov, steward if i % 4 == 1 else steward2, req["id"])
-            else:
-                ask(gov, who, "pub", days=1 + i)
-                gov.authorize_read(who, "pub", "data.read")
-        except BaseException as e:  # noqa: BLE001 - collected and asserted below
+            work(i)
+        except BaseException as e:  # noqa: BLE001 - returned to the test, which asserts on it
             errors.append(e)
 
-    with ThreadPoolExecutor(max_workers=50) as pool:
-        list(pool.map(work, range(50)))
-    assert errors == []
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        list(pool.map(one, range(n)))
+    return errors
+
+
+def test_when_50_threads_request_and_decide_at_once_then_nothing_fails_and_nothing_is_lost(gov):
+    users = [Principal(f"user{i:02d}", frozenset(), USER) for i in range(50)]
+
+    def work(i: int) -> None:
+        who = users[i]
+        if i % 2:
+            req = ask(gov, who, "conf")
+            approve(gov, steward if i % 4 == 1 else steward2, req["id"])
+        else:
+            ask(gov, who, "pub", days=1 + i)
+            gov.authorize_read(who, "pub", "data.read")
+
+    assert _all_at_once(50, work) == []
     with gov.db.read() as s:
         reqs = s.execute(select(Request)).scalars().all()
         assert len(reqs) == 50 and {r.status for r in reqs} == {"approved"}
@@ -725,27 +735,19 @@ def test_concurrent_reads_and_answered_scans_extend_one_intact_keyed_chain(any_g
     and each answer's data.read directly follows its own data.scan."""
     gov = any_gov
     users = [Principal(f"user{i:02d}", frozenset(), USER) for i in range(16)]
-    start = threading.Barrier(16)
-    errors: list[BaseException] = []
 
     def work(i: int) -> None:
-        try:
-            start.wait()
-            if i % 4 == 0:  # a first append racing the others (they start at the barrier)
-                ask(gov, users[i], "pub")
-            else:
-                with pytest.raises(NoGrant):
-                    gov.authorize_read(users[i], "pub", "data.read")
-            for _ in range(5):
-                if i % 4 == 0:
-                    gov.authorize_answered(users[i], "pub", {"n": i}, {"ticket": None})
-                    gov.authorize_read(users[i], "pub", "data.read", {"n": i})
-        except BaseException as e:  # noqa: BLE001 - collected and asserted below
-            errors.append(e)
+        if i % 4 == 0:  # a first append racing the others (they start at the barrier)
+            ask(gov, users[i], "pub")
+        else:
+            with pytest.raises(NoGrant):
+                gov.authorize_read(users[i], "pub", "data.read")
+        for _ in range(5):
+            if i % 4 == 0:
+                gov.authorize_answered(users[i], "pub", {"n": i}, {"ticket": None})
+                gov.authorize_read(users[i], "pub", "data.read", {"n": i})
 
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        list(pool.map(work, range(16)))
-    assert errors == []
+    assert _all_at_once(16, work) == []
     with gov.db.read() as s:
         result = audit.verify(s, keys=[b"k" * 32])
         rows = s.execute(select(AuditRecord).order_by(AuditRecord.seq)).scalars().all()
