@@ -522,13 +522,9 @@ def _scan_or_file(dataset: str, columns: list[str] | None, where: str | None,
     if resp.status >= 400:
         raise _refusal(resp.status, resp.read(), resp.reason)
     try:
-        if resp.getheader("Content-Type", "").startswith(RANGES):
-            return None, _from_ranges(resp), _origin(dataset, resp)
-        if not resp.getheader("Content-Type", "").startswith(_TYPES["parquet"]):
+        table = _file_table(resp)
+        if table is None:
             return json.loads(resp.read()), None, {}
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(_receive(resp, int(resp.getheader("Content-Length"))))
         return None, table, _origin(dataset, resp)
     except (pa.ArrowInvalid, http.client.HTTPException, OSError, TypeError, ValueError,
             KeyError) as e:
@@ -656,12 +652,9 @@ def _fetch_once(part: Partition, dictionaries: bool = False) -> Any:
             refusal.body["retry_after"] = int(retry)
         raise refusal
     try:
-        if resp.getheader("Content-Type", "").startswith(RANGES):
-            return _from_ranges(resp)
-        if resp.getheader("Content-Type", "").startswith(_TYPES["parquet"]):
-            import pyarrow.parquet as pq
-
-            return pq.read_table(_receive(resp, int(resp.getheader("Content-Length"))))
+        table = _file_table(resp)
+        if table is not None:
+            return table
         with pa.ipc.open_stream(_Into(resp)) as reader:  # decoded batch by batch as it arrives
             table = reader.read_all()
         if resp.read(1):
@@ -674,6 +667,19 @@ def _fetch_once(part: Partition, dictionaries: bool = False) -> Any:
 
 
 RANGES = "application/vnd.dataaccess.parquet-ranges"
+
+
+def _file_table(resp: Any) -> Any:
+    """The table of a body that is a Parquet file as it is, or byte ranges of one
+    (`_from_ranges`); None for a body of any other type."""
+    kind = resp.getheader("Content-Type", "")
+    if kind.startswith(RANGES):
+        return _from_ranges(resp)
+    if kind.startswith(_TYPES["parquet"]):
+        import pyarrow.parquet as pq
+
+        return pq.read_table(_receive(resp, int(resp.getheader("Content-Length"))))
+    return None
 
 
 def _from_ranges(resp: Any) -> Any:
@@ -707,12 +713,12 @@ def _from_ranges(resp: Any) -> Any:
              else plain.empty_table())
     if head["where"]:
         try:
-            expr = bind(parse_filter(head["where"]), plain).to_arrow()
+            where = bind(parse_filter(head["where"]), plain)
+            expr = where.to_arrow()
         except FilterError as e:  # a service whose filter language this client does not know
             raise DataAccessError(f"This client cannot apply the filter {head['where']!r} "
                                   f"({e}); update jupyterhub-dataaccess in this kernel") from None
-        table = _plain_text(table, [n for n in head["dictionary"]
-                                    if n in parse_filter(head["where"]).columns], plain)
+        table = _plain_text(table, [n for n in head["dictionary"] if n in where.columns], plain)
         kept, start = [], 0
         for group, every in zip(groups, head["every_row"], strict=True):
             rows = parquet.metadata.row_group(group).num_rows
