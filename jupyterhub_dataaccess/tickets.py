@@ -33,7 +33,7 @@ from .errors import BadRequest, GovernanceError, NotFound, Principal, SourceUnav
 from .governance import Governance
 from .sources.base import PartitionChanged, Reader, SourceError, UnknownVersion
 from .sources.filters import FilterError
-from .sources.plan import execute_typed, plan_read
+from .sources.plan import ReadPlan, execute_typed, plan_read
 from .sources.readers import (
     ColumnError,
     ParquetRanges,
@@ -210,16 +210,16 @@ class PlannedFile:
     head: dict[str, Any] | None = None  # (what the client does with them: ranges_prefix)
 
 
-def _one_file_ranges(ds: Any, reader: Reader, parts: list, columns: list[str] | None,
-                     where: str | None, limit: int) -> tuple[ParquetRanges, dict] | None:
-    """The partitions of a plan as byte ranges of one Parquet file, when they are all runs of
+def _one_file_ranges(ds: Any, reader: Reader, parts: list, plan: ReadPlan,
+                     limit: int) -> tuple[ParquetRanges, dict] | None:
+    """The partitions of `plan` as byte ranges of one Parquet file, when they are all runs of
     row groups of that one file, hold at most `limit` bytes at the source, and nothing governs
     the rows (see `_ranges`)."""
     if not parts or any(p.spec[0] != "rg" or p.spec[1:3] != parts[0].spec[1:3] for p in parts) \
             or sum(p.nbytes or 0 for p in parts) > limit:
         return None
     first, stop = min(p.spec[3] for p in parts), max(p.spec[4] for p in parts)
-    return _ranges(ds, reader, (*parts[0].spec[:3], first, stop), columns, where)
+    return _ranges(ds, reader, (*parts[0].spec[:3], first, stop), None, None, plan)
 
 
 def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest, *,
@@ -254,8 +254,7 @@ def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest
     whole = (_as_is(ds, reader, parts[0].spec, req.columns, req.where)
              if file_ok and as_is and len(parts) == 1 else None)
     try:
-        raw = (_one_file_ranges(ds, reader, parts, req.columns, req.where,
-                                RANGES_ANSWER_BYTES)
+        raw = (_one_file_ranges(ds, reader, parts, plan, RANGES_ANSWER_BYTES)
                if ranges_ok and not whole else None)
     except SourceError as e:
         raise SourceUnavailable() from e
@@ -300,14 +299,16 @@ class Opened:
 
 
 def _ranges(ds: Any, reader: Reader, spec: tuple, columns: list[str] | None,
-            where: str | None) -> tuple[ParquetRanges, dict] | None:
+            where: str | None, plan: ReadPlan | None = None
+            ) -> tuple[ParquetRanges, dict] | None:
     """Partition `spec` as byte ranges of its Parquet file, where nothing governs the rows (no
     mask, no row filter: the caller's grant covers the whole file, and its `where` and columns
-    are its own convenience), with the header telling the client what to read from them."""
+    are its own convenience), with the header telling the client what to read from them.
+    `plan` is the read's plan when the caller has it (then `columns` and `where` are unused)."""
     if ds.masks or ds.row_filter or ds.source.kind != "file" or ds.source.format != "parquet" \
             or spec[0] != "rg":
         return None
-    plan = plan_read(ds, columns, where, reader=reader)
+    plan = plan or plan_read(ds, columns, where, reader=reader)
     ranges = reader.partition_ranges(spec, plan.columns, plan.pushed)
     if ranges is None:
         return None

@@ -124,3 +124,20 @@ def test_a_dataset_with_a_mask_or_a_row_filter_is_never_sent_as_ranges(sources):
         for part in reader.partitions(1 << 20, plan.pushed):
             assert _sent(ds, _claims(ds, part.spec, ["delay"], "month == 3",
                                      plan.version)) is None
+
+
+def test_a_scan_answered_with_ranges_reads_the_schema_once(sources):
+    """When a scan is answered with byte ranges (tickets._one_file_ranges, given the scan's
+    plan), Then the ranges come from that plan: the source's schema is not read again, and the
+    header equals the one a ticket's fetch builds from a plan of its own."""
+    ds = _dataset(sources["file"])
+    reader = reader_for(ds)
+    plan = plan_read(ds, ["delay"], "month == 3", reader=reader)
+    parts = reader.partitions(1 << 20, plan.pushed, spread=4)
+    reads = []
+    reader.raw_schema = lambda: reads.append(1)  # a second schema read would show here
+    ranges, head = tickets._one_file_ranges(ds, reader, parts, plan, tickets.RANGES_ANSWER_BYTES)
+    assert reads == []
+    spec = (*parts[0].spec[:3], min(p.spec[3] for p in parts), max(p.spec[4] for p in parts))
+    again = tickets._ranges(ds, reader_for(ds), spec, ["delay"], "month == 3")
+    assert again is not None and (ranges, head) == again

@@ -76,6 +76,7 @@ def test_a_scan_is_answered_with_ranges_only_within_the_cap_and_without_governan
     the dataset has no mask and no row filter; else the plan and its tickets."""
     from jupyterhub_dataaccess import tickets
     from jupyterhub_dataaccess.sources.filters import parse_filter
+    from jupyterhub_dataaccess.sources.plan import plan_read
 
     assert tickets.RANGES_ANSWER_BYTES == 256 << 20
     data = tmp_path / "t.parquet"
@@ -87,9 +88,11 @@ def test_a_scan_is_answered_with_ranges_only_within_the_cap_and_without_governan
     parts = reader.partitions(100_000)
     total = sum(p.nbytes for p in parts)
     assert len(parts) > 1 and total > 0
-    assert tickets._one_file_ranges(plain, reader, parts, None, None, total - 1) is None
-    ranges, _ = tickets._one_file_ranges(plain, reader, parts, None, None, total)
+    plan = plan_read(plain, reader=reader)
+    assert tickets._one_file_ranges(plain, reader, parts, plan, total - 1) is None
+    ranges, _ = tickets._one_file_ranges(plain, reader, parts, plan, total)
     assert ranges.rows == 200_000
     for governed in ({"masks": {"n": "hash"}}, {"row_filter": parse_filter("n >= 5")}):
         ds = Dataset(id="t", title="t", source=plain.source, **governed)
-        assert tickets._one_file_ranges(ds, reader_for(ds), parts, None, None, total) is None
+        assert tickets._one_file_ranges(ds, reader_for(ds), parts, plan_read(ds),
+                                        total) is None
