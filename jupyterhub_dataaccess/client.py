@@ -517,7 +517,8 @@ def _scan_or_file(dataset: str, columns: list[str] | None, where: str | None,
         raise DataAccessError("DATAACCESS_URL must be http(s)://...")
     conn = _connection(url.scheme, url.netloc)
     headers = {**service.headers, "Content-Type": "application/json",
-               "Accept": f"application/json, {_TYPES['parquet']}, {RANGES}"}
+               "Accept": f"application/json, {_TYPES['parquet']}, {RANGES}, {HYBRID}",
+               "X-Dataaccess-Dictionaries": "accept"}  # (_from_hybrid casts to the schema)
     resp = _send(conn, url.netloc, "POST", url.path, headers, json.dumps(body).encode())
     if resp.status >= 400:
         raise _refusal(resp.status, resp.read(), resp.reason)
@@ -641,7 +642,7 @@ def _fetch_once(part: Partition, dictionaries: bool = False) -> Any:
     conn = _connection(url.scheme, url.netloc)
     path = url.path + (f"?{url.query}" if url.query else "")
     headers = {"Authorization": f"ticket {part.ticket}",
-               "Accept": f"{_TYPES['parquet']}, {RANGES}, {_TYPES['arrow']};q=0.9"}
+               "Accept": f"{_TYPES['parquet']}, {RANGES}, {HYBRID}, {_TYPES['arrow']};q=0.9"}
     if dictionaries:
         headers["X-Dataaccess-Dictionaries"] = "accept"
     resp = _send(conn, url.netloc, "GET", path, headers)
@@ -667,6 +668,7 @@ def _fetch_once(part: Partition, dictionaries: bool = False) -> Any:
 
 
 RANGES = "application/vnd.dataaccess.parquet-ranges"
+HYBRID = "application/vnd.dataaccess.parquet-hybrid"  # (ranges of unmasked columns + masked)
 
 
 def _file_table(resp: Any) -> Any:
@@ -675,6 +677,8 @@ def _file_table(resp: Any) -> Any:
     kind = resp.getheader("Content-Type", "")
     if kind.startswith(RANGES):
         return _from_ranges(resp)
+    if kind.startswith(HYBRID):
+        return _from_hybrid(resp)
     if kind.startswith(_TYPES["parquet"]):
         import pyarrow.parquet as pq
 
@@ -688,17 +692,11 @@ def _from_ranges(resp: Any) -> Any:
     length, then JSON: the file's size, the ranges, the row groups, the columns to read, the
     caller's own `where` and the columns to keep), then each range. Each lands at its offset in
     a buffer of the file's size (pages never written are never resident), from which pyarrow
-    reads the row groups; the `where` is then applied here, exactly as the service would: not
-    on a row group whose statistics prove it keeps every row, and on plain text (text stored
-    as a small dictionary is read as one and made plain text when the filter needs it, else
-    after the filter)."""
+    reads the row groups; the `where` is then applied here (`_where_kept`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .sources.filters import FilterError, bind, parse_filter
-
-    head = json.loads(_receive(resp, int.from_bytes(_receive(resp, 4).to_pybytes(), "big"))
-                      .to_pybytes())
+    head = _head(resp)
     buf = pa.allocate_buffer(head["size"])
     view = memoryview(buf)
     for offset, length in head["ranges"]:
@@ -711,24 +709,92 @@ def _from_ranges(resp: Any) -> Any:
     plain = pa.schema([pa.field(n, stored.field(n).type) for n in columns])
     table = (parquet.read_row_groups(groups, columns=columns) if groups
              else plain.empty_table())
-    if head["where"]:
-        try:
-            where = bind(parse_filter(head["where"]), plain)
-            expr = where.to_arrow()
-        except FilterError as e:  # a service whose filter language this client does not know
-            raise DataAccessError(f"This client cannot apply the filter {head['where']!r} "
-                                  f"({e}); update jupyterhub-dataaccess in this kernel") from None
-        table = _plain_text(table, [n for n in head["dictionary"] if n in where.columns], plain)
-        kept, start = [], 0
-        for group, every in zip(groups, head["every_row"], strict=True):
-            rows = parquet.metadata.row_group(group).num_rows
-            part = table.slice(start, rows)
-            kept.append(part if every else part.filter(expr))
-            start += rows
-        table = pa.concat_tables(kept) if kept else table
+    table = _where_kept(table, [parquet.metadata.row_group(g).num_rows for g in groups],
+                        head, plain)
     table = _plain_text(table.select(head["select"]), head["dictionary"], plain)
     return pa.Table.from_arrays(table.columns, schema=pa.schema(
         [pa.field(n, plain.field(n).type) for n in head["select"]]))  # as a governed read types it
+
+
+def _head(resp: Any) -> dict[str, Any]:
+    """The JSON header before the ranges of a body (4 bytes of length, big-endian, then it)."""
+    return json.loads(_receive(resp, int.from_bytes(_receive(resp, 4).to_pybytes(), "big"))
+                      .to_pybytes())
+
+
+def _where_kept(table: Any, rows: list[int], head: dict[str, Any], plain: Any) -> Any:
+    """The rows of `table` (row groups of `rows` rows each, in order) that the caller's
+    `where` of `head` keeps, applied exactly as the service would: not on a row group whose
+    statistics prove it keeps every row (`every_row`), and on plain text (text stored as a
+    small dictionary is read as one and made plain text when the filter needs it)."""
+    import pyarrow as pa
+
+    from .sources.filters import FilterError, bind, parse_filter
+
+    if not head["where"]:
+        return table
+    try:
+        where = bind(parse_filter(head["where"]), plain)
+        expr = where.to_arrow()
+    except FilterError as e:  # a service whose filter language this client does not know
+        raise DataAccessError(f"This client cannot apply the filter {head['where']!r} "
+                              f"({e}); update jupyterhub-dataaccess in this kernel") from None
+    table = _plain_text(table, [n for n in head["dictionary"] if n in where.columns], plain)
+    kept, start = [], 0
+    for n, every in zip(rows, head["every_row"], strict=True):
+        part = table.slice(start, n)
+        kept.append(part if every else part.filter(expr))
+        start += n
+    return pa.concat_tables(kept) if kept else table
+
+
+def _from_hybrid(resp: Any) -> Any:
+    """A partition of a dataset with masks or a row filter, whose row groups' statistics
+    proved the row filter keeps every row (the service decides): a header (as `_from_ranges`;
+    the data's end `size`, the replacement footer's length `footer`, the masked columns'
+    length `masked`, the governed `schema`), the ranges of the unmasked columns' chunks, the
+    footer (naming only those row groups and columns), then the masked columns of every row of
+    those row groups as an Arrow IPC stream. The file is rebuilt in a buffer (b"PAR1", each
+    range at its offset, the footer, its length, b"PAR1"), read, joined with the masked
+    columns, the caller's `where` applied as `_from_ranges` does, and cast to the schema."""
+    import base64
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    head = _head(resp)
+    size, footer = head["size"], head["footer"]
+    buf = pa.allocate_buffer(size + footer + 8)
+    view = memoryview(buf).cast("B")
+    view[:4] = b"PAR1"
+    for offset, length in head["ranges"]:
+        if offset < 4 or offset + length > size:
+            raise ValueError("a range outside the data")
+        _receive_into(resp, view[offset:offset + length])
+    _receive_into(resp, view[size:size + footer])
+    view[size + footer:] = footer.to_bytes(4, "little") + b"PAR1"
+    masked = None
+    if head["masked"]:
+        with pa.ipc.open_stream(_receive(resp, head["masked"])) as reader:
+            masked = reader.read_all()
+    if resp.read(1):
+        raise pa.ArrowInvalid("data after the masked columns")
+    parquet = pq.ParquetFile(pa.BufferReader(buf), read_dictionary=head["dictionary"] or None)
+    columns, meta = head["columns"], parquet.metadata
+    stored = meta.schema.to_arrow_schema()  # (not read as dictionaries)
+    plain = pa.schema([pa.field(n, stored.field(n).type) for n in columns])
+    table = parquet.read(columns=columns)
+    if masked is not None:
+        if masked.num_rows != table.num_rows:
+            raise pa.ArrowInvalid("the masked columns do not line up with the rows")
+        for field, column in zip(masked.schema, masked.columns, strict=True):
+            table = table.append_column(field, column)
+    table = _where_kept(table, [meta.row_group(g).num_rows for g in range(meta.num_row_groups)],
+                        head, plain).select(head["select"])
+    schema = pa.ipc.read_schema(pa.py_buffer(base64.urlsafe_b64decode(
+        head["schema"] + "=" * (-len(head["schema"]) % 4))))
+    return pa.Table.from_arrays([table.column(f.name).cast(f.type) for f in schema],
+                                schema=schema)
 
 
 def _plain_text(table: Any, names: list[str], plain: Any) -> Any:

@@ -21,6 +21,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import os
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -32,12 +33,11 @@ import pyarrow as pa
 from .errors import BadRequest, GovernanceError, NotFound, Principal, SourceUnavailable
 from .governance import Governance
 from .sources.base import PartitionChanged, Reader, SourceError, UnknownVersion
-from .sources.filters import FilterError
-from .sources.plan import ReadPlan, execute_typed, plan_read
+from .sources.filters import FilterError, bind
+from .sources.plan import ReadPlan, execute, execute_typed, plan_read
 from .sources.readers import (
     ColumnError,
     ParquetRanges,
-    WholeFile,
     reader_for,
     whole_file,
 )
@@ -188,13 +188,14 @@ def _governed_read(ds: Any, reader: Reader, key: bytes, columns: list[str] | Non
 
 
 def _as_is(ds: Any, reader: Reader, spec: tuple, columns: list[str] | None,
-           where: str | None) -> WholeFile | None:
-    """The partition's file, when the partition is the whole file and nothing governs it; sent
-    only if it is still the file whose footer was read here (WholeFile.open)."""
+           where: str | None) -> str | None:
+    """The partition's file, when the partition is the whole file and nothing governs it."""
     if columns or where or spec[0] != "rg" or not whole_file(ds):
         return None
-    file = WholeFile.at(reader.partition_file(reader._dataset(), spec))
-    return file if spec[3] == 0 and spec[4] == file.row_groups else None
+    import pyarrow.parquet as pq
+
+    path = reader.partition_file(reader._dataset(), spec)
+    return path if spec[3] == 0 and spec[4] == pq.read_metadata(path).num_row_groups else None
 
 
 @dataclass(frozen=True)
@@ -202,12 +203,22 @@ class PlannedFile:
     """A plan of one partition, a whole Parquet file with nothing to govern, answered with the
     file itself: its data.scan record (`audit_seq`) and its data.read record are written."""
 
+    path: str
     dataset: str
     version: str | None
     audit_seq: int
-    file: WholeFile | None = None  # the whole file
-    ranges: ParquetRanges | None = None  # or byte ranges of it
+    ranges: ParquetRanges | None = None  # byte ranges of the file, not all of it
     head: dict[str, Any] | None = None  # (what the client does with them: ranges_prefix)
+    tail: bytes | None = None  # after the ranges: a footer and masked columns (`_hybrid`)
+
+
+def _one_file(parts: list, limit: int) -> tuple | None:
+    """The partitions of a plan as one partition, when they are all runs of row groups of one
+    Parquet file and hold at most `limit` bytes at the source."""
+    if not parts or any(p.spec[0] != "rg" or p.spec[1:3] != parts[0].spec[1:3] for p in parts) \
+            or sum(p.nbytes or 0 for p in parts) > limit:
+        return None
+    return (*parts[0].spec[:3], min(p.spec[3] for p in parts), max(p.spec[4] for p in parts))
 
 
 def _one_file_ranges(ds: Any, reader: Reader, parts: list, plan: ReadPlan,
@@ -215,16 +226,14 @@ def _one_file_ranges(ds: Any, reader: Reader, parts: list, plan: ReadPlan,
     """The partitions of `plan` as byte ranges of one Parquet file, when they are all runs of
     row groups of that one file, hold at most `limit` bytes at the source, and nothing governs
     the rows (see `_ranges`)."""
-    if not parts or any(p.spec[0] != "rg" or p.spec[1:3] != parts[0].spec[1:3] for p in parts) \
-            or sum(p.nbytes or 0 for p in parts) > limit:
-        return None
-    first, stop = min(p.spec[3] for p in parts), max(p.spec[4] for p in parts)
-    return _ranges(ds, reader, (*parts[0].spec[:3], first, stop), None, None, plan)
+    spec = _one_file(parts, limit)
+    return _ranges(ds, reader, spec, None, None, plan) if spec else None
 
 
 def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest, *,
               ticket_key: bytes, ttl: float, target_bytes: int,
-              url_for: Callable[[str], str], file_ok: bool = False, ranges_ok: bool = False
+              url_for: Callable[[str], str], file_ok: bool = False, ranges_ok: bool = False,
+              hybrid_ok: bool = False, mask_key: bytes = b"", dictionaries: bool = False
               ) -> dict[str, Any] | PlannedFile:
     """The scan plan: the grant checked, one data.scan record, a ticket per partition.
 
@@ -233,7 +242,10 @@ def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest
     (data.read after the data.scan), without the second round trip. With `ranges_ok`, a plan
     whose partitions are row groups of one Parquet file with no mask or row filter, at most
     RANGES_ANSWER_BYTES in all at the source, is answered likewise with the byte ranges of the
-    file that its tickets would fetch (`_ranges`), as one data.read."""
+    file that its tickets would fetch (`_ranges`), as one data.read. With `hybrid_ok`, such a
+    plan of a dataset with masks or a row filter is answered with the byte ranges of its
+    unmasked columns and its masked columns computed here (`_hybrid`, masked with `mask_key`;
+    `dictionaries` as for open_partition), where the row groups' statistics allow."""
     ds = gov.dataset(who, dataset_id)
     try:
         reader = reader_for(ds, req.version)
@@ -251,25 +263,37 @@ def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest
     except SourceError as e:
         raise SourceUnavailable() from e
     schema, version = plan.schema, plan.version
+    whole = (_as_is(ds, reader, parts[0].spec, req.columns, req.where)
+             if file_ok and as_is and len(parts) == 1 else None)
     try:
-        whole = (_as_is(ds, reader, parts[0].spec, req.columns, req.where)
-                 if file_ok and as_is and len(parts) == 1 else None)
         raw = (_one_file_ranges(ds, reader, parts, plan, RANGES_ANSWER_BYTES)
                if ranges_ok and not whole else None)
-    except SourceError as e:
+        spec = _one_file(parts, RANGES_ANSWER_BYTES) if hybrid_ok and not (whole or raw) \
+            else None
+        hybrid = _hybrid(ds, reader, spec, None, None, plan) if spec else None
+    except (PartitionChanged, SourceError) as e:
         raise SourceUnavailable() from e
     scan = {"columns": req.columns, "where": req.where, "version": version,
             "partitions": len(parts)}
-    if whole or raw:
+    if whole or raw or hybrid:
         detail = {"ticket": None, "partition": list(parts[0].spec) if whole else "all",
                   "version": version, "columns": req.columns, "where": req.where,
                   "format": "parquet" if whole else "parquet-ranges"}
-        if raw:
-            detail.update(row_groups=raw[0].groups, rows=raw[0].rows)
+        if raw or hybrid:
+            found = raw or hybrid
+            detail.update(row_groups=found[0].groups, rows=found[0].rows)
+        if hybrid:
+            detail.update(masked=hybrid[3])
         _, _, seq = gov.authorize_answered(who, ds.id, scan, detail)  # both records at once
+        if hybrid:
+            try:
+                tail = _hybrid_tail(ds, reader, mask_key, spec, hybrid, dictionaries)
+            except (PartitionChanged, SourceError) as e:
+                raise SourceUnavailable() from e
+            return PlannedFile(hybrid[0].path, ds.id, version, seq, hybrid[0], hybrid[1], tail)
         if raw:
-            return PlannedFile(ds.id, version, seq, None, *raw)
-        return PlannedFile(ds.id, version, seq, whole)
+            return PlannedFile(raw[0].path, ds.id, version, seq, *raw)
+        return PlannedFile(whole, ds.id, version, seq)
     _, grant, seq = gov.authorize(who, ds.id, "data.scan", scan)
     expires = int((gov.clock() + timedelta(seconds=ttl)).timestamp())
     out = []
@@ -288,14 +312,15 @@ def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest
 
 @dataclass
 class Opened:
-    """A partition ready to send: the source file as it is (`file`), byte ranges of it as they
+    """A partition ready to send: the source file as it is (`path`), byte ranges of it as they
     are (`ranges`, with what the client does with them: `head`), or governed batches."""
 
-    file: WholeFile | None = None
+    path: str | None = None
     ranges: ParquetRanges | None = None
     head: dict[str, Any] | None = None
     schema: pa.Schema | None = None
     batches: Iterator[pa.RecordBatch] | None = None
+    tail: bytes | None = None  # after the ranges: a footer and masked columns (`_hybrid`)
 
 
 def _ranges(ds: Any, reader: Reader, spec: tuple, columns: list[str] | None,
@@ -318,6 +343,85 @@ def _ranges(ds: Any, reader: Reader, spec: tuple, columns: list[str] | None,
                     "where": plan.where.text if plan.where else None, "select": plan.columns}
 
 
+def _hybrid(ds: Any, reader: Reader, spec: tuple, columns: list[str] | None,
+            where: str | None, plan: ReadPlan | None = None
+            ) -> tuple[ParquetRanges, dict, bytes, list[str]] | None:
+    """Partition `spec` of a dataset with masks or a row filter as (the byte ranges of its
+    Parquet file holding its unmasked columns, the header, a replacement footer naming only
+    those row groups and columns, the masked columns asked for), where the caller's grant covers
+    every value of those columns in those row groups: the statistics of each row group prove
+    that the dataset's row filter keeps every row of it (no row filter: proven), and the
+    caller's `where` reads no masked column. None otherwise (the governed path runs): a file
+    the ranges cannot be found in (`partition_ranges`), a footer pruned_footer refuses, no
+    unmasked column to send. The masked columns are computed after the audit (_hybrid_tail).
+    `plan` is the read's plan when the caller has it (then `columns` and `where` are unused)."""
+    if not (ds.masks or ds.row_filter) or ds.source.kind != "file" \
+            or ds.source.format != "parquet" or spec[0] != "rg":
+        return None
+    from .sources.footer import FooterError, pruned_footer
+
+    plan = plan or plan_read(ds, columns, where, reader=reader)
+    if plan.post is not None:  # the caller's where reads a masked column
+        return None
+    row_filter = (bind(ds.row_filter, reader.raw_schema(), what="the row filter")
+                  if ds.row_filter is not None else None)
+    unmasked = [n for n in plan.columns if n not in ds.masks]
+    ranges = reader.partition_ranges(spec, unmasked, plan.where, groups_by=plan.pushed,
+                                     proven=row_filter)
+    if ranges is None or not ranges.groups or not ranges.columns:
+        return None
+    offset, length = ranges.footer
+    with ranges.open() as f:  # the very file: its footer, as it is
+        footer = os.pread(f.fileno(), length, offset)
+    try:
+        footer = pruned_footer(footer, ranges.groups, sorted(ranges.leaves))
+    except FooterError:
+        return None
+    end = ranges.chunks[-1][0] + ranges.chunks[-1][1]
+    head = {"size": end, "ranges": ranges.chunks, "footer": len(footer), "masked": 0,
+            "every_row": ranges.every, "columns": ranges.columns,
+            "dictionary": ranges.dictionary, "where": plan.where.text if plan.where else None,
+            "select": plan.columns, "schema": _b64(plan.schema.serialize().to_pybytes())}
+    return ranges, head, footer, [n for n in plan.columns if n in ds.masks]
+
+
+def _hybrid_tail(ds: Any, reader: Reader, key: bytes, spec: tuple,
+                 found: tuple[ParquetRanges, dict, bytes, list[str]], dictionaries: bool
+                 ) -> bytes:
+    """What follows the ranges of a `_hybrid` partition: the replacement footer, then the
+    masked columns of every row of its row groups, in order, as the governed path masks them
+    (with `dictionaries`, a hashed column may be an Arrow dictionary of its present values),
+    as an Arrow IPC stream whose length the header gets ("masked"); none without masked
+    columns."""
+    from .sources.stream import encode
+
+    ranges, head, footer, masked = found
+    if not masked:
+        return footer
+    plan = replace(plan_read(ds, masked, None, reader=reader), dictionaries=dictionaries)
+    runs: list[list[int]] = []  # consecutive row groups, each run read as a partition
+    for g in ranges.groups:
+        if runs and g == runs[-1][1]:
+            runs[-1][1] = g + 1
+        else:
+            runs.append([g, g + 1])
+    rows = 0
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        nonlocal rows
+        for first, stop in runs:  # the row filter keeps every row (proven): all rows, in order
+            for batch in execute(replace(plan, partition=(*spec[:3], first, stop)), key):
+                rows += batch.num_rows
+                yield batch
+
+    schema, typed = execute_typed(plan, key, batches())
+    stream = b"".join(bytes(c) for c in encode(schema, typed, "arrow", prefetch=0))
+    if rows != ranges.rows:  # (statistics that lied: never send columns that do not line up)
+        raise SourceError("the masked columns do not have the rows of the ranges")
+    head["masked"] = len(stream)
+    return footer + stream
+
+
 def ranges_prefix(head: dict[str, Any]) -> bytes:
     """What goes before the ranges of a partition sent as byte ranges: the length of the header
     (4 bytes, big-endian), then the header as JSON (client.py `_from_ranges` reads both)."""
@@ -327,7 +431,7 @@ def ranges_prefix(head: dict[str, Any]) -> bytes:
 
 def open_partition(gov: Governance, claims: Claims, mask_key: bytes,
                    accept_parquet: bool = False, dictionaries: bool = False,
-                   accept_ranges: bool = False) -> Opened:
+                   accept_ranges: bool = False, accept_hybrid: bool = False) -> Opened:
     """One partition for a verified ticket: its grant checked now and the fetch audited. With
     `accept_parquet`, a partition that is a whole Parquet file with nothing to govern (no mask,
     row filter, projection or where) is the file as it is. With `dictionaries`, a hashed text
@@ -335,24 +439,36 @@ def open_partition(gov: Governance, claims: Claims, mask_key: bytes,
     plan's type (each distinct hash once, not 32 characters a row). With `accept_ranges`, a run
     of row groups of a Parquet file with no mask or row filter is the byte ranges of the file
     that hold its row groups (those whose statistics may match `where`) and columns, which the
-    client filters with `where` itself."""
+    client filters with `where` itself. With `accept_hybrid`, such a run of a dataset with
+    masks or a row filter is the byte ranges of its unmasked columns, a replacement footer and
+    its masked columns (`_hybrid`), where the statistics prove the row filter keeps every row
+    of it."""
     who = Principal(claims.user, capabilities=frozenset({"browse"}))
     ds = gov.dataset(who, claims.dataset)
     try:
         reader = reader_for(ds, claims.version)
         reader.version()  # a file changed since the plan has no such version any more
-        file = _as_is(ds, reader, claims.partition, claims.columns, claims.where
+        path = _as_is(ds, reader, claims.partition, claims.columns, claims.where
                       ) if accept_parquet else None
         raw = (_ranges(ds, reader, claims.partition, claims.columns, claims.where)
-               if accept_ranges and not file else None)
-        detail = dict(claims.audit_detail(), format="parquet" if file else "arrow")
-        if raw:
-            detail.update(format="parquet-ranges", row_groups=raw[0].groups, rows=raw[0].rows)
+               if accept_ranges and not path else None)
+        hybrid = (_hybrid(ds, reader, claims.partition, claims.columns, claims.where)
+                  if accept_hybrid and not (path or raw) else None)
+        detail = dict(claims.audit_detail(), format="parquet" if path else "arrow")
+        if raw or hybrid:
+            found = raw or hybrid
+            detail.update(format="parquet-ranges", row_groups=found[0].groups,
+                          rows=found[0].rows)
+        if hybrid:
+            detail.update(masked=hybrid[3])
         gov.authorize(who, ds.id, "data.read", detail, grant_id=claims.grant)
-        if file:
-            return Opened(file=file)
+        if path:
+            return Opened(path=path)
         if raw:
             return Opened(ranges=raw[0], head=raw[1])
+        if hybrid:
+            tail = _hybrid_tail(ds, reader, mask_key, claims.partition, hybrid, dictionaries)
+            return Opened(ranges=hybrid[0], head=hybrid[1], tail=tail)
         schema, batches = _governed_read(ds, reader, mask_key, claims.columns, claims.where,
                                          claims.partition, dictionaries)
         return Opened(schema=schema, batches=batches)

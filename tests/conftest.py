@@ -126,9 +126,61 @@ datasets:
     columns:
       tail: {{mask: hash}}
     row_filter: "delay >= 0"
+  - id: hybrid-governed
+    title: Hybrid ranges
+    description: Masked columns in a directory of Parquet files, a row filter statistics prove.
+    owner: steward
+    stewards: {{users: [steward]}}
+    classification: public
+    tags: [hybrid]
+    source: {{kind: file, uri: {data}/hybrid, format: parquet}}
+    columns:
+      secret: {{mask: hash}}
+      secret2: {{mask: hash-v1}}
+      note: {{mask: redact}}
+      flag: {{mask: "null"}}
+    row_filter: "id >= 0"
+  - id: hybrid-unproven
+    title: Hybrid ranges, unproven
+    description: The same files, a row filter statistics cannot prove.
+    owner: steward
+    stewards: {{users: [steward]}}
+    classification: public
+    tags: [hybrid]
+    source: {{kind: file, uri: {data}/hybrid, format: parquet}}
+    columns:
+      secret: {{mask: hash}}
+      secret2: {{mask: hash-v1}}
+      note: {{mask: redact}}
+      flag: {{mask: "null"}}
+    row_filter: "value >= -1000.0"
 """
 
 FLIGHTS_SQL_ROWS = 2000  # in flights-sql; every 50th id is null
+HYBRID_ROWS = 600  # in hybrid/: two files, row groups of 100 and of 75 rows
+
+
+def make_hybrid(data: str) -> None:
+    """hybrid/: Parquet files whose masked text columns hold distinctive words (zebra, okapi,
+    lynx, heron: searched for in the bytes sent), nulls in masked and unmasked columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = HYBRID_ROWS
+    table = pa.table({
+        "id": pa.array(range(n), pa.int64()),
+        "secret": [None if i % 11 == 0 else f"zebra-secret-{i % 37:03d}" for i in range(n)],
+        "secret2": [None if i % 13 == 0 else f"okapi-private-{i:05d}" for i in range(n)],
+        "label": [None if i % 9 == 0 else f"visible-{i % 5}" for i in range(n)],
+        "value": [None if i % 7 == 0 else (i % 50) / 4 - 3 for i in range(n)],
+        "note": [f"lynx-hidden-{i % 7}" for i in range(n)],
+        "flag": [None if i % 5 == 0 else f"heron-null-{i:04d}" for i in range(n)],
+    })
+    os.makedirs(os.path.join(data, "hybrid"), exist_ok=True)
+    pq.write_table(table.slice(0, n // 2), os.path.join(data, "hybrid", "a.parquet"),
+                   row_group_size=100)
+    pq.write_table(table.slice(n // 2), os.path.join(data, "hybrid", "b.parquet"),
+                   row_group_size=75)
 
 
 
@@ -152,6 +204,7 @@ def make_data(data: str) -> None:
                   "salary": rng.integers(30_000, 200_000, 50)}).to_csv(
         os.path.join(data, "salaries.csv"), index=False)
     make_lakehouse(data, penguins)
+    make_hybrid(data)
     import sqlite3
 
     with sqlite3.connect(os.path.join(data, "flights.sqlite")) as conn:

@@ -28,7 +28,6 @@ from ..errors import (
     GovernanceError,
     NoGrant,
     Principal,
-    SourceChanged,
     SourceUnavailable,
     parse_id,
 )
@@ -40,10 +39,9 @@ from ..sources.readers import (
     ParquetRanges,
     PartitionChanged,
     SourceError,
-    WholeFile,
     dataset_info,
 )
-from ..sources.stream import FORMATS, PARQUET_RANGES, encode
+from ..sources.stream import FORMATS, PARQUET_HYBRID, PARQUET_RANGES, encode
 from ..times import parse_iso
 from .metrics import CONTENT_TYPE, METRICS_SCOPE
 from .pages import PAGES, render_page
@@ -480,11 +478,7 @@ class DataHandler(BaseHandler):
                               format=fmt or None, accept_parquet=accept, **self.read_args())
         self._provenance_headers(plan)
         if plan.format == "parquet" and plan.whole_file:
-            try:
-                file = await self.run(WholeFile.at, plan.whole_file)
-            except SourceError as e:
-                raise SourceUnavailable() from e
-            await self._send_file(plan.dataset.id, file)
+            await self._send_file(plan.dataset.id, plan.whole_file)
             return
         await self._send_batches(plan.dataset.id, plan.schema,
                                  execute(plan, self.keys.mask), plan.format)
@@ -531,30 +525,23 @@ class DataHandler(BaseHandler):
         ext = {"arrow": "arrows", "parquet": "parquet", "csv": "csv"}[fmt]
         self.set_header("Content-Disposition", f'attachment; filename="{dataset}.{ext}"')
 
-    async def _send_file(self, dataset: str, file: WholeFile) -> None:
-        """The Parquet file as it is, with its length (no chunked framing)."""
-        with self._open(file) as f:
+    async def _send_file(self, dataset: str, path: str) -> None:
+        """The Parquet file as it is, with its length (no chunked framing), 4 MB at a time."""
+        try:
+            f = open(path, "rb")  # noqa: SIM115 (closed below)
+        except OSError as e:
+            raise SourceUnavailable() from e
+        with f:
             size = os.fstat(f.fileno()).st_size
             self._file_headers(dataset, "parquet")
             self.set_header("Content-Length", str(size))
             metrics, route = self.metrics, self.metrics.route(self)
-            metrics.served(route, rows=file.rows)
+            metrics.served(route, rows=await self.run(_parquet_rows, path))
             try:
                 await self._send_spans(f, [(0, size)], route)
             except StreamClosedError:
                 return
         self.finish()
-
-    @staticmethod
-    def _open(what: WholeFile | ParquetRanges) -> Any:
-        """The file to send, open: the very file planned (its footer read then), else a 503
-        and nothing sent."""
-        try:
-            return what.open()
-        except PartitionChanged as e:
-            raise SourceChanged() from e
-        except OSError as e:
-            raise SourceUnavailable() from e
 
     async def _send_spans(self, f: Any, spans: list[tuple[int, int]], route: str) -> None:
         """The byte `spans` ((offset, length), in order) of file `f` as the rest of the body:
@@ -571,20 +558,32 @@ class DataHandler(BaseHandler):
                 await self.streams.send(self, chunk)
                 self.metrics.served(route, len(chunk))
 
-    async def _send_ranges(self, part: ParquetRanges, head: dict[str, Any]) -> None:
+    async def _send_ranges(self, part: ParquetRanges, head: dict[str, Any],
+                           tail: bytes | None = None) -> None:
         """Byte ranges of a Parquet file as they are (sendfile), after a header saying what
-        they are (tickets.ranges_prefix)."""
+        they are (tickets.ranges_prefix); with a `tail` (tickets._hybrid_tail: a replacement
+        footer and masked columns), the ranges of the column chunks alone, then the tail."""
         prefix = tickets.ranges_prefix(head)
-        with self._open(part) as f:
-            size = len(prefix) + sum(n for _, n in part.ranges)
-            self.set_header("Content-Type", PARQUET_RANGES)
+        spans = part.ranges if tail is None else part.chunks
+        try:
+            f = part.open()  # the very file the ranges were found in, else PartitionChanged
+        except (OSError, PartitionChanged) as e:
+            raise SourceUnavailable() from e
+        with f:
+            size = len(prefix) + sum(n for _, n in spans) + len(tail or b"")
+            self.set_header("Content-Type", PARQUET_RANGES if tail is None else PARQUET_HYBRID)
             self.set_header("Content-Length", str(size))
             metrics, route = self.metrics, self.metrics.route(self)
             metrics.served(route, rows=part.rows)
             self.write(prefix)
             metrics.served(route, len(prefix))
             try:
-                await self._send_spans(f, part.ranges, route)
+                await self._send_spans(f, spans, route)
+                view = memoryview(tail or b"")
+                for start in range(0, len(view), 4 << 20):
+                    chunk = bytes(view[start:start + (4 << 20)])
+                    await self.streams.send(self, chunk)
+                    metrics.served(route, len(chunk))
             except StreamClosedError:
                 return
         self.finish()
@@ -598,6 +597,15 @@ class DataHandler(BaseHandler):
             raise
         except (OSError, pa.ArrowException) as e:
             raise SourceError(str(e)) from e
+
+
+def _parquet_rows(path: str) -> int:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_metadata(path).num_rows
+    except (OSError, pa.ArrowException):
+        return 0
 
 
 class ScanHandler(DataHandler):
@@ -616,24 +624,27 @@ class ScanHandler(DataHandler):
         with contextlib.ExitStack() as held:
             accept = self.request.headers.get("Accept", "")
             file_ok, ranges_ok = FORMATS["parquet"] in accept, PARQUET_RANGES in accept
-            if file_ok or ranges_ok:
+            hybrid_ok = PARQUET_HYBRID in accept
+            if file_ok or ranges_ok or hybrid_ok:
                 try:
                     held.enter_context(self.streams.slot(who.name))
                 except TooManyStreams:  # the plan, then, whose tickets wait for a slot
-                    file_ok = ranges_ok = False
+                    file_ok = ranges_ok = hybrid_ok = False
             out = await self.run(
                 tickets.plan_scan, self.governance, who, dataset_id, req,
                 ticket_key=self.keys.ticket, ttl=self.ticket_seconds,
                 target_bytes=int(self.scan_partition_mb * (1 << 20)), url_for=base.__add__,
-                file_ok=file_ok, ranges_ok=ranges_ok)
+                file_ok=file_ok, ranges_ok=ranges_ok, hybrid_ok=hybrid_ok,
+                mask_key=self.keys.mask,
+                dictionaries=self.request.headers.get(DICTIONARIES_HEADER, "") == "accept")
             if isinstance(out, tickets.PlannedFile):
                 if out.version is not None:
                     self.set_header("X-Dataaccess-Version", out.version)
                 self.set_header("X-Dataaccess-Audit-Seq", str(out.audit_seq))
                 if out.ranges:
-                    await self._send_ranges(out.ranges, out.head)
+                    await self._send_ranges(out.ranges, out.head, out.tail)
                 else:
-                    await self._send_file(out.dataset, out.file)
+                    await self._send_file(out.dataset, out.path)
                 return
         self.send(out)
 
@@ -662,11 +673,11 @@ class TicketHandler(DataHandler):
         with self.streams.slot(claims.user):  # the same per-user cap as every stream
             part = await self.run(tickets.open_partition, self.governance, claims,
                                   self.keys.mask, FORMATS["parquet"] in accept, dictionaries,
-                                  PARQUET_RANGES in accept)
-            if part.file:
-                await self._send_file(claims.dataset, part.file)
+                                  PARQUET_RANGES in accept, PARQUET_HYBRID in accept)
+            if part.path:
+                await self._send_file(claims.dataset, part.path)
             elif part.ranges:
-                await self._send_ranges(part.ranges, part.head)
+                await self._send_ranges(part.ranges, part.head, part.tail)
             else:
                 await self._send_batches(claims.dataset, part.schema, part.batches, "arrow")
 

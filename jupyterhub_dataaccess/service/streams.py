@@ -128,7 +128,7 @@ class StreamSlots:
                     raise StreamClosedError() from None
                 done, sent = done + n, sent + n
         # tornado counts the body it wrote itself against the Content-Length; this one it did not
-        conn._expected_content_remaining = 0
+        conn._expected_content_remaining = max(0, (conn._expected_content_remaining or 0) - sent)
         return True
 
     def _cut_off(self, handler: Any) -> NoReturn:

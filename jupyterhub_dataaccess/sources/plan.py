@@ -198,11 +198,14 @@ def _only_present(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=batch.schema)
 
 
-def execute_typed(plan: ReadPlan, key: bytes) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    """(schema, batches) of execute: `plan.schema`, or with `plan.dictionaries` its first
-    batch's (a hashed column may be a dictionary of the plan's type), every later batch made to
-    fit it. The first batch is read now."""
-    batches = execute(plan, key)
+def execute_typed(plan: ReadPlan, key: bytes,
+                  batches: Iterator[pa.RecordBatch] | None = None
+                  ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """(schema, batches) of execute (or of `batches`, execute's of this plan on several
+    partitions): `plan.schema`, or with `plan.dictionaries` its first batch's (a hashed column
+    may be a dictionary of the plan's type), every later batch made to fit it. The first batch
+    is read now."""
+    batches = execute(plan, key) if batches is None else batches
     if not plan.dictionaries:
         return plan.schema, batches
     first = next(batches, None)

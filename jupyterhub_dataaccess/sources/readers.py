@@ -12,7 +12,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any, BinaryIO
 
@@ -135,6 +135,9 @@ class ParquetRanges:
     every: list[bool]  # per row group: its statistics prove `where` keeps every row
     dictionary: list[str]  # text columns stored as small dictionaries in every row group
     identity: tuple[int, ...] = ()  # the file's (device, inode, size, mtime) when planned
+    leaves: list[int] = field(default_factory=list)  # the columns' indices in the file
+    chunks: list[tuple[int, int]] = field(default_factory=list)  # `ranges` but the footer's
+    footer: tuple[int, int] = (0, 0)  # (offset, length) of the file's FileMetaData
 
     def open(self) -> BinaryIO:
         """The file, open, checked to be the very file whose footer gave the ranges (same
@@ -151,36 +154,8 @@ def _open_same(path: str, identity: tuple[int, ...]) -> BinaryIO:
     f = open(path, "rb")  # noqa: SIM115 (the caller closes it)
     if _identity(os.fstat(f.fileno())) != identity:
         f.close()
-        raise PartitionChanged("the file changed since it was planned")
+        raise PartitionChanged("the file changed since its ranges were found")
     return f
-
-
-@dataclass(frozen=True)
-class WholeFile:
-    """A local Parquet file to send as it is: its identity (device, inode, size, mtime) and
-    its footer's row groups and rows, both of the one descriptor that read them (`at`)."""
-
-    path: str
-    identity: tuple[int, ...]
-    row_groups: int
-    rows: int
-
-    @classmethod
-    def at(cls, path: str) -> WholeFile:
-        import pyarrow.parquet as pq
-
-        try:
-            with open(path, "rb") as f:
-                meta = pq.read_metadata(f)
-                return cls(path, _identity(os.fstat(f.fileno())), meta.num_row_groups,
-                           meta.num_rows)
-        except (OSError, pa.ArrowException) as e:
-            raise SourceError(str(e)) from e
-
-    def open(self) -> BinaryIO:
-        """The file, open, checked to be the very file whose footer was read (as
-        ParquetRanges.open): one renamed, linked or rewritten in its place is PartitionChanged."""
-        return _open_same(self.path, self.identity)
 
 
 def _small_dictionaries(rg: Any, names: list[str], target: pa.Schema) -> list[str]:
@@ -335,13 +310,16 @@ class FileReader(Reader):
 
         return groups()
 
-    def partition_ranges(self, spec: tuple, columns: list[str], where: RowFilter | None
+    def partition_ranges(self, spec: tuple, columns: list[str], where: RowFilter | None,
+                         groups_by: RowFilter | None = None, proven: RowFilter | None = None
                          ) -> ParquetRanges | None:
         """A partition of row groups as the byte ranges of its local Parquet file that hold
-        them: the row groups whose statistics may match `where` (a filter on raw values), the
-        column chunks of `columns` and of the filter's columns, and the footer; or None where
-        the file cannot be read like this (not local, nested columns, a file whose types differ
-        from the dataset's). Checks that the partition is still the one planned."""
+        them: the row groups whose statistics may match `where` (a filter on raw values; or
+        `groups_by` when given), the column chunks of `columns` and of the filter's columns,
+        and the footer; or None where the file cannot be read like this (not local, nested
+        columns, a file whose types differ from the dataset's), or where `proven` is given and
+        the statistics of a row group do not prove that it keeps every row of it (the row
+        filter: keeps_every_row). Checks that the partition is still the one planned."""
         dataset = self._dataset()
         from pyarrow.fs import LocalFileSystem
 
@@ -349,12 +327,16 @@ class FileReader(Reader):
             return None
         path = self.partition_file(dataset, spec)
         identity = _identity(os.stat(path))  # before the footer is read: the file it describes
-        meta, groups = self._row_groups(dataset, path, spec, where)
+        meta, groups = self._row_groups(dataset, path, spec,
+                                        where if groups_by is None else groups_by)
         read = list(dict.fromkeys([*columns, *sorted(where.columns if where else ())]))
         stored = meta.schema.to_arrow_schema()
         if meta.num_columns != len(stored) or not all(  # one column chunk per column
                 n in stored.names and stored.field(n).equals(dataset.schema.field(n))
-                for n in read):
+                for n in [*read, *sorted(proven.columns if proven else ())]):
+            return None
+        if proven is not None and not all(keeps_every_row(proven.tree, meta.row_group(g),
+                                                          stored) for g in groups):
             return None
         with _open_same(path, identity) as f:
             size = os.fstat(f.fileno()).st_size
@@ -363,7 +345,7 @@ class FileReader(Reader):
         if tail[4:] != b"PAR1" or footer > size - 4:
             return None  # (an encrypted footer, or not Parquet after all)
         wanted = [stored.get_field_index(n) for n in read]
-        spans = [(0, 4), (size - footer, footer)]
+        spans = []
         every, dictionary = [], set(read)
         # old parquet-mr left a dictionary page's header out of a chunk's size: readers then
         # read up to 100 bytes more, as Arrow does
@@ -380,9 +362,10 @@ class FileReader(Reader):
                     start = chunk.dictionary_page_offset
                 spans.append((start, min(chunk.total_compressed_size + slack,
                                          size - footer - start)))
-        return ParquetRanges(path, size, _merged(spans), groups, read,
-                             sum(meta.row_group(g).num_rows for g in groups), every,
-                             [n for n in read if n in dictionary], identity)
+        return ParquetRanges(path, size, _merged([(0, 4), (size - footer, footer), *spans]),
+                             groups, read, sum(meta.row_group(g).num_rows for g in groups),
+                             every, [n for n in read if n in dictionary], identity, wanted,
+                             _merged(spans), (size - footer, footer - 8))
 
     @staticmethod
     def _row_groups(dataset: pads.FileSystemDataset, path: str, spec: tuple,

@@ -26,6 +26,9 @@ FORMATS = {
 }
 # byte ranges of a Parquet file as they are, with a header (tickets.open_partition)
 PARQUET_RANGES = "application/vnd.dataaccess.parquet-ranges"
+# byte ranges of a Parquet file's unmasked columns, a replacement footer and the masked columns
+# (tickets._hybrid): a type of its own, which no client that does not ask for it gets
+PARQUET_HYBRID = "application/vnd.dataaccess.parquet-hybrid"
 
 
 class _Sink:
