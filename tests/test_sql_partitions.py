@@ -12,7 +12,7 @@ import pytest
 from conftest import ON_POSTGRES
 
 from jupyterhub_dataaccess.catalog import Dataset, Source
-from jupyterhub_dataaccess.sources.base import WHOLE, PartitionChanged
+from jupyterhub_dataaccess.sources.base import WHOLE, PartitionChanged, SourceError
 from jupyterhub_dataaccess.sources.filters import parse_filter
 from jupyterhub_dataaccess.sources.plan import execute, plan_read
 from jupyterhub_dataaccess.sources.readers import reader_for
@@ -172,3 +172,18 @@ def test_a_hostile_range_is_refused_or_reads_only_what_the_row_filter_keeps(sour
     assert 0 < got.num_rows == whole.num_rows < ROWS
     assert min(got.column("delay").to_pylist()) >= 0
     assert _sorted(got) == _sorted(whole)
+
+
+def test_the_reads_and_the_key_ranges_use_one_connection_that_cannot_write(source_url):
+    """When the reader's connection (SQLReader._read_only: the rows, the schema and the key
+    ranges all read through it) is asked to change the table, Then the database refuses
+    (PostgreSQL: a READ ONLY transaction; SQLite: query_only), the refusal is a SourceError
+    (a clean 502 upstream), and every row is still there."""
+    ds = _ds(source_url, "id", governed=False)
+    reader = reader_for(ds)
+    for change in ("DELETE FROM sqlpart_flights", "CREATE TABLE sqlpart_x (n integer)"):
+        with pytest.raises(SourceError), reader._read_only() as conn:
+            conn.exec_driver_sql(change)
+    with reader._read_only() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM sqlpart_flights").scalar() == ROWS
+    assert _read(ds, ["id"], None)[0].num_rows == ROWS

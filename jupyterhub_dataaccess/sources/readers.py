@@ -8,6 +8,7 @@ sources/plan.py, the one way data leaves the service.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -499,64 +500,78 @@ class SQLReader(Reader):
                 self._engines[url] = engine
             return self._engines[url]
 
-    def _arrow_batches(self, columns: list[str] | None = None, where: RowFilter | None = None,
-                       limit: int | None = None, key_range: tuple | None = None
-                       ) -> Iterator[pa.RecordBatch]:
-        """Rows in batches, in a transaction that is never committed (read-only intent). The
-        projection, filter and limit go into the statement SQLAlchemy builds (values as bound
-        parameters), so the database does the filtering. `key_range` is a partition's
-        (lo, hi, nulls) of the catalogue's `partition_by` column (see partitions)."""
-        from sqlalchemy import MetaData, Table, column, select, text
-
+    @contextlib.contextmanager
+    def _read_only(self) -> Iterator[Any]:
+        """A connection to the source in a transaction that is never committed (read-only
+        intent: PostgreSQL's READ ONLY; SQLite connections refuse writes). Any driver error is
+        a SourceError: the user gets a clean 502."""
         try:
             with self._engine().connect() as conn:
                 if conn.dialect.name == "postgresql":
                     conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-                declared: dict[str, pa.DataType | None] = {}
-                if self.ds.source.table:
-                    schema, _, name = self.ds.source.table.rpartition(".")
-                    src = Table(name, MetaData(), schema=schema or None, autoload_with=conn)
-                    declared = {c.name: _arrow_type(c.type) for c in src.columns}
-                    cols = src.c
-                elif columns is None and where is None and limit is None:
-                    src = cols = None
-                else:  # the catalogue's query as a subquery; only the named columns are used
-                    used = dict.fromkeys([*(columns or ()), *sorted(where.columns if where else ())])
-                    src = text(self.ds.source.query).columns(*map(column, used)).subquery("source")
-                    cols = src.c
-                if src is None:
-                    stmt = text(self.ds.source.query)
-                else:
-                    stmt = select(*([cols[n] for n in columns] if columns else [src]))
-                    if where is not None:
-                        stmt = stmt.where(_sql_where(where.tree, cols, conn.dialect.name))
-                    if key_range is not None:
-                        stmt = stmt.where(_key_range(cols, self.ds.source.partition_by,
-                                                     *key_range))
-                    if limit is not None:
-                        stmt = stmt.limit(limit)
-                result = conn.execution_options(stream_results=True).execute(stmt)
-                names = list(result.keys())
-                fixed: pa.Schema | None = None  # every batch has the types of the first
-                while True:
-                    rows = result.fetchmany(BATCH_ROWS // 4)
-                    if not rows and fixed is not None:
-                        break
-                    batch = pa.Table.from_pydict(
-                        {n: [r[i] for r in rows] for i, n in enumerate(names)})
-                    if fixed is None:
-                        fixed = pa.schema([
-                            pa.field(n, declared.get(n) or _not_null(batch.schema, n))
-                            for n in names])
-                    yield from (batch.cast(fixed).to_batches()
-                                or [pa.RecordBatch.from_pylist([], schema=fixed)])
-                    if not rows:  # an empty source still has its columns
-                        break
+                yield conn
                 conn.rollback()
         except SourceError:
             raise
-        except Exception as e:  # any driver error: the user gets a clean 502
+        except Exception as e:  # any driver error
             raise SourceError(str(e)) from e
+
+    def _table(self, conn: Any) -> Any:
+        """The catalogue's table (`name` or `schema.name`), its columns as the database has them."""
+        from sqlalchemy import MetaData, Table
+
+        schema, _, name = self.ds.source.table.rpartition(".")
+        return Table(name, MetaData(), schema=schema or None, autoload_with=conn)
+
+    def _arrow_batches(self, columns: list[str] | None = None, where: RowFilter | None = None,
+                       limit: int | None = None, key_range: tuple | None = None
+                       ) -> Iterator[pa.RecordBatch]:
+        """Rows in batches, in a transaction that is never committed (`_read_only`). The
+        projection, filter and limit go into the statement SQLAlchemy builds (values as bound
+        parameters), so the database does the filtering. `key_range` is a partition's
+        (lo, hi, nulls) of the catalogue's `partition_by` column (see partitions)."""
+        from sqlalchemy import column, select, text
+
+        with self._read_only() as conn:
+            declared: dict[str, pa.DataType | None] = {}
+            if self.ds.source.table:
+                src = self._table(conn)
+                declared = {c.name: _arrow_type(c.type) for c in src.columns}
+                cols = src.c
+            elif columns is None and where is None and limit is None:
+                src = cols = None
+            else:  # the catalogue's query as a subquery; only the named columns are used
+                used = dict.fromkeys([*(columns or ()), *sorted(where.columns if where else ())])
+                src = text(self.ds.source.query).columns(*map(column, used)).subquery("source")
+                cols = src.c
+            if src is None:
+                stmt = text(self.ds.source.query)
+            else:
+                stmt = select(*([cols[n] for n in columns] if columns else [src]))
+                if where is not None:
+                    stmt = stmt.where(_sql_where(where.tree, cols, conn.dialect.name))
+                if key_range is not None:
+                    stmt = stmt.where(_key_range(cols, self.ds.source.partition_by,
+                                                 *key_range))
+                if limit is not None:
+                    stmt = stmt.limit(limit)
+            result = conn.execution_options(stream_results=True).execute(stmt)
+            names = list(result.keys())
+            fixed: pa.Schema | None = None  # every batch has the types of the first
+            while True:
+                rows = result.fetchmany(BATCH_ROWS // 4)
+                if not rows and fixed is not None:
+                    break
+                batch = pa.Table.from_pydict(
+                    {n: [r[i] for r in rows] for i, n in enumerate(names)})
+                if fixed is None:
+                    fixed = pa.schema([
+                        pa.field(n, declared.get(n) or _not_null(batch.schema, n))
+                        for n in names])
+                yield from (batch.cast(fixed).to_batches()
+                            or [pa.RecordBatch.from_pylist([], schema=fixed)])
+                if not rows:  # an empty source still has its columns
+                    break
 
     def partitions(self, target_bytes: int, where: RowFilter | None = None,
                    spread: int = 1) -> list[Partition]:
@@ -570,26 +585,17 @@ class SQLReader(Reader):
         key = self.ds.source.partition_by
         if not key:
             return [Partition(WHOLE)]
-        from sqlalchemy import MetaData, Table, func, select
+        from sqlalchemy import func, select
 
-        try:
-            with self._engine().connect() as conn:
-                if conn.dialect.name == "postgresql":
-                    conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-                schema, _, name = self.ds.source.table.rpartition(".")
-                src = Table(name, MetaData(), schema=schema or None, autoload_with=conn)
-                if key not in src.c:
-                    raise SourceError(f"the partition key {key!r} is not a column of the table")
-                col = src.c[key]
-                stmt = select(func.min(col), func.max(col), func.count()).select_from(src)
-                if where is not None:
-                    stmt = stmt.where(_sql_where(where.tree, src.c, conn.dialect.name))
-                low, high, rows = conn.execute(stmt).one()
-                conn.rollback()
-        except SourceError:
-            raise
-        except Exception as e:
-            raise SourceError(str(e)) from e
+        with self._read_only() as conn:
+            src = self._table(conn)
+            if key not in src.c:
+                raise SourceError(f"the partition key {key!r} is not a column of the table")
+            col = src.c[key]
+            stmt = select(func.min(col), func.max(col), func.count()).select_from(src)
+            if where is not None:
+                stmt = stmt.where(_sql_where(where.tree, src.c, conn.dialect.name))
+            low, high, rows = conn.execute(stmt).one()
         if low is None or high is None:
             return [Partition(WHOLE, rows)]
         kind = _key_kind(low)
