@@ -74,6 +74,17 @@ class SourceUnavailable(GovernanceError):
         super().__init__(message, **extra)
 
 
+class SourceChanged(SourceUnavailable):
+    """A file planned to go out as it is was replaced or rewritten before it was sent: nothing
+    is sent; asked again, the read (or a new plan) sees the file as it is now."""
+
+    status = 503
+
+    def __init__(self) -> None:
+        super().__init__("The dataset's file changed as it was about to be sent, so nothing "
+                         "was sent: read it again")
+
+
 @dataclass(frozen=True)
 class Principal:
     """A hub user as the Hub described them to the service.
@@ -138,4 +149,5 @@ def _names_caller(where: str, name: str, groups: frozenset[str] | list[str]) -> 
 
 
 __all__ = ["CAPABILITIES", "METRICS_SCOPE", "SCOPE_PREFIX", "BadRequest", "Conflict", "Forbidden",
-           "GovernanceError", "NotFound", "Principal", "SourceUnavailable"]
+           "GovernanceError", "NotFound", "Principal", "SourceChanged",
+           "SourceUnavailable"]

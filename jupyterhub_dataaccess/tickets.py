@@ -38,6 +38,7 @@ from .sources.plan import ReadPlan, execute, execute_typed, plan_read
 from .sources.readers import (
     ColumnError,
     ParquetRanges,
+    WholeFile,
     reader_for,
     whole_file,
 )
@@ -188,14 +189,13 @@ def _governed_read(ds: Any, reader: Reader, key: bytes, columns: list[str] | Non
 
 
 def _as_is(ds: Any, reader: Reader, spec: tuple, columns: list[str] | None,
-           where: str | None) -> str | None:
-    """The partition's file, when the partition is the whole file and nothing governs it."""
+           where: str | None) -> WholeFile | None:
+    """The partition's file, when the partition is the whole file and nothing governs it; sent
+    only if it is still the file whose footer was read here (WholeFile.open)."""
     if columns or where or spec[0] != "rg" or not whole_file(ds):
         return None
-    import pyarrow.parquet as pq
-
-    path = reader.partition_file(reader._dataset(), spec)
-    return path if spec[3] == 0 and spec[4] == pq.read_metadata(path).num_row_groups else None
+    file = WholeFile.at(reader.partition_file(reader._dataset(), spec))
+    return file if spec[3] == 0 and spec[4] == file.row_groups else None
 
 
 @dataclass(frozen=True)
@@ -203,11 +203,11 @@ class PlannedFile:
     """A plan of one partition, a whole Parquet file with nothing to govern, answered with the
     file itself: its data.scan record (`audit_seq`) and its data.read record are written."""
 
-    path: str
     dataset: str
     version: str | None
     audit_seq: int
-    ranges: ParquetRanges | None = None  # byte ranges of the file, not all of it
+    file: WholeFile | None = None  # the whole file
+    ranges: ParquetRanges | None = None  # or byte ranges of it
     head: dict[str, Any] | None = None  # (what the client does with them: ranges_prefix)
     tail: bytes | None = None  # after the ranges: a footer and masked columns (`_hybrid`)
 
@@ -263,9 +263,9 @@ def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest
     except SourceError as e:
         raise SourceUnavailable() from e
     schema, version = plan.schema, plan.version
-    whole = (_as_is(ds, reader, parts[0].spec, req.columns, req.where)
-             if file_ok and as_is and len(parts) == 1 else None)
     try:
+        whole = (_as_is(ds, reader, parts[0].spec, req.columns, req.where)
+                 if file_ok and as_is and len(parts) == 1 else None)
         raw = (_one_file_ranges(ds, reader, parts, plan, RANGES_ANSWER_BYTES)
                if ranges_ok and not whole else None)
         spec = _one_file(parts, RANGES_ANSWER_BYTES) if hybrid_ok and not (whole or raw) \
@@ -290,10 +290,10 @@ def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest
                 tail = _hybrid_tail(ds, reader, mask_key, spec, hybrid, dictionaries)
             except (PartitionChanged, SourceError) as e:
                 raise SourceUnavailable() from e
-            return PlannedFile(hybrid[0].path, ds.id, version, seq, hybrid[0], hybrid[1], tail)
+            return PlannedFile(ds.id, version, seq, None, hybrid[0], hybrid[1], tail)
         if raw:
-            return PlannedFile(raw[0].path, ds.id, version, seq, *raw)
-        return PlannedFile(whole, ds.id, version, seq)
+            return PlannedFile(ds.id, version, seq, None, *raw)
+        return PlannedFile(ds.id, version, seq, whole)
     _, grant, seq = gov.authorize(who, ds.id, "data.scan", scan)
     expires = int((gov.clock() + timedelta(seconds=ttl)).timestamp())
     out = []
@@ -312,10 +312,10 @@ def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest
 
 @dataclass
 class Opened:
-    """A partition ready to send: the source file as it is (`path`), byte ranges of it as they
+    """A partition ready to send: the source file as it is (`file`), byte ranges of it as they
     are (`ranges`, with what the client does with them: `head`), or governed batches."""
 
-    path: str | None = None
+    file: WholeFile | None = None
     ranges: ParquetRanges | None = None
     head: dict[str, Any] | None = None
     schema: pa.Schema | None = None
@@ -448,13 +448,13 @@ def open_partition(gov: Governance, claims: Claims, mask_key: bytes,
     try:
         reader = reader_for(ds, claims.version)
         reader.version()  # a file changed since the plan has no such version any more
-        path = _as_is(ds, reader, claims.partition, claims.columns, claims.where
+        file = _as_is(ds, reader, claims.partition, claims.columns, claims.where
                       ) if accept_parquet else None
         raw = (_ranges(ds, reader, claims.partition, claims.columns, claims.where)
-               if accept_ranges and not path else None)
+               if accept_ranges and not file else None)
         hybrid = (_hybrid(ds, reader, claims.partition, claims.columns, claims.where)
-                  if accept_hybrid and not (path or raw) else None)
-        detail = dict(claims.audit_detail(), format="parquet" if path else "arrow")
+                  if accept_hybrid and not (file or raw) else None)
+        detail = dict(claims.audit_detail(), format="parquet" if file else "arrow")
         if raw or hybrid:
             found = raw or hybrid
             detail.update(format="parquet-ranges", row_groups=found[0].groups,
@@ -462,8 +462,8 @@ def open_partition(gov: Governance, claims: Claims, mask_key: bytes,
         if hybrid:
             detail.update(masked=hybrid[3])
         gov.authorize(who, ds.id, "data.read", detail, grant_id=claims.grant)
-        if path:
-            return Opened(path=path)
+        if file:
+            return Opened(file=file)
         if raw:
             return Opened(ranges=raw[0], head=raw[1])
         if hybrid:

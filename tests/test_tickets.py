@@ -221,11 +221,17 @@ def test_a_scan_plan_gives_a_ticket_per_row_group_and_the_tickets_alone_read_the
 def test_a_partition_with_nothing_to_govern_is_its_parquet_file_as_it_is(hub: Hub, config_files):
     """When a ticket of a whole Parquet file with no mask, filter, projection or where is
     fetched accepting Parquet, Then the body is the file's own bytes; without that Accept, or
-    with a projection, it is the governed Arrow stream."""
+    with a projection, it is the governed Arrow stream. A plain read accepting Parquet is the
+    file too (the same send, DataHandler._send_file)."""
     grant_of(hub, "analyst", "sales")
     part = _plan(hub, "sales")["partitions"][0]
     with open(f"{config_files['data']}/sales.parquet", "rb") as f:
         raw = f.read()
+    r = hub.call("analyst", "GET", "/datasets/sales/data",
+                 headers={"Accept": "application/vnd.apache.parquet"})
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith(
+        "application/vnd.apache.parquet") and r.content == raw
+    assert int(r.headers["Content-Length"]) == len(raw)
     r = requests.get(part["url"], timeout=60, headers={
         "Authorization": f"ticket {part['ticket']}", "Accept": "application/vnd.apache.parquet"})
     assert r.status_code == 200 and r.headers["Content-Type"].startswith(

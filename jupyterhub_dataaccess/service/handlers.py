@@ -28,6 +28,7 @@ from ..errors import (
     GovernanceError,
     NoGrant,
     Principal,
+    SourceChanged,
     SourceUnavailable,
     parse_id,
 )
@@ -39,6 +40,7 @@ from ..sources.readers import (
     ParquetRanges,
     PartitionChanged,
     SourceError,
+    WholeFile,
     dataset_info,
 )
 from ..sources.stream import FORMATS, PARQUET_HYBRID, PARQUET_RANGES, encode
@@ -478,7 +480,11 @@ class DataHandler(BaseHandler):
                               format=fmt or None, accept_parquet=accept, **self.read_args())
         self._provenance_headers(plan)
         if plan.format == "parquet" and plan.whole_file:
-            await self._send_file(plan.dataset.id, plan.whole_file)
+            try:
+                file = await self.run(WholeFile.at, plan.whole_file)
+            except SourceError as e:
+                raise SourceUnavailable() from e
+            await self._send_file(plan.dataset.id, file)
             return
         await self._send_batches(plan.dataset.id, plan.schema,
                                  execute(plan, self.keys.mask), plan.format)
@@ -525,23 +531,30 @@ class DataHandler(BaseHandler):
         ext = {"arrow": "arrows", "parquet": "parquet", "csv": "csv"}[fmt]
         self.set_header("Content-Disposition", f'attachment; filename="{dataset}.{ext}"')
 
-    async def _send_file(self, dataset: str, path: str) -> None:
-        """The Parquet file as it is, with its length (no chunked framing), 4 MB at a time."""
-        try:
-            f = open(path, "rb")  # noqa: SIM115 (closed below)
-        except OSError as e:
-            raise SourceUnavailable() from e
-        with f:
+    async def _send_file(self, dataset: str, file: WholeFile) -> None:
+        """The Parquet file as it is, with its length (no chunked framing)."""
+        with self._open(file) as f:
             size = os.fstat(f.fileno()).st_size
             self._file_headers(dataset, "parquet")
             self.set_header("Content-Length", str(size))
             metrics, route = self.metrics, self.metrics.route(self)
-            metrics.served(route, rows=await self.run(_parquet_rows, path))
+            metrics.served(route, rows=file.rows)
             try:
                 await self._send_spans(f, [(0, size)], route)
             except StreamClosedError:
                 return
         self.finish()
+
+    @staticmethod
+    def _open(what: WholeFile | ParquetRanges) -> Any:
+        """The file to send, open: the very file planned (its footer read then), else a 503
+        and nothing sent."""
+        try:
+            return what.open()
+        except PartitionChanged as e:
+            raise SourceChanged() from e
+        except OSError as e:
+            raise SourceUnavailable() from e
 
     async def _send_spans(self, f: Any, spans: list[tuple[int, int]], route: str) -> None:
         """The byte `spans` ((offset, length), in order) of file `f` as the rest of the body:
@@ -565,11 +578,7 @@ class DataHandler(BaseHandler):
         footer and masked columns), the ranges of the column chunks alone, then the tail."""
         prefix = tickets.ranges_prefix(head)
         spans = part.ranges if tail is None else part.chunks
-        try:
-            f = part.open()  # the very file the ranges were found in, else PartitionChanged
-        except (OSError, PartitionChanged) as e:
-            raise SourceUnavailable() from e
-        with f:
+        with self._open(part) as f:
             size = len(prefix) + sum(n for _, n in spans) + len(tail or b"")
             self.set_header("Content-Type", PARQUET_RANGES if tail is None else PARQUET_HYBRID)
             self.set_header("Content-Length", str(size))
@@ -597,15 +606,6 @@ class DataHandler(BaseHandler):
             raise
         except (OSError, pa.ArrowException) as e:
             raise SourceError(str(e)) from e
-
-
-def _parquet_rows(path: str) -> int:
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_metadata(path).num_rows
-    except (OSError, pa.ArrowException):
-        return 0
 
 
 class ScanHandler(DataHandler):
@@ -644,7 +644,7 @@ class ScanHandler(DataHandler):
                 if out.ranges:
                     await self._send_ranges(out.ranges, out.head, out.tail)
                 else:
-                    await self._send_file(out.dataset, out.path)
+                    await self._send_file(out.dataset, out.file)
                 return
         self.send(out)
 
@@ -674,8 +674,8 @@ class TicketHandler(DataHandler):
             part = await self.run(tickets.open_partition, self.governance, claims,
                                   self.keys.mask, FORMATS["parquet"] in accept, dictionaries,
                                   PARQUET_RANGES in accept, PARQUET_HYBRID in accept)
-            if part.path:
-                await self._send_file(claims.dataset, part.path)
+            if part.file:
+                await self._send_file(claims.dataset, part.file)
             elif part.ranges:
                 await self._send_ranges(part.ranges, part.head, part.tail)
             else:

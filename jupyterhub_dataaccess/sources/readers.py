@@ -155,8 +155,36 @@ def _open_same(path: str, identity: tuple[int, ...]) -> BinaryIO:
     f = open(path, "rb")  # noqa: SIM115 (the caller closes it)
     if _identity(os.fstat(f.fileno())) != identity:
         f.close()
-        raise PartitionChanged("the file changed since its ranges were found")
+        raise PartitionChanged("the file changed since it was planned")
     return f
+
+
+@dataclass(frozen=True)
+class WholeFile:
+    """A local Parquet file to send as it is: its identity (device, inode, size, mtime) and
+    its footer's row groups and rows, both of the one descriptor that read them (`at`)."""
+
+    path: str
+    identity: tuple[int, ...]
+    row_groups: int
+    rows: int
+
+    @classmethod
+    def at(cls, path: str) -> WholeFile:
+        import pyarrow.parquet as pq
+
+        try:
+            with open(path, "rb") as f:
+                meta = pq.read_metadata(f)
+                return cls(path, _identity(os.fstat(f.fileno())), meta.num_row_groups,
+                           meta.num_rows)
+        except (OSError, pa.ArrowException) as e:
+            raise SourceError(str(e)) from e
+
+    def open(self) -> BinaryIO:
+        """The file, open, checked to be the very file whose footer was read (as
+        ParquetRanges.open): one renamed, linked or rewritten in its place is PartitionChanged."""
+        return _open_same(self.path, self.identity)
 
 
 def _small_dictionaries(rg: Any, names: list[str], target: pa.Schema) -> list[str]:
