@@ -865,17 +865,20 @@ def load_partitions(plan: dict[str, Any], parallel: int = 4) -> Any:
     parts = partitions(plan)
     schema = plan_schema(plan)
     tables, start = [], time.monotonic()
+    def fetch(part: Partition) -> Any:  # a hashed column fetched as a dictionary: cast back
+        table = fetch_partition(part, dictionaries=True)  # (here, while others still arrive)
+        return table.cast(schema) if table.schema != schema else table
+
     with ThreadPoolExecutor(max(1, min(parallel, len(parts))),
                             thread_name_prefix="dataaccess-fetch") as pool:
-        for table in pool.map(fetch_partition, parts, [True] * len(parts)):
+        for table in pool.map(fetch, parts):
             tables.append(table)
             if time.monotonic() - start > 1.0:  # long reads show progress
                 sys.stderr.write(f"\r{plan['dataset']}: {len(tables)} of {len(parts)} "
                                  f"partitions{chr(10) if len(tables) == len(parts) else ''}")
     if not tables:
         return schema.empty_table()
-    # (a hashed column fetched as a dictionary is cast back to the plan's type here)
-    return pa.concat_tables([t.cast(schema) if t.schema != schema else t for t in tables])
+    return pa.concat_tables(tables)
 
 
 TOKEN_VARIABLES = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")

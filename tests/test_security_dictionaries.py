@@ -75,3 +75,24 @@ def test_a_hashed_integer_dictionary_tells_neither_the_raw_values_nor_the_unseen
         assert dictionary == masks.mask_array(pa.array([700, 3, 250], pa.int32()), "hash",
                                               dkey).to_pylist()
         assert chunk.indices.to_pylist()[:4] == [0, 1, 2, 1]  # not 697, 0, 247, 0
+
+
+def test_a_dictionary_is_ordered_by_first_appearance_even_when_a_value_first_appears_late():
+    """When a value first appears after the first rows (where its order is looked for first),
+    or a dictionary holds values no row holds, Then the dictionary that leaves holds exactly
+    the rows' values in the order they first appear; a dictionary already so is left as is."""
+    from jupyterhub_dataaccess.sources.plan import FIRST_ROWS, _present
+
+    words = pa.array(["w0", "w1", "w2", "w3", "unused"])
+    n = 3 * FIRST_ROWS
+    indices = np.where(np.arange(n) < 2 * FIRST_ROWS, np.arange(n) % 2 + 1, 3).astype(np.int32)
+    indices[FIRST_ROWS + 7] = 0  # w0 first appears here, after w1 and w2, before w3
+    arr = pa.DictionaryArray.from_arrays(pa.array(indices, mask=np.arange(n) % 101 == 5), words)
+    got = _present(arr)
+    assert got.dictionary.to_pylist() == ["w1", "w2", "w0", "w3"]
+    assert got.cast(pa.string()).to_pylist() == arr.cast(pa.string()).to_pylist()
+    assert got.null_count == arr.null_count
+    ordered = pa.DictionaryArray.from_arrays(pa.array([0, 1, 0, 2, 1], pa.int32()), words[:3])
+    assert _present(ordered) is ordered
+    only_nulls = pa.DictionaryArray.from_arrays(pa.array([None, None], pa.int32()), words)
+    assert len(_present(only_nulls).dictionary) == 0

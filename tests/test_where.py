@@ -343,3 +343,21 @@ def test_small_dictionary_text_comes_back_as_the_same_plain_text(tmp_path):
                                pc.equal(kept["wide"], "north")))
     assert 0 < got.num_rows == kept.num_rows
     assert got.equals(kept.select(["carrier", "wide"]).cast(schema))
+
+
+def test_when_a_batch_is_filtered_by_mask_then_it_keeps_exactly_the_rows_filter_keeps():
+    """filter_batch (the expression on its own columns, then one filter by the mask) keeps
+    exactly the rows RecordBatch.filter(expression) keeps, nulls and NaN included."""
+    rows = dict(ROWS, delay=[float("nan") if i % 13 == 0 else v
+                             for i, v in enumerate(ROWS["delay"])])
+    batch = pa.RecordBatch.from_pydict(rows)
+    for where in [*WHERES, "delay > 0", "not (delay <= 0)", "delay != 3 or carrier is null"]:
+        if where.startswith("region == 'REDACTED'"):
+            continue
+        tree = bind(parse_filter(where), batch.schema)
+        got = readers.filter_batch(batch, tree.to_arrow(), tree.columns)
+        assert got.serialize() == batch.filter(tree.to_arrow()).serialize(), where  # (NaN too)
+        assert got.schema == batch.schema
+    empty = batch.slice(0, 0)
+    tree = bind(parse_filter("month == 3"), batch.schema)
+    assert readers.filter_batch(empty, tree.to_arrow(), tree.columns).num_rows == 0

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -29,6 +30,7 @@ from .readers import (
     ColumnError,
     check_catalog_columns,
     check_columns,
+    filter_batch,
     governed_schema,
     reader_for,
     whole_file,
@@ -140,6 +142,7 @@ def execute(plan: ReadPlan, key: bytes) -> Iterator[pa.RecordBatch]:
     keep = frozenset(n for n in read if ds.masks.get(n) in ("hash", "hash-v2")
                      and n not in (plan.post.columns if plan.post else ())
                      ) if plan.dictionaries else frozenset()
+    hashed: dict[str, tuple[pa.Array, pa.Array]] = {}  # per column: a dictionary, its hashes
     try:
         raw = (reader.raw_batches(read, plan.pushed, left if post is None else None)
                if plan.partition is None
@@ -147,14 +150,15 @@ def execute(plan: ReadPlan, key: bytes) -> Iterator[pa.RecordBatch]:
         for batch in raw:
             if batch.num_rows == 0:
                 continue
-            arrays = [_masked(batch.column(i), ds.masks[n], dkey, n in keep) if n in ds.masks
+            arrays = [_masked(batch.column(i), ds.masks[n], dkey, hashed if n in keep else None,
+                              n) if n in ds.masks
                       else batch.column(i) for i, n in enumerate(read)]
             schema = read_schema if not keep else pa.schema(
                 [f.with_type(a.type) for f, a in zip(read_schema, arrays, strict=True)],
                 metadata=read_schema.metadata)
             batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
             if post is not None:
-                batch = batch.filter(post)
+                batch = filter_batch(batch, post, plan.post.columns)
             if read != plan.columns:
                 batch = batch.select(plan.columns)
             if left is not None:
@@ -172,10 +176,17 @@ def execute(plan: ReadPlan, key: bytes) -> Iterator[pa.RecordBatch]:
         raise SourceError(str(e)) from e
 
 
-def _masked(arr: pa.Array, how: str, key: bytes, keep_dictionary: bool) -> pa.Array:
-    if keep_dictionary and pa.types.is_dictionary(arr.type):
-        return pa.DictionaryArray.from_arrays(arr.indices, mask_array(arr.dictionary, how, key))
-    if keep_dictionary:  # an integer column of few values: its hashes as a dictionary
+def _masked(arr: pa.Array, how: str, key: bytes,
+            hashed: dict[str, tuple[pa.Array, pa.Array]] | None, name: str) -> pa.Array:
+    """The masked column; with `hashed` (a column that may stay a dictionary), a dictionary's
+    hashes, kept there by column `name`, are made once for the batches of a row group that
+    share it (a hash call costs ~3 ms whatever the few values it hashes)."""
+    if hashed is not None and pa.types.is_dictionary(arr.type):
+        last = hashed.get(name)
+        if last is None or not (last[0] is arr.dictionary or last[0].equals(arr.dictionary)):
+            last = hashed[name] = (arr.dictionary, mask_array(arr.dictionary, how, key))
+        return pa.DictionaryArray.from_arrays(arr.indices, last[1])
+    if hashed is not None:  # an integer column of few values: its hashes as a dictionary
         hashed = hashed_dictionary(arr, how, key)
         if hashed is not None:
             return hashed
@@ -187,15 +198,33 @@ def _only_present(batch: pa.RecordBatch) -> pa.RecordBatch:
     order they first appear: a reader's dictionary also holds the values of rows the row filter
     (or `where`) removed, and a hashed integer range holds every integer of min..max in order
     (its indices would be raw value - min); either would tell what the mask or filter hides."""
-    arrays = []
-    for arr in batch.columns:
-        if pa.types.is_dictionary(arr.type):
-            used = pc.unique(pc.drop_null(arr.indices))
-            arr = pa.DictionaryArray.from_arrays(
-                pc.index_in(arr.indices, value_set=used).cast(arr.type.index_type),
-                arr.dictionary.take(used))
-        arrays.append(arr)
-    return pa.RecordBatch.from_arrays(arrays, schema=batch.schema)
+    return pa.RecordBatch.from_arrays([_present(a) if pa.types.is_dictionary(a.type) else a
+                                       for a in batch.columns], schema=batch.schema)
+
+
+FIRST_ROWS = 4096  # rows where the order in which values first appear is looked for first
+
+
+def _present(arr: pa.DictionaryArray) -> pa.DictionaryArray:
+    """`arr` with its dictionary cut to the values its rows hold, in the order they first
+    appear (unchanged when it already is that). Which values the rows hold is counted; their
+    order is taken from the first rows when every one of them appears there (it usually does),
+    else from all the rows."""
+    indices = pc.drop_null(arr.indices) if arr.null_count else arr.indices
+    size = len(arr.dictionary)
+    used = None
+    if pa.types.is_signed_integer(indices.type):
+        held = np.count_nonzero(np.bincount(indices.to_numpy(), minlength=size))
+        used = pc.unique(indices.slice(0, FIRST_ROWS))
+        used = used if len(used) == held else None
+    used = pc.unique(indices) if used is None else used
+    order, held = used.to_numpy(), len(used)
+    if held == size and np.array_equal(order, np.arange(size)):
+        return arr
+    position = np.zeros(size, arr.type.index_type.to_pandas_dtype())
+    position[order] = np.arange(held)
+    return pa.DictionaryArray.from_arrays(pc.take(pa.array(position), arr.indices),
+                                          arr.dictionary.take(used))
 
 
 def execute_typed(plan: ReadPlan, key: bytes,

@@ -120,6 +120,25 @@ def _plain(batch: pa.RecordBatch, names: list[str], target: pa.Schema) -> pa.Rec
     return batch
 
 
+def filter_batch(batch: pa.RecordBatch, expr: Any, columns: set[str] | frozenset[str]
+                 ) -> pa.RecordBatch:
+    """The rows of `batch` for which the filter expression `expr` (reading `columns`) is true
+    (null: dropped), as `batch.filter(expr)` gives them: the expression is evaluated on its
+    columns alone (Acero's projection), then every column is filtered once by that mask. (An
+    expression given to filter runs Acero's filter node over every column, then joins its
+    pieces: the rows copied twice, ~1.6x the CPU.)"""
+    if not columns or batch.num_rows == 0:
+        return batch.filter(expr)
+    import pyarrow.acero as acero
+
+    source = pa.Table.from_batches([batch.select(sorted(columns))])
+    mask = acero.Declaration.from_sequence([
+        acero.Declaration("table_source", acero.TableSourceNodeOptions(source)),
+        acero.Declaration("project", acero.ProjectNodeOptions([expr])),
+    ]).to_table(use_threads=False).column(0)
+    return batch.filter(mask.combine_chunks())
+
+
 @dataclass(frozen=True)
 class ParquetRanges:
     """Part of a local Parquet file, as it is: the byte `ranges` ((offset, length), in order)
@@ -464,7 +483,7 @@ class FileReader(Reader):
                     target).combine_chunks().to_batches()[0]
             if filter_expr is not None:  # the filter sees plain text, as it always did
                 batch = _plain(batch, [n for n in dictionary if n in filtered], target)
-                batch = batch.filter(filter_expr)
+                batch = filter_batch(batch, filter_expr, filtered)
             yield _plain(batch.select(columns), [n for n in dictionary if n not in hashed],
                          target)
 

@@ -142,16 +142,25 @@ def _arrow_messages(schema: pa.Schema, batches: Iterator[pa.RecordBatch]
     dictionaries = any(pa.types.is_dictionary(f.type) for f in schema)
     for batch in batches:
         if dictionaries:  # its dictionaries (each replacing the last), then the batch
-            sink = pa.BufferOutputStream()
-            with pa.ipc.new_stream(sink, schema) as writer:
-                writer.write_batch(batch)
-            whole = sink.getvalue()  # this batch's own stream: its schema, messages, end
+            whole = _one_batch_stream(schema, batch)  # its schema, messages, end
             message = memoryview(whole)[head.size:whole.size - len(_IPC_EOS)]
         else:
             message = memoryview(batch.serialize())
         for start in range(0, len(message), CHUNK_BYTES):
             yield message[start:start + CHUNK_BYTES]
     yield _IPC_EOS
+
+
+def _one_batch_stream(schema: pa.Schema, batch: pa.RecordBatch) -> pa.Buffer:
+    """The IPC stream of one batch, written once into a buffer of its exact size (measured by a
+    pass that copies nothing): a growing buffer would copy and fault its pages again as it grows."""
+    size = pa.MockOutputStream()
+    with pa.ipc.new_stream(size, schema) as writer:
+        writer.write_batch(batch)
+    out = pa.allocate_buffer(size.size())
+    with pa.ipc.new_stream(pa.FixedSizeBufferWriter(out), schema) as writer:
+        writer.write_batch(batch)
+    return out
 
 
 def _encode(schema: pa.Schema, batches: Iterator[pa.RecordBatch], fmt: str
