@@ -505,32 +505,52 @@ def _scan_or_file(dataset: str, columns: list[str] | None, where: str | None,
     Parquet with the file itself, saving the round trip of fetching its one ticket; likewise
     with the byte ranges its tickets would fetch, where they are row groups of one Parquet file
     with no mask or row filter (`_from_ranges`)."""
-    import http.client
-    from urllib.parse import urlsplit
-
-    import pyarrow as pa
-
-    body = _scan_body(columns, where, version)
     service = _endpoint()
-    url = urlsplit(service.url(f"datasets/{_quote(dataset)}/scan"))
-    if url.scheme not in ("http", "https") or not url.netloc:
-        raise DataAccessError("DATAACCESS_URL must be http(s)://...")
-    conn = _connection(url.scheme, url.netloc)
     headers = {**service.headers, "Content-Type": "application/json",
                "Accept": f"application/json, {_TYPES['parquet']}, {RANGES}, {HYBRID}",
                "X-Dataaccess-Dictionaries": "accept"}  # (_from_hybrid casts to the schema)
-    resp = _send(conn, url.netloc, "POST", url.path, headers, json.dumps(body).encode())
-    if resp.status >= 400:
-        raise _refusal(resp.status, resp.read(), resp.reason)
-    try:
+    conn, resp = _request(service.url(f"datasets/{_quote(dataset)}/scan"), "DATAACCESS_URL",
+                          "POST", headers, json.dumps(_scan_body(columns, where, version)).encode())
+    with _cut_short(conn, dataset):
         table = _file_table(resp)
         if table is None:
             return json.loads(resp.read()), None, {}
         return None, table, _origin(dataset, resp)
-    except (pa.ArrowInvalid, http.client.HTTPException, OSError, TypeError, ValueError,
-            KeyError) as e:
+
+
+def _request(url: str, what: str, method: str, headers: dict[str, str],
+             body: bytes | None = None) -> tuple[Any, Any]:
+    """(connection, response) of one request to the service at `url` (named `what` in an
+    error) on this thread's kept-alive connection; a refusal (>= 400) raises DataAccessError,
+    with the service's Retry-After as `body["retry_after"]`."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise DataAccessError(f"{what} must be http(s)://...")
+    conn = _connection(parts.scheme, parts.netloc)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    resp = _send(conn, parts.netloc, method, path, headers, body)
+    if resp.status >= 400:
+        refusal = _refusal(resp.status, resp.read(), resp.reason)
+        retry = resp.getheader("Retry-After")
+        if retry and retry.isdigit():
+            refusal.body["retry_after"] = int(retry)
+        raise refusal
+    return conn, resp
+
+
+@contextlib.contextmanager
+def _cut_short(conn: Any, name: str) -> Iterator[None]:
+    """A body that ends early or is not what its type says: the connection is dropped (where
+    it stands is unknown) and DataAccessError says the read of `name` was cut short."""
+    import http.client
+
+    try:
+        yield
+    except (ValueError, KeyError, TypeError, OSError, http.client.HTTPException) as e:
         conn.close()
-        raise DataAccessError(f"The read of {dataset!r} was cut short; try again "
+        raise DataAccessError(f"The read of {name!r} was cut short; try again "
                               f"({type(e).__name__})") from None
 
 
@@ -631,28 +651,16 @@ def _connection(scheme: str, netloc: str) -> Any:
 
 
 def _fetch_once(part: Partition, dictionaries: bool = False) -> Any:
-    import http.client
     from urllib.parse import urlsplit
 
     import pyarrow as pa
 
-    url = urlsplit(part.url)
-    if url.scheme not in ("http", "https") or not url.netloc:
-        raise DataAccessError("A partition URL must be http(s)://...")
-    conn = _connection(url.scheme, url.netloc)
-    path = url.path + (f"?{url.query}" if url.query else "")
     headers = {"Authorization": f"ticket {part.ticket}",
                "Accept": f"{_TYPES['parquet']}, {RANGES}, {HYBRID}, {_TYPES['arrow']};q=0.9"}
     if dictionaries:
         headers["X-Dataaccess-Dictionaries"] = "accept"
-    resp = _send(conn, url.netloc, "GET", path, headers)
-    if resp.status >= 400:
-        refusal = _refusal(resp.status, resp.read(), resp.reason)
-        retry = resp.getheader("Retry-After")
-        if retry and retry.isdigit():
-            refusal.body["retry_after"] = int(retry)
-        raise refusal
-    try:
+    conn, resp = _request(part.url, "A partition URL", "GET", headers)
+    with _cut_short(conn, urlsplit(part.url).path.rsplit("/", 1)[-1]):
         table = _file_table(resp)
         if table is not None:
             return table
@@ -661,10 +669,6 @@ def _fetch_once(part: Partition, dictionaries: bool = False) -> Any:
         if resp.read(1):
             raise pa.ArrowInvalid("data after the end of the stream")
         return table
-    except (ValueError, KeyError, http.client.HTTPException, OSError, TypeError) as e:
-        conn.close()
-        raise DataAccessError(f"The read of {url.path.rsplit('/', 1)[-1]!r} was cut short; "
-                              f"try again ({type(e).__name__})") from None
 
 
 RANGES = "application/vnd.dataaccess.parquet-ranges"

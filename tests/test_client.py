@@ -172,3 +172,59 @@ def test_a_partition_stream_is_read_whole_across_chunks_and_one_cut_short_is_an_
             client._fetch_once(client.Partition(base + "cut", "t"))
     finally:
         server.shutdown()
+
+
+class _Refusing(BaseHTTPRequestHandler):
+    """POST .../datasets/<name>/scan and GET /tickets/<id>, as the service answers them: `busy`
+    is a 429 with Retry-After; anything else is a Parquet body cut off halfway."""
+
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self) -> None:
+        if "busy" in self.path:
+            body = b'{"status": 429, "message": "Too many reads at once"}'
+            self.send_response(429)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Retry-After", "3")
+        else:
+            body = b"PAR1" + bytes(1000)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.apache.parquet")
+            self.close_connection = True
+        self.send_header("Content-Length", str(len(body) * (1 if "busy" in self.path else 2)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self._answer()
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._answer()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_scan_answer_and_a_ticket_fetch_fail_alike_when_refused_or_cut_short(monkeypatch):
+    """When the service refuses with a 429 or a body stops halfway, Then a scan answered with
+    a file (client._scan_or_file) and a ticket's fetch (client._fetch_once) fail the same way
+    (client._request, client._cut_short): DataAccessError with the status and Retry-After, or
+    saying the read was cut short, naming the dataset or the ticket's id."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}/"
+    monkeypatch.setenv("DATAACCESS_URL", base)
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "t")
+    try:
+        for read in (lambda name: client._scan_or_file(name, None, None, None),
+                     lambda name: client._fetch_once(client.Partition(base + "tickets/" + name,
+                                                                      "t"))):
+            with pytest.raises(da.DataAccessError) as e:
+                read("busy")
+            assert e.value.status == 429 and e.value.body["retry_after"] == 3
+            with pytest.raises(da.DataAccessError, match="The read of 'cut' was cut short"):
+                read("cut")
+    finally:
+        server.shutdown()
