@@ -608,18 +608,19 @@ RETRY_STATUSES = (429, 503)
 MAX_TRIES = 8
 
 
-def fetch_partition(part: Partition, dictionaries: bool = False) -> Any:
+def fetch_partition(part: Partition, schema: Any = None) -> Any:
     """One partition as an Arrow table. A 429 (too many reads at once) or 503 is retried with
     backoff (Retry-After when the service gives one); other errors raise DataAccessError.
 
-    With `dictionaries`, a hashed column may come as an Arrow dictionary of the plan's type
-    (far fewer bytes): the caller casts the table to the plan's schema."""
+    Given the plan's `schema`, a hashed column may come as an Arrow dictionary of its type (far
+    fewer bytes), cast back to it here (in the fetching thread, while others still arrive)."""
     import random
 
     delay = 0.2
     for attempt in range(MAX_TRIES):
         try:
-            return _fetch_once(part, dictionaries)
+            table = _fetch_once(part, schema is not None)
+            return table if schema is None or table.schema == schema else table.cast(schema)
         except DataAccessError as e:
             if e.status not in RETRY_STATUSES or attempt == MAX_TRIES - 1:
                 raise
@@ -869,13 +870,9 @@ def load_partitions(plan: dict[str, Any], parallel: int = 4) -> Any:
     parts = partitions(plan)
     schema = plan_schema(plan)
     tables, start = [], time.monotonic()
-    def fetch(part: Partition) -> Any:  # a hashed column fetched as a dictionary: cast back
-        table = fetch_partition(part, dictionaries=True)  # (here, while others still arrive)
-        return table.cast(schema) if table.schema != schema else table
-
     with ThreadPoolExecutor(max(1, min(parallel, len(parts))),
                             thread_name_prefix="dataaccess-fetch") as pool:
-        for table in pool.map(fetch, parts):
+        for table in pool.map(fetch_partition, parts, [schema] * len(parts)):
             tables.append(table)
             if time.monotonic() - start > 1.0:  # long reads show progress
                 sys.stderr.write(f"\r{plan['dataset']}: {len(tables)} of {len(parts)} "
@@ -913,10 +910,7 @@ def without_token() -> Iterator[None]:
 def _partition_frame(part: Partition, schema: Any = None) -> Any:
     """A Dask task: one partition as pandas, fetched with its ticket alone (no token needed);
     a hashed column that came as a dictionary is cast back to the plan's `schema`."""
-    table = fetch_partition(part, dictionaries=schema is not None)
-    if schema is not None and table.schema != schema:
-        table = table.cast(schema)
-    return table.to_pandas()
+    return fetch_partition(part, schema).to_pandas()
 
 
 def _dask_frame(plan: dict[str, Any]) -> Any:

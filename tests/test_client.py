@@ -228,3 +228,46 @@ def test_a_scan_answer_and_a_ticket_fetch_fail_alike_when_refused_or_cut_short(m
                 read("cut")
     finally:
         server.shutdown()
+
+
+class _Dictionary(BaseHTTPRequestHandler):
+    """GET /tickets/<id>: a hashed column as the service sends it to a client that accepts
+    dictionaries (X-Dataaccess-Dictionaries: accept), else as plain text."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802
+        hashes = pa.array(["a" * 32, "b" * 32, "a" * 32])
+        if self.headers.get("X-Dataaccess-Dictionaries") == "accept":
+            hashes = hashes.dictionary_encode()
+        table = pa.table({"n": [1, 2, 3], "h": hashes})
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as w:
+            w.write_table(table)
+        body = sink.getvalue().to_pybytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.apache.arrow.stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_partition_fetched_with_the_plans_schema_takes_dictionaries_and_casts_them_back():
+    """When a partition is fetched with the plan's schema (da.load, a Dask task), Then it asks
+    for hashed columns as dictionaries and returns the plan's types and values; without it, it
+    asks for none."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Dictionary)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    part = client.Partition(f"http://127.0.0.1:{server.server_port}/tickets/x", "t")
+    schema = pa.schema([("n", pa.int64()), ("h", pa.string())])
+    try:
+        assert pa.types.is_dictionary(client._fetch_once(part, True).schema.field("h").type)
+        cast = client.fetch_partition(part, schema)
+        plain = client.fetch_partition(part)
+    finally:
+        server.shutdown()
+    assert cast.schema == schema and cast.equals(plain)
+    assert cast.column("h").to_pylist() == ["a" * 32, "b" * 32, "a" * 32]
