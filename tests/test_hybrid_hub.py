@@ -160,3 +160,34 @@ def test_a_scan_of_one_file_accepting_the_hybrid_type_is_answered_with_it(hub: H
     [read] = _reads(hub, GOVERNED, seq)
     assert read["format"] == "parquet-ranges" and read["masked"] == ["note", "secret"]
     assert read["row_groups"] == [0, 1, 2] and read["rows"] == 300
+
+
+KERNEL_LOAD = """
+import json
+import jupyterhub_dataaccess as da
+whole = da.load("hybrid-governed", as_="arrow")
+part = da.load("hybrid-governed", as_="arrow", columns=["note", "label", "secret"],
+               where="id < 250")
+print("OUT" + json.dumps([[str(t.schema.remove_metadata()), t.to_pylist(),
+                           da.provenance(t)["audit_seq"]] for t in (whole, part)]))
+"""
+
+
+def test_da_load_in_a_kernel_reads_a_governed_dataset_as_hybrids_equal_to_the_governed_read(
+        hub: Hub, analyst_kernel):
+    """When da.load reads a governed dataset in a real kernel, Then its fetches (several files:
+    tickets) and its scan answer (one file) take the hybrid path, audited so, and give what the
+    governed Arrow partitions give."""
+    grant_of(hub, "analyst", GOVERNED)
+    out = analyst_kernel.run(KERNEL_LOAD, timeout=120)
+    assert out["error"] is None, out
+    [line] = [x for x in out["stdout"].splitlines() if x.startswith("OUT")]
+    for (schema_text, rows, seq), body in zip(json.loads(line[3:]), (
+            {}, {"columns": ["note", "label", "secret"], "where": "id < 250"}), strict=True):
+        plan = _plan(hub, GOVERNED, **body)
+        schema = client.plan_schema(plan)
+        expected = pa.concat_tables([_governed(p, schema) for p in plan["partitions"]])
+        assert schema_text == str(schema) and rows == expected.to_pylist()
+        reads = _reads(hub, GOVERNED, seq)
+        assert reads and {d["format"] for d in reads} == {"parquet-ranges"}
+        assert all(d["masked"] == [n for n in schema.names if n in MASKED] for d in reads)
