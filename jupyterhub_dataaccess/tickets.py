@@ -367,7 +367,7 @@ def _hybrid(ds: Any, reader: Reader, spec: tuple, columns: list[str] | None,
                   if ds.row_filter is not None else None)
     unmasked = [n for n in plan.columns if n not in ds.masks]
     ranges = reader.partition_ranges(spec, unmasked, plan.where, groups_by=plan.pushed,
-                                     proven=row_filter)
+                                     proven=row_filter, alone=True)
     if ranges is None or not ranges.groups or not ranges.columns:
         return None
     offset, length = ranges.footer

@@ -154,6 +154,17 @@ datasets:
       note: {{mask: redact}}
       flag: {{mask: "null"}}
     row_filter: "value >= -1000.0"
+  - id: hybrid-parquet-mr
+    title: Hybrid ranges, a parquet-mr file
+    description: Small masked column chunks between unmasked ones, a page index, parquet-mr.
+    owner: steward
+    stewards: {{users: [steward]}}
+    classification: public
+    tags: [hybrid]
+    source: {{kind: file, uri: {data}/hybrid-mr/a.parquet, format: parquet}}
+    columns:
+      secret: {{mask: hash}}
+    row_filter: "id >= 0"
 """
 
 FLIGHTS_SQL_ROWS = 2000  # in flights-sql; every 50th id is null
@@ -181,6 +192,30 @@ def make_hybrid(data: str) -> None:
                    row_group_size=100)
     pq.write_table(table.slice(n // 2), os.path.join(data, "hybrid", "b.parquet"),
                    row_group_size=75)
+    # parquet-mr (as Spark writes): a masked column's chunks (a few values: far under 100 bytes)
+    # lie between unmasked ones, the page index (every column's page minimum and maximum) after
+    os.makedirs(os.path.join(data, "hybrid-mr"), exist_ok=True)
+    path = os.path.join(data, "hybrid-mr", "a.parquet")
+    pq.write_table(pa.table({"id": table["id"], "secret": [f"zebra-{i % 3}" for i in range(n)],
+                             "label": table["label"]}), path, row_group_size=100,
+                   write_page_index=True)
+    written_by(path, "parquet-mr version 1.12.3 (build f8dced182c4c1fbdec6ccb3185537b5a01e6ed6b)")
+
+
+def written_by(path: str, created_by: str) -> None:
+    """The Parquet file at `path` with its footer's created_by set to `created_by` (pyarrow
+    cannot write another writer's name; the bytes before the footer stay as they are)."""
+    from jupyterhub_dataaccess.sources import footer as thrift
+
+    with open(path, "rb") as f:
+        data = f.read()
+    size = int.from_bytes(data[-8:-4], "little")
+    meta = thrift._Reader(data[-8 - size:-8]).struct()
+    writer = thrift._Writer()
+    writer.struct(thrift._set(meta, 6, thrift._BINARY, created_by.encode()))
+    with open(path, "wb") as f:
+        f.write(data[:-8 - size] + bytes(writer.out) + len(writer.out).to_bytes(4, "little")
+                + b"PAR1")
 
 
 

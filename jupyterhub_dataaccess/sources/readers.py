@@ -8,8 +8,10 @@ sources/plan.py, the one way data leaves the service.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
+import itertools
 import os
 import threading
 from collections.abc import Iterator
@@ -216,6 +218,54 @@ def _small_dictionaries(rg: Any, names: list[str], target: pa.Schema) -> list[st
                  or pa.types.is_binary(target.field(n).type))]
 
 
+def _extent(chunk: Any) -> tuple[int, int]:
+    """(offset, length) of a Parquet column chunk as its metadata says: from its dictionary
+    page where it has one before its data pages."""
+    start = chunk.data_page_offset
+    if chunk.has_dictionary_page and 0 < (chunk.dictionary_page_offset or 0) < start:
+        start = chunk.dictionary_page_offset
+    return start, chunk.total_compressed_size
+
+
+def _sizes_known(created_by: str | None) -> bool:
+    """Whether a parquet-mr file's chunk sizes count their dictionary page's header: from
+    1.2.9 on (PARQUET-816; readers add up to 100 bytes to a chunk of an older file)."""
+    words = (created_by or "").split()
+    if len(words) < 3 or words[1] != "version":
+        return False
+    try:
+        return tuple(int(x) for x in words[2].split("-")[0].split(".")[:3]) >= (1, 2, 9)
+    except ValueError:
+        return False
+
+
+def _others(meta: Any, groups: set[int], columns: set[int]) -> list[tuple[int, int]]:
+    """(offset, length) of every column chunk and bloom filter of a Parquet file but the
+    chunks of `columns` in `groups`."""
+    out = []
+    for g in range(meta.num_row_groups):
+        rg = meta.row_group(g)
+        for c in range(rg.num_columns):
+            chunk = rg.column(c)
+            if g not in groups or c not in columns:
+                out.append(_extent(chunk))
+            if (chunk.bloom_filter_offset or 0) > 0:
+                out.append((chunk.bloom_filter_offset, max(chunk.bloom_filter_length or 1, 1)))
+    return out
+
+
+def _overlaps(spans: list[tuple[int, int]], others: list[tuple[int, int]]) -> bool:
+    """Whether any (offset, length) of `spans` shares a byte with any of `others`."""
+    others = sorted((a, a + n) for a, n in others if n > 0)
+    starts = [a for a, _ in others]
+    reach = list(itertools.accumulate((b for _, b in others), max))  # furthest end so far
+    for a, n in spans:
+        i = bisect.bisect_left(starts, a + n)  # the others starting before this span ends
+        if n > 0 and i and reach[i - 1] > a:
+            return True
+    return False
+
+
 def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """(offset, length) spans sorted, with overlapping or touching ones joined."""
     out: list[list[int]] = []
@@ -359,15 +409,19 @@ class FileReader(Reader):
         return groups()
 
     def partition_ranges(self, spec: tuple, columns: list[str], where: RowFilter | None,
-                         groups_by: RowFilter | None = None, proven: RowFilter | None = None
-                         ) -> ParquetRanges | None:
+                         groups_by: RowFilter | None = None, proven: RowFilter | None = None,
+                         alone: bool = False) -> ParquetRanges | None:
         """A partition of row groups as the byte ranges of its local Parquet file that hold
         them: the row groups whose statistics may match `where` (a filter on raw values; or
         `groups_by` when given), the column chunks of `columns` and of the filter's columns,
         and the footer; or None where the file cannot be read like this (not local, nested
         columns, a file whose types differ from the dataset's), or where `proven` is given and
         the statistics of a row group do not prove that it keeps every row of it (the row
-        filter: keeps_every_row). Checks that the partition is still the one planned."""
+        filter: keeps_every_row). With `alone` (the file's other columns and row groups are not
+        the caller's to see), the chunks' own bytes only: None for a file whose chunks' ends
+        are not known (old parquet-mr: readers add 100 bytes, which may be the next chunk's)
+        or whose chunks to send overlap any other chunk or bloom filter of the file. Checks
+        that the partition is still the one planned."""
         dataset = self._dataset()
         from pyarrow.fs import LocalFileSystem
 
@@ -398,18 +452,19 @@ class FileReader(Reader):
         # old parquet-mr left a dictionary page's header out of a chunk's size: readers then
         # read up to 100 bytes more, as Arrow does
         slack = 100 if (meta.created_by or "").startswith("parquet-mr") else 0
+        if alone and slack and not _sizes_known(meta.created_by):
+            return None
+        slack = 0 if alone else slack
         target = pa.schema([stored.field(n) for n in read])
         for g in groups:
             rg = meta.row_group(g)
             every.append(where is None or keeps_every_row(where.tree, rg, target))
             dictionary &= set(_small_dictionaries(rg, read, target))
             for c in wanted:
-                chunk = rg.column(c)
-                start = chunk.data_page_offset
-                if chunk.has_dictionary_page and 0 < (chunk.dictionary_page_offset or 0) < start:
-                    start = chunk.dictionary_page_offset
-                spans.append((start, min(chunk.total_compressed_size + slack,
-                                         size - footer - start)))
+                start, length = _extent(rg.column(c))
+                spans.append((start, min(length + slack, size - footer - start)))
+        if alone and _overlaps(spans, _others(meta, set(groups), set(wanted))):
+            return None
         return ParquetRanges(path, size, _merged([(0, 4), (size - footer, footer), *spans]),
                              groups, read, sum(meta.row_group(g).num_rows for g in groups),
                              every, [n for n in read if n in dictionary], identity, wanted,
