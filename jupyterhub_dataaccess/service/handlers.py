@@ -61,6 +61,7 @@ MAX_JSON_BODY = 64 * 1024
 PREVIEW_MAX = 100
 PREVIEW_DEFAULT = 20
 DICTIONARIES_HEADER = "X-Dataaccess-Dictionaries"  # "accept": see TicketHandler
+PIECE = 4 << 20  # bytes written at a time where a body is not sent by sendfile
 
 
 @dataclass(frozen=True)
@@ -565,11 +566,20 @@ class DataHandler(BaseHandler):
             self.metrics.served(route, total)
             return
         for offset, length in spans:
-            for at in range(offset, offset + length, 4 << 20):
-                chunk = await self.run(os.pread, f.fileno(), min(4 << 20, offset + length - at),
+            for at in range(offset, offset + length, PIECE):
+                chunk = await self.run(os.pread, f.fileno(), min(PIECE, offset + length - at),
                                        at)
                 await self.streams.send(self, chunk)
                 self.metrics.served(route, len(chunk))
+
+    async def _send_bytes(self, data: Any, route: str) -> None:
+        """`data` (bytes in memory) as the rest of the body, PIECE bytes at a time.
+        StreamClosedError when the client left."""
+        view = memoryview(data)
+        for start in range(0, len(view), PIECE):
+            chunk = bytes(view[start:start + PIECE])
+            await self.streams.send(self, chunk)
+            self.metrics.served(route, len(chunk))
 
     async def _send_ranges(self, part: ParquetRanges, head: dict[str, Any],
                            tail: bytes | None = None) -> None:
@@ -588,11 +598,7 @@ class DataHandler(BaseHandler):
             metrics.served(route, len(prefix))
             try:
                 await self._send_spans(f, spans, route)
-                view = memoryview(tail or b"")
-                for start in range(0, len(view), 4 << 20):
-                    chunk = bytes(view[start:start + (4 << 20)])
-                    await self.streams.send(self, chunk)
-                    metrics.served(route, len(chunk))
+                await self._send_bytes(tail or b"", route)
             except StreamClosedError:
                 return
         self.finish()
@@ -724,14 +730,10 @@ class QueryHandler(DataHandler):
         # the worker's Arrow stream goes out as it is (made whole within bounds already)
         self._file_headers("query", "arrow")
         self.set_header("Content-Length", str(len(answer.arrow)))
-        metrics, route = self.metrics, self.metrics.route(self)
-        metrics.served(route, rows=answer.table.num_rows)
-        view = memoryview(answer.arrow)
+        route = self.metrics.route(self)
+        self.metrics.served(route, rows=answer.table.num_rows)
         try:
-            for start in range(0, len(view), 4 << 20):
-                chunk = bytes(view[start:start + (4 << 20)])
-                await self.streams.send(self, chunk)
-                metrics.served(route, len(chunk))
+            await self._send_bytes(answer.arrow, route)
         except StreamClosedError:
             return
         self.finish()
