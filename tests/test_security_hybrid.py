@@ -133,3 +133,92 @@ def test_the_ranges_hold_only_the_unmasked_chunks_of_the_row_groups_sent(tmp_pat
             with open(path, "rb") as f:
                 sent = b"".join(os.pread(f.fileno(), n, at) for at, n in ranges.chunks)
             assert b"zebra" not in sent
+
+
+def _swapped_while_the_footer_is_read(monkeypatch: pytest.MonkeyPatch, path: str, other: str,
+                                      back: bool = True) -> None:
+    """While a partition's footer and row groups are read, `other` is at `path`; right after,
+    the planned file is back (`back`: the same inode, size and time, a writer renaming files
+    about caught between the two), or `other` is put there only then (not `back`: a writer
+    replacing the file as it is read). FileReader._row_groups is wrapped, not replaced."""
+    from jupyterhub_dataaccess.sources import readers
+
+    original = readers.FileReader._row_groups
+    kept = path + ".kept"
+
+    def put(what: str) -> None:
+        os.link(what, path + ".new")
+        os.replace(path + ".new", path)
+
+    def swapping(*args, **kwargs):
+        if not back:
+            try:
+                return original(*args, **kwargs)
+            finally:
+                put(other)
+        os.link(path, kept)
+        put(other)
+        try:
+            return original(*args, **kwargs)
+        finally:
+            os.replace(kept, path)
+
+    monkeypatch.setattr(readers.FileReader, "_row_groups", staticmethod(swapping))
+
+
+def _same_size_files(tmp_path) -> tuple[str, str]:
+    """The planned file (id, secret, label) and a file of the same columns in another order
+    (id, label, secret), each column chunk of the same size in both."""
+    rows = 300
+    columns = {"id": pa.array(range(rows), pa.int64()),
+               "secret": [f"zebra-{i:04d}" for i in range(rows)],
+               "label": [f"label-{i:04d}" for i in range(rows)]}
+    path, other = str(tmp_path / "t.parquet"), str(tmp_path / "other.parquet")
+    for where, order in ((path, ["id", "secret", "label"]), (other, ["id", "label", "secret"])):
+        pq.write_table(pa.table({n: columns[n] for n in order}), where, row_group_size=100,
+                       compression="none", use_dictionary=False, write_statistics=["id"])
+    return path, other
+
+
+def test_a_footer_read_from_another_file_than_the_one_sent_never_places_the_ranges(
+        tmp_path, monkeypatch):
+    """When another file (the same columns in another order) is at the path while the footer
+    is read, and the planned file is back when the ranges are opened, Then the ranges sent are
+    those of the planned file's own footer: the unmasked column's chunks, no raw masked value
+    (the footer used to be read by path and the identity checked on another descriptor)."""
+    path, other = _same_size_files(tmp_path)
+    ds = Dataset(id="t", title="t", source=Source(kind="file", uri=path, format="parquet"),
+                 masks={"secret": "hash"}, row_filter=parse_filter("id >= 0"))
+    reader = reader_for(ds)
+    spec = reader.partitions(1 << 40)[0].spec
+    _swapped_while_the_footer_is_read(monkeypatch, path, other)
+    found = tickets._hybrid(ds, reader, spec, ["label"], None)
+    with open(path, "rb") as f:
+        sent = b"".join(os.pread(f.fileno(), n, at) for at, n in found[0].chunks)
+    assert b"label-" in sent and b"zebra" not in sent
+
+
+def test_a_governed_read_decodes_the_file_whose_footer_it_read(tmp_path, monkeypatch):
+    """When another file (the same columns in another order) is put in the place of a governed
+    partition's file just after its footer is read, Then the unmasked column is decoded from the
+    chunks named by the footer of the file whose pages are read: the masked column's raw values
+    never come out as the unmasked one (the footer used to be read by path, the pages from the
+    file opened after it)."""
+    from jupyterhub_dataaccess.sources.plan import execute
+
+    path, other = _same_size_files(tmp_path)
+    ds = Dataset(id="t", title="t", source=Source(kind="file", uri=path, format="parquet"),
+                 masks={"secret": "hash"})
+    reader = reader_for(ds)
+    spec = reader.partitions(1 << 40)[0].spec
+    _swapped_while_the_footer_is_read(monkeypatch, path, other, back=False)
+    from dataclasses import replace
+
+    from jupyterhub_dataaccess.sources.plan import plan_read
+
+    plan = replace(plan_read(ds, ["label"], None, reader=reader), partition=spec)
+    try:
+        labels = [v for b in execute(plan, b"k" * 32) for v in b.column(0).to_pylist()]
+    except Exception as e:  # noqa: BLE001 (refusing is fine; raw values are not)
+        labels = [repr(e)]
+    assert not any("zebra" in str(v) for v in labels), labels[:3]

@@ -312,21 +312,18 @@ class FileReader(Reader):
         """Parquet file by file and row group by row group, a batch decoded at a time: memory
         stays near one row group's compressed bytes plus a batch of the needed columns. Only the
         row groups whose statistics may match the filter are read."""
-        import pyarrow.parquet as pq
-
         needed = list(dict.fromkeys([*columns, *sorted(where.columns if where else ())]))
         target = pa.schema([dataset.schema.field(n) for n in needed])
         filter_expr = where.to_arrow() if where is not None else None
         for fragment in dataset.get_fragments(filter=filter_expr):
-            groups = None
-            if filter_expr is not None:  # row-group statistics (min, max, nulls) against it
-                groups = [rg.id for rg in fragment.subset(filter=filter_expr).row_groups]
-                if not groups:
-                    continue
             with fragment.filesystem.open_input_file(fragment.path) as f:
-                # the footer subset() read already, or read now
-                meta = fragment.metadata if groups is not None else pq.read_metadata(f)
-                for group in (range(meta.num_row_groups) if groups is None else groups):
+                # the footer of the file whose pages are read (one renamed into its place
+                # after its footer was read by path would be decoded at another's offsets)
+                own = pads.ParquetFileFormat().make_fragment(f)
+                meta = own.metadata
+                groups = (range(meta.num_row_groups) if filter_expr is None  # (statistics)
+                          else [rg.id for rg in own.subset(filter=filter_expr).row_groups])
+                for group in groups:
                     yield from self._row_group(f, meta, group, columns, needed, target,
                                                where, self._hashed(where))
 
@@ -395,10 +392,14 @@ class FileReader(Reader):
                                filesystem=dataset.filesystem)
             return one.scanner(columns=columns, filter=filter_expr, batch_size=BATCH_ROWS,
                                use_threads=True, batch_readahead=BATCH_READAHEAD).to_batches()
-        meta, wanted = self._row_groups(dataset, path, spec, where)
+        f = dataset.filesystem.open_input_file(path)  # its footer and pages, of one file
+        try:
+            meta, wanted = self._row_groups(dataset, f, spec, where)
+        except BaseException:
+            f.close()
+            raise
         needed = list(dict.fromkeys([*columns, *sorted(where.columns if where else ())]))
         target = pa.schema([dataset.schema.field(n) for n in needed])
-        f = dataset.filesystem.open_input_file(path)
 
         def groups() -> Iterator[pa.RecordBatch]:
             with f:
@@ -428,9 +429,10 @@ class FileReader(Reader):
         if spec[0] != "rg" or not isinstance(dataset.filesystem, LocalFileSystem):
             return None
         path = self.partition_file(dataset, spec)
-        identity = _identity(os.stat(path))  # before the footer is read: the file it describes
-        meta, groups = self._row_groups(dataset, path, spec,
-                                        where if groups_by is None else groups_by)
+        with open(path, "rb") as f:  # the identity of the file whose footer is read
+            identity = _identity(os.fstat(f.fileno()))
+            meta, groups = self._row_groups(dataset, pa.PythonFile(f, mode="r"), spec,
+                                            where if groups_by is None else groups_by)
         read = list(dict.fromkeys([*columns, *sorted(where.columns if where else ())]))
         stored = meta.schema.to_arrow_schema()
         if meta.num_columns != len(stored) or not all(  # one column chunk per column
@@ -471,12 +473,14 @@ class FileReader(Reader):
                              _merged(spans), (size - footer, footer - 8))
 
     @staticmethod
-    def _row_groups(dataset: pads.FileSystemDataset, path: str, spec: tuple,
+    def _row_groups(dataset: pads.FileSystemDataset, f: Any, spec: tuple,
                     where: RowFilter | None) -> tuple[Any, list[int]]:
-        """(footer, row groups) of a partition of row groups of the file at `path`: those of the
+        """(footer, row groups) of a partition of row groups of the open file `f`: those of the
         run whose statistics may match `where`. PartitionChanged when the file no longer has
-        the run planned."""
-        fragment = pads.ParquetFileFormat().make_fragment(path, filesystem=dataset.filesystem)
+        the run planned. (Read from the file whose pages are read: a footer read by path may
+        be another file's, renamed into its place meanwhile, whose offsets would then decode
+        another column's bytes.)"""
+        fragment = pads.ParquetFileFormat().make_fragment(f)
         meta = fragment.metadata  # the footer, read once for the checks and the statistics
         if not (len(spec) == 5 and all(isinstance(x, int) for x in spec[3:])
                 and 0 <= spec[3] < spec[4] <= meta.num_row_groups):
