@@ -247,3 +247,11 @@ def test_a_hashed_integer_column_of_few_values_may_leave_as_a_dictionary_of_the_
         assert table.num_rows == expected.num_rows == 3 * n
         assert table.cast(plan.schema).equals(expected)
         assert expected.column("key").null_count == 2 * few.null_count > 0
+
+
+def test_hex_writes_every_byte_value_as_python_does():
+    """When digests hold every byte value, Then their hex text is Python's bytes.hex()."""
+    digests = np.arange(256, dtype=np.uint8).reshape(16, 16).view(np.uint64)
+    out = np.empty((16, 32), np.uint8)
+    masks._hex(digests, out)
+    assert [bytes(row).decode() for row in out] == [digests[i].tobytes().hex() for i in range(16)]
