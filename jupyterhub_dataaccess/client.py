@@ -756,12 +756,13 @@ def _where_kept(table: Any, rows: list[int], head: dict[str, Any], plain: Any) -
 def _from_hybrid(resp: Any) -> Any:
     """A partition of a dataset with masks or a row filter, whose row groups' statistics
     proved the row filter keeps every row (the service decides): a header (as `_from_ranges`;
-    the data's end `size`, the replacement footer's length `footer`, the masked columns'
-    length `masked`, the governed `schema`), the ranges of the unmasked columns' chunks, the
-    footer (naming only those row groups and columns), then the masked columns of every row of
-    those row groups as an Arrow IPC stream. The file is rebuilt in a buffer (b"PAR1", each
-    range at its offset, the footer, its length, b"PAR1"), read, joined with the masked
-    columns, the caller's `where` applied as `_from_ranges` does, and cast to the schema."""
+    the data's end `size`, the replacement footer's length `footer`, the `masked` columns, the
+    governed `schema`), the ranges of the unmasked columns' chunks, the footer (naming only
+    those row groups and columns), then, with masked columns, their values for every row of
+    those row groups as an Arrow IPC stream, which ends the body. The file is rebuilt in a
+    buffer (b"PAR1", each range at its offset, the footer, its length, b"PAR1") and read while
+    the service still masks, joined with the masked columns, the caller's `where` applied as
+    `_from_ranges` does, and cast to the schema."""
     import base64
 
     import pyarrow as pa
@@ -778,17 +779,19 @@ def _from_hybrid(resp: Any) -> Any:
         _receive_into(resp, view[offset:offset + length])
     _receive_into(resp, view[size:size + footer])
     view[size + footer:] = footer.to_bytes(4, "little") + b"PAR1"
-    masked = None
-    if head["masked"]:
-        with pa.ipc.open_stream(_receive(resp, head["masked"])) as reader:
-            masked = reader.read_all()
-    if resp.read(1):
-        raise pa.ArrowInvalid("data after the masked columns")
     parquet = pq.ParquetFile(pa.BufferReader(buf), read_dictionary=head["dictionary"] or None)
     columns, meta = head["columns"], parquet.metadata
     stored = meta.schema.to_arrow_schema()  # (not read as dictionaries)
     plain = pa.schema([pa.field(n, stored.field(n).type) for n in columns])
     table = parquet.read(columns=columns)
+    masked = None
+    if head["masked"]:  # decoded batch by batch as it arrives
+        with pa.ipc.open_stream(_Into(resp)) as reader:
+            masked = reader.read_all()
+        if masked.column_names != head["masked"]:
+            raise pa.ArrowInvalid("the masked columns are not those of the header")
+    if resp.read(1):
+        raise pa.ArrowInvalid("data after the masked columns")
     if masked is not None:
         if masked.num_rows != table.num_rows:
             raise pa.ArrowInvalid("the masked columns do not line up with the rows")

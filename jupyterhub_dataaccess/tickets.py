@@ -209,7 +209,8 @@ class PlannedFile:
     file: WholeFile | None = None  # the whole file
     ranges: ParquetRanges | None = None  # or byte ranges of it
     head: dict[str, Any] | None = None  # (what the client does with them: ranges_prefix)
-    tail: bytes | None = None  # after the ranges: a footer and masked columns (`_hybrid`)
+    tail: bytes | None = None  # after the ranges: a replacement footer (`_hybrid`)
+    masked: Callable[[], bytes] | None = None  # then these masked columns (hybrid_masked)
 
 
 def _one_file(parts: list, limit: int) -> tuple | None:
@@ -286,11 +287,8 @@ def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest
             detail.update(masked=hybrid[3])
         _, _, seq = gov.authorize_answered(who, ds.id, scan, detail)  # both records at once
         if hybrid:
-            try:
-                tail = _hybrid_tail(ds, reader, mask_key, spec, hybrid, dictionaries)
-            except (PartitionChanged, SourceError) as e:
-                raise SourceUnavailable() from e
-            return PlannedFile(ds.id, version, seq, None, hybrid[0], hybrid[1], tail)
+            return PlannedFile(ds.id, version, seq, None, hybrid[0], hybrid[1], hybrid[2],
+                               _masked_later(ds, reader, mask_key, spec, hybrid, dictionaries))
         if raw:
             return PlannedFile(ds.id, version, seq, None, *raw)
         return PlannedFile(ds.id, version, seq, whole)
@@ -320,7 +318,8 @@ class Opened:
     head: dict[str, Any] | None = None
     schema: pa.Schema | None = None
     batches: Iterator[pa.RecordBatch] | None = None
-    tail: bytes | None = None  # after the ranges: a footer and masked columns (`_hybrid`)
+    tail: bytes | None = None  # after the ranges: a replacement footer (`_hybrid`)
+    masked: Callable[[], bytes] | None = None  # then these masked columns (hybrid_masked)
 
 
 def _ranges(ds: Any, reader: Reader, spec: tuple, columns: list[str] | None,
@@ -353,7 +352,8 @@ def _hybrid(ds: Any, reader: Reader, spec: tuple, columns: list[str] | None,
     that the dataset's row filter keeps every row of it (no row filter: proven), and the
     caller's `where` reads no masked column. None otherwise (the governed path runs): a file
     the ranges cannot be found in (`partition_ranges`), a footer pruned_footer refuses, no
-    unmasked column to send. The masked columns are computed after the audit (_hybrid_tail).
+    unmasked column to send. The masked columns are computed after the audit, by the sender
+    (hybrid_masked), while the ranges go out.
     `plan` is the read's plan when the caller has it (then `columns` and `where` are unused)."""
     if not (ds.masks or ds.row_filter) or ds.source.kind != "file" \
             or ds.source.format != "parquet" or spec[0] != "rg":
@@ -378,26 +378,35 @@ def _hybrid(ds: Any, reader: Reader, spec: tuple, columns: list[str] | None,
     except FooterError:
         return None
     end = ranges.chunks[-1][0] + ranges.chunks[-1][1]
-    head = {"size": end, "ranges": ranges.chunks, "footer": len(footer), "masked": 0,
+    masked = [n for n in plan.columns if n in ds.masks]
+    head = {"size": end, "ranges": ranges.chunks, "footer": len(footer), "masked": masked,
             "every_row": ranges.every, "columns": ranges.columns,
             "dictionary": ranges.dictionary, "where": plan.where.text if plan.where else None,
             "select": plan.columns, "schema": _b64(plan.schema.serialize().to_pybytes())}
-    return ranges, head, footer, [n for n in plan.columns if n in ds.masks]
+    return ranges, head, footer, masked
 
 
-def _hybrid_tail(ds: Any, reader: Reader, key: bytes, spec: tuple,
-                 found: tuple[ParquetRanges, dict, bytes, list[str]], dictionaries: bool
-                 ) -> bytes:
-    """What follows the ranges of a `_hybrid` partition: the replacement footer, then the
-    masked columns of every row of its row groups, in order, as the governed path masks them
-    (with `dictionaries`, a hashed column may be an Arrow dictionary of its present values),
-    as an Arrow IPC stream whose length the header gets ("masked"); none without masked
-    columns."""
+def _masked_later(ds: Any, reader: Reader, key: bytes, spec: tuple,
+                  found: tuple[ParquetRanges, dict, bytes, list[str]], dictionaries: bool
+                  ) -> Callable[[], bytes] | None:
+    """`hybrid_masked` of a `_hybrid` partition, to be called by the sender (in a thread of its
+    own, while the ranges go out); None without masked columns."""
+    if not found[3]:
+        return None
+    return lambda: hybrid_masked(ds, reader, key, spec, found, dictionaries)
+
+
+def hybrid_masked(ds: Any, reader: Reader, key: bytes, spec: tuple,
+                  found: tuple[ParquetRanges, dict, bytes, list[str]], dictionaries: bool
+                  ) -> bytes:
+    """What follows the replacement footer of a `_hybrid` partition: the masked columns of
+    every row of its row groups, in order, as the governed path masks them (with
+    `dictionaries`, a hashed column may be an Arrow dictionary of its present values), as an
+    Arrow IPC stream. SourceError when they do not have the ranges' rows; PartitionChanged when
+    the file is no longer the one planned."""
     from .sources.stream import encode
 
-    ranges, head, footer, masked = found
-    if not masked:
-        return footer
+    ranges, _, _, masked = found
     plan = replace(plan_read(ds, masked, None, reader=reader), dictionaries=dictionaries)
     runs: list[list[int]] = []  # consecutive row groups, each run read as a partition
     for g in ranges.groups:
@@ -418,8 +427,7 @@ def _hybrid_tail(ds: Any, reader: Reader, key: bytes, spec: tuple,
     stream = b"".join(bytes(c) for c in encode(schema, typed, "arrow", prefetch=0))
     if rows != ranges.rows:  # (statistics that lied: never send columns that do not line up)
         raise SourceError("the masked columns do not have the rows of the ranges")
-    head["masked"] = len(stream)
-    return footer + stream
+    return stream
 
 
 def ranges_prefix(head: dict[str, Any]) -> bytes:
@@ -467,8 +475,8 @@ def open_partition(gov: Governance, claims: Claims, mask_key: bytes,
         if raw:
             return Opened(ranges=raw[0], head=raw[1])
         if hybrid:
-            tail = _hybrid_tail(ds, reader, mask_key, claims.partition, hybrid, dictionaries)
-            return Opened(ranges=hybrid[0], head=hybrid[1], tail=tail)
+            return Opened(ranges=hybrid[0], head=hybrid[1], tail=hybrid[2], masked=_masked_later(
+                ds, reader, mask_key, claims.partition, hybrid, dictionaries))
         schema, batches = _governed_read(ds, reader, mask_key, claims.columns, claims.where,
                                          claims.partition, dictionaries)
         return Opened(schema=schema, batches=batches)

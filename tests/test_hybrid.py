@@ -61,7 +61,8 @@ def sent(ds: Dataset, spec: tuple, columns, where, dictionaries: bool = True
     found = tickets._hybrid(ds, reader, spec, columns, where)
     if found is None:
         return None
-    tail = tickets._hybrid_tail(ds, reader, KEY, spec, found, dictionaries)
+    tail = found[2] + (tickets.hybrid_masked(ds, reader, KEY, spec, found, dictionaries)
+                       if found[3] else b"")
     ranges, head = found[0], found[1]
     with open(ranges.path, "rb") as f:
         body = tickets.ranges_prefix(head) + b"".join(

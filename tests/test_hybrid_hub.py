@@ -94,6 +94,9 @@ def test_a_governed_partition_as_ranges_and_masked_columns_is_the_governed_parti
     for part in plan["partitions"]:
         r = _get(part, client.HYBRID, dictionaries)
         assert r.headers["Content-Type"] == client.HYBRID
+        # masked columns are computed while the ranges go out: a chunked body
+        assert (r.headers.get("Transfer-Encoding") == "chunked") == bool(set(schema.names)
+                                                                        & MASKED)
         got = client._from_hybrid(io.BytesIO(r.content))
         assert got.schema == schema and got.equals(_governed(part, schema))
         assert not any(word in r.content for word in RAW_WORDS)
@@ -191,3 +194,28 @@ def test_da_load_in_a_kernel_reads_a_governed_dataset_as_hybrids_equal_to_the_go
         reads = _reads(hub, GOVERNED, seq)
         assert reads and {d["format"] for d in reads} == {"parquet-ranges"}
         assert all(d["masked"] == [n for n in schema.names if n in MASKED] for d in reads)
+
+
+def test_an_http_1_0_client_gets_the_same_hybrid_with_its_length(hub: Hub):
+    """When a client speaking HTTP/1.0 (no chunked bodies) fetches a hybrid, Then the masked
+    columns are computed first and the body comes with its Content-Length, the same body."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    class OldConnection(http.client.HTTPConnection):
+        _http_vsn, _http_vsn_str = 10, "HTTP/1.0"
+
+    grant_of(hub, "analyst", GOVERNED)
+    plan = _plan(hub, GOVERNED, columns=["secret", "label"])
+    schema = client.plan_schema(plan)
+    for part in plan["partitions"][:2]:
+        url = urlsplit(part["url"])  # (to the service itself: the proxy speaks HTTP/1.1)
+        conn = OldConnection(f"127.0.0.1:{hub.service_port}", timeout=60)
+        conn.request("GET", url.path, headers={"Authorization": f"ticket {part['ticket']}",
+                                               "Accept": client.HYBRID})
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.getheader("Content-Type") == client.HYBRID
+        assert int(resp.getheader("Content-Length")) > 0 and not resp.getheader(
+            "Transfer-Encoding")
+        assert client._from_hybrid(resp).equals(_governed(part, schema))
+        conn.close()

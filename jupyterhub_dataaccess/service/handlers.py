@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -557,51 +558,95 @@ class DataHandler(BaseHandler):
         except OSError as e:
             raise SourceUnavailable() from e
 
-    async def _send_spans(self, f: Any, spans: list[tuple[int, int]], route: str) -> None:
-        """The byte `spans` ((offset, length), in order) of file `f` as the rest of the body:
-        by sendfile where the connection allows, else read and written 4 MB at a time.
-        StreamClosedError when the client left."""
+    async def _send_spans(self, f: Any, spans: list[tuple[int, int]], route: str,
+                          framed: bool = False) -> None:
+        """The byte `spans` ((offset, length), in order) of file `f` as the rest of the body
+        (`framed`: as one chunk of a chunked body, whose headers went out): by sendfile where
+        the connection allows, else read and written 4 MB at a time. StreamClosedError when
+        the client left."""
         total = sum(n for _, n in spans)
+        if framed and total:
+            await self.request.connection.stream.write(b"%x\r\n" % total)
         if await self.streams.send_file(self, f, total, spans):
             self.metrics.served(route, total)
-            return
-        for offset, length in spans:
-            for at in range(offset, offset + length, PIECE):
-                chunk = await self.run(os.pread, f.fileno(), min(PIECE, offset + length - at),
-                                       at)
-                await self.streams.send(self, chunk)
-                self.metrics.served(route, len(chunk))
+        else:
+            for offset, length in spans:
+                for at in range(offset, offset + length, PIECE):
+                    chunk = await self.run(os.pread, f.fileno(),
+                                           min(PIECE, offset + length - at), at)
+                    await self.streams.send(self, chunk, raw=framed)
+                    self.metrics.served(route, len(chunk))
+        if framed and total:
+            await self.streams.send(self, b"\r\n", raw=True)
 
-    async def _send_bytes(self, data: Any, route: str) -> None:
-        """`data` (bytes in memory) as the rest of the body, PIECE bytes at a time.
-        StreamClosedError when the client left."""
+    async def _send_bytes(self, data: Any, route: str, framed: bool = False) -> None:
+        """`data` (bytes in memory) as the rest of the body, PIECE bytes at a time (`framed`:
+        as chunks of a chunked body, whose headers went out). StreamClosedError when the
+        client left."""
         view = memoryview(data)
         for start in range(0, len(view), PIECE):
-            chunk = bytes(view[start:start + PIECE])
-            await self.streams.send(self, chunk)
+            chunk = view[start:start + PIECE]
+            await self.streams.send(self, chunk if framed else bytes(chunk), framed=framed)
             self.metrics.served(route, len(chunk))
 
     async def _send_ranges(self, part: ParquetRanges, head: dict[str, Any],
-                           tail: bytes | None = None) -> None:
+                           tail: bytes | None = None,
+                           masked: Callable[[], bytes] | None = None) -> None:
         """Byte ranges of a Parquet file as they are (sendfile), after a header saying what
-        they are (tickets.ranges_prefix); with a `tail` (tickets._hybrid_tail: a replacement
-        footer and masked columns), the ranges of the column chunks alone, then the tail."""
+        they are (tickets.ranges_prefix); with a `tail` (a hybrid: tickets._hybrid), the ranges
+        of the column chunks alone, the tail (a replacement footer), then the `masked` columns,
+        computed in a thread while the ranges go out (HTTP/1.1: a chunked body; else first,
+        for the Content-Length). Masked columns that fail once the headers are out cut the
+        body short: a truncated body never looks complete."""
         prefix = tickets.ranges_prefix(head)
         spans = part.ranges if tail is None else part.chunks
+        metrics, route = self.metrics, self.metrics.route(self)
         with self._open(part) as f:
-            size = len(prefix) + sum(n for _, n in spans) + len(tail or b"")
-            self.set_header("Content-Type", PARQUET_RANGES if tail is None else PARQUET_HYBRID)
-            self.set_header("Content-Length", str(size))
-            metrics, route = self.metrics, self.metrics.route(self)
-            metrics.served(route, rows=part.rows)
-            self.write(prefix)
-            metrics.served(route, len(prefix))
+            pending = asyncio.ensure_future(self.run(masked)) if masked else None
             try:
-                await self._send_spans(f, spans, route)
-                await self._send_bytes(tail or b"", route)
+                chunked = pending is not None and self.request.version == "HTTP/1.1"
+                late = b"" if pending is None or chunked else await self._masked(pending)
+                self.set_header("Content-Type",
+                                PARQUET_RANGES if tail is None else PARQUET_HYBRID)
+                if not chunked:
+                    self.set_header("Content-Length", str(len(prefix) + sum(
+                        n for _, n in spans) + len(tail or b"") + len(late)))
+                metrics.served(route, rows=part.rows)
+                self.write(prefix)
+                metrics.served(route, len(prefix))
+                if chunked:
+                    await self.flush()  # the headers and the header, as the first chunk
+                await self._send_spans(f, spans, route, framed=chunked)
+                if chunked:
+                    await self._send_bytes(tail, route, framed=True)
+                    try:
+                        late = await self._masked(pending)
+                    except (SourceUnavailable, SourceChanged) as e:
+                        self.log.warning("Masked columns of a hybrid read failed mid-stream: "
+                                         "%s", e.__cause__ or e)
+                        self.request.connection.close()
+                        return
+                await self._send_bytes(b"" if chunked else tail or b"", route)
+                await self._send_bytes(late, route, framed=chunked)
             except StreamClosedError:
                 return
+            finally:
+                if pending is not None and not pending.done():
+                    pending.cancel()  # (the thread finishes; its result is dropped)
+                elif pending is not None and not pending.cancelled():
+                    pending.exception()  # (seen: a failure was answered or logged above)
         self.finish()
+
+    @staticmethod
+    async def _masked(pending: Any) -> bytes:
+        """The masked columns of a hybrid, once computed; a 503 (SourceChanged: the file is
+        not the one planned) or a 502 when they cannot be."""
+        try:
+            return await pending
+        except PartitionChanged as e:
+            raise SourceChanged() from e
+        except (SourceError, OSError, pa.ArrowException) as e:
+            raise SourceUnavailable() from e
 
     def _next(self, chunks: Any) -> bytes | None:
         try:
@@ -648,7 +693,7 @@ class ScanHandler(DataHandler):
                     self.set_header("X-Dataaccess-Version", out.version)
                 self.set_header("X-Dataaccess-Audit-Seq", str(out.audit_seq))
                 if out.ranges:
-                    await self._send_ranges(out.ranges, out.head, out.tail)
+                    await self._send_ranges(out.ranges, out.head, out.tail, out.masked)
                 else:
                     await self._send_file(out.dataset, out.file)
                 return
@@ -683,7 +728,7 @@ class TicketHandler(DataHandler):
             if part.file:
                 await self._send_file(claims.dataset, part.file)
             elif part.ranges:
-                await self._send_ranges(part.ranges, part.head, part.tail)
+                await self._send_ranges(part.ranges, part.head, part.tail, part.masked)
             else:
                 await self._send_batches(claims.dataset, part.schema, part.batches, "arrow")
 

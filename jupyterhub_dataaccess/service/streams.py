@@ -67,14 +67,18 @@ class StreamSlots:
                 else:
                     del self._by_user[user]
 
-    async def send(self, handler: Any, chunk: bytes | memoryview, framed: bool = False) -> None:
+    async def send(self, handler: Any, chunk: bytes | memoryview, framed: bool = False,
+                   raw: bool = False) -> None:
         """Write one chunk and wait until it is on its way; a client that leaves it unread for
         `write_timeout` seconds is disconnected (StreamClosedError, as if it had gone).
 
         `framed`: after the headers went out, the chunk is written to the connection as an
         HTTP/1.1 chunk frame of three pieces, the data (a view of the serialised batch) kept
-        as it is; the web server's own framing would copy it twice on the event loop."""
-        if framed:
+        as it is; the web server's own framing would copy it twice on the event loop. `raw`:
+        written to the connection as it is (inside a chunk frame the caller opened)."""
+        if raw:
+            flushed = handler.request.connection.stream.write(chunk)
+        elif framed:
             if not len(chunk):
                 return  # an empty frame would end the body
             stream = handler.request.connection.stream
@@ -128,7 +132,8 @@ class StreamSlots:
                     raise StreamClosedError() from None
                 done, sent = done + n, sent + n
         # tornado counts the body it wrote itself against the Content-Length; this one it did not
-        conn._expected_content_remaining = max(0, (conn._expected_content_remaining or 0) - sent)
+        if conn._expected_content_remaining is not None:  # (None: a chunked body)
+            conn._expected_content_remaining = max(0, conn._expected_content_remaining - sent)
         return True
 
     def _cut_off(self, handler: Any) -> NoReturn:
