@@ -371,8 +371,11 @@ def _hybrid(ds: Any, reader: Reader, spec: tuple, columns: list[str] | None,
     if ranges is None or not ranges.groups or not ranges.columns:
         return None
     offset, length = ranges.footer
-    with ranges.open() as f:  # the very file: its footer, as it is
-        footer = os.pread(f.fileno(), length, offset)
+    try:
+        with ranges.open() as f:  # the very file: its footer, as it is
+            footer = os.pread(f.fileno(), length, offset)
+    except OSError as e:
+        raise SourceError(str(e)) from e
     try:
         footer = pruned_footer(footer, ranges.groups, sorted(ranges.leaves))
     except FooterError:

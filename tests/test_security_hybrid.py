@@ -222,3 +222,38 @@ def test_a_governed_read_decodes_the_file_whose_footer_it_read(tmp_path, monkeyp
     except Exception as e:  # noqa: BLE001 (refusing is fine; raw values are not)
         labels = [repr(e)]
     assert not any("zebra" in str(v) for v in labels), labels[:3]
+
+
+@pytest.mark.parametrize("how", ["not-parquet", "gone"])
+def test_a_file_broken_or_gone_as_its_ranges_are_found_is_a_source_error(tmp_path, monkeypatch,
+                                                                         how):
+    """When the partition's file is overwritten with bytes that are not Parquet, or removed,
+    just after the partition is found in the dataset, Then finding its byte ranges (plain or
+    hybrid) raises SourceError (the service answers 502 or, for a changed partition, 410 with a
+    JSON message), never an OSError or an Arrow error (a 500)."""
+    from jupyterhub_dataaccess.sources import readers
+    from jupyterhub_dataaccess.sources.base import SourceError
+
+    path = str(tmp_path / "t.parquet")
+    _file(path, ["id", "secret", "label", "value"], None)
+    original = readers.FileReader.partition_file
+
+    def breaking(*args, **kwargs):
+        found = original(*args, **kwargs)
+        if how == "gone":
+            os.unlink(found)
+        else:
+            with open(found, "wb") as f:
+                f.write(b"this is not a parquet file at all" * 10)
+        return found
+
+    for masks, row_filter in (({"secret": "hash"}, "id >= 0"), ({}, None)):
+        _file(path, ["id", "secret", "label", "value"], None)
+        ds = Dataset(id="t", title="t", source=Source(kind="file", uri=path, format="parquet"),
+                     masks=masks, row_filter=parse_filter(row_filter) if row_filter else None)
+        reader = reader_for(ds)
+        spec = reader.partitions(1 << 40)[0].spec
+        with monkeypatch.context() as m:
+            m.setattr(readers.FileReader, "partition_file", staticmethod(breaking))
+            with pytest.raises(SourceError):
+                (tickets._hybrid if masks else tickets._ranges)(ds, reader, spec, None, None)

@@ -218,6 +218,16 @@ def _small_dictionaries(rg: Any, names: list[str], target: pa.Schema) -> list[st
                  or pa.types.is_binary(target.field(n).type))]
 
 
+@contextlib.contextmanager
+def _source_errors() -> Iterator[None]:
+    """A file that cannot be opened or read (gone, not Parquet after all) is a SourceError: the
+    caller answers with a clean 502 (or, for a changed partition, 410), never a 500."""
+    try:
+        yield
+    except (OSError, pa.ArrowException) as e:
+        raise SourceError(str(e)) from e
+
+
 def _extent(chunk: Any) -> tuple[int, int]:
     """(offset, length) of a Parquet column chunk as its metadata says: from its dictionary
     page where it has one before its data pages."""
@@ -409,6 +419,7 @@ class FileReader(Reader):
 
         return groups()
 
+    @_source_errors()
     def partition_ranges(self, spec: tuple, columns: list[str], where: RowFilter | None,
                          groups_by: RowFilter | None = None, proven: RowFilter | None = None,
                          alone: bool = False) -> ParquetRanges | None:
