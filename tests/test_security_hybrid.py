@@ -257,3 +257,57 @@ def test_a_file_broken_or_gone_as_its_ranges_are_found_is_a_source_error(tmp_pat
             m.setattr(readers.FileReader, "partition_file", staticmethod(breaking))
             with pytest.raises(SourceError):
                 (tickets._hybrid if masks else tickets._ranges)(ds, reader, spec, None, None)
+
+
+def _footer_of(table: pa.Table) -> tuple[bytes, bytes]:
+    """(the bytes before the footer, the footer) of `table` written as Parquet."""
+    sink = io.BytesIO()
+    pq.write_table(table, sink, row_group_size=100)
+    data = sink.getvalue()
+    n = int.from_bytes(data[-8:-4], "little")
+    return data[:-8 - n], data[-8 - n:-8]
+
+
+def test_a_footer_pyarrow_reads_is_pruned_or_refused_never_an_error(tmp_path):
+    """When footers altered a few bytes at a time are given to pruned_footer, Then each that
+    pyarrow still reads (so a partition could be planned on it) is pruned or refused with a
+    FooterError (the partition then goes the governed way), never another error (a 500)."""
+    from jupyterhub_dataaccess.sources.footer import FooterError, pruned_footer
+
+    head, footer = _footer_of(pa.table({
+        "id": pa.array(range(300), pa.int64()), "secret": [f"zebra-{i % 7}" for i in range(300)],
+        "label": [f"visible-{i}" for i in range(300)]}))
+    rnd = __import__("random").Random(1)
+    tried = 0
+    for _ in range(20000):
+        altered = bytearray(footer)
+        for _ in range(rnd.randint(1, 3)):
+            altered[rnd.randrange(len(altered))] = rnd.randrange(256)
+        altered = bytes(altered)
+        try:
+            pq.read_metadata(io.BytesIO(head + altered + len(altered).to_bytes(4, "little")
+                                        + b"PAR1"))
+        except Exception:  # noqa: BLE001 (a footer no reader takes: no partition planned)
+            continue
+        tried += 1
+        try:
+            pruned_footer(altered, [0, 2], [0, 2])
+        except FooterError:
+            pass
+    assert tried > 1000
+
+
+def test_a_footer_naming_a_field_twice_is_refused():
+    """When a structure of the footer holds a field twice (Thrift readers keep the last, so the
+    row groups the service read and those a pruned footer would name could differ), Then
+    pruned_footer refuses it."""
+    from jupyterhub_dataaccess.sources import footer as thrift
+
+    _, footer = _footer_of(pa.table({"id": pa.array(range(300), pa.int64()),
+                                     "secret": [f"zebra-{i}" for i in range(300)]}))
+    meta = thrift._Reader(footer).struct()
+    groups = thrift._get(meta, 4)
+    writer = thrift._Writer()
+    writer.struct([*meta, (4, thrift._LIST, (groups[0], list(reversed(groups[1]))))])
+    with pytest.raises(thrift.FooterError):
+        thrift.pruned_footer(bytes(writer.out), [0], [0])

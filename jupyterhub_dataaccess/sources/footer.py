@@ -109,13 +109,16 @@ class _Reader:
 
     def struct(self, depth: int = 0) -> Struct:
         fields: Struct = []
-        last = 0
+        last, seen = 0, set()
         while True:
             head = self.byte()
             if head == 0:
                 return fields
             kind, delta = head & 0x0F, head >> 4
             fid = last + delta if delta else self.zigzag()
+            if fid in seen:  # (Thrift readers keep the last: pyarrow's view and ours would differ)
+                raise FooterError("a field twice in one structure of the footer")
+            seen.add(fid)
             fields.append((fid, kind, None if kind in (_TRUE, _FALSE) else self.value(kind, depth)))
             last = fid
 
@@ -219,6 +222,15 @@ def pruned_footer(footer: bytes, row_groups: list[int], columns: list[int]) -> b
     (indices in the flat schema, in that order): a footer naming nothing else, whose column
     chunks point at the same offsets. Raises FooterError for a nested schema, column chunks
     in other files, an encrypted file, bad indices or malformed bytes."""
+    try:
+        return _pruned(footer, row_groups, columns)
+    except FooterError:
+        raise
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError) as e:  # (a field of
+        raise FooterError(f"a malformed footer ({type(e).__name__})") from e  # another type)
+
+
+def _pruned(footer: bytes, row_groups: list[int], columns: list[int]) -> bytes:
     reader = _Reader(footer)
     meta = reader.struct()
     if reader.pos != len(footer):
