@@ -134,11 +134,7 @@ datasets:
     classification: public
     tags: [hybrid]
     source: {{kind: file, uri: {data}/hybrid, format: parquet}}
-    columns:
-      secret: {{mask: hash}}
-      secret2: {{mask: hash-v1}}
-      note: {{mask: redact}}
-      flag: {{mask: "null"}}
+    columns: {hybrid_masks}
     row_filter: "id >= 0"
   - id: hybrid-unproven
     title: Hybrid ranges, unproven
@@ -148,11 +144,7 @@ datasets:
     classification: public
     tags: [hybrid]
     source: {{kind: file, uri: {data}/hybrid, format: parquet}}
-    columns:
-      secret: {{mask: hash}}
-      secret2: {{mask: hash-v1}}
-      note: {{mask: redact}}
-      flag: {{mask: "null"}}
+    columns: {hybrid_masks}
     row_filter: "value >= -1000.0"
   - id: hybrid-parquet-mr
     title: Hybrid ranges, a parquet-mr file
@@ -169,6 +161,8 @@ datasets:
 
 FLIGHTS_SQL_ROWS = 2000  # in flights-sql; every 50th id is null
 HYBRID_ROWS = 600  # in hybrid/: two files, row groups of 100 and of 75 rows
+HYBRID_MASKS = '{secret: {mask: hash}, secret2: {mask: hash-v1}, note: {mask: redact}, ' \
+    'flag: {mask: "null"}}'  # (both hybrid datasets)
 
 
 def make_hybrid(data: str) -> None:
@@ -284,7 +278,7 @@ def config_files(state_dir: str) -> dict[str, str]:
     catalog = os.path.join(state_dir, "catalog.yaml")
     policy = os.path.join(state_dir, "policy.yaml")
     with open(catalog, "w") as f:
-        f.write(CATALOG.format(data=data))
+        f.write(CATALOG.format(data=data, hybrid_masks=HYBRID_MASKS))
     with open(policy, "w") as f:
         f.write(SESSION_POLICY)
     return {"catalog": catalog, "policy": policy, "data": data}

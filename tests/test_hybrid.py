@@ -175,3 +175,101 @@ def test_a_file_put_in_the_place_of_the_planned_one_sends_no_bytes(tmp_path):
     os.utime(data, ns=(0, 1))
     with pytest.raises(PartitionChanged):
         found[0].open()
+
+
+def _serve(tmp_path, fail: bool, sendfile: bool):
+    """A tornado server whose one route sends a hybrid partition with the service's own
+    DataHandler._send_ranges (masked columns failing when `fail`; sendfile refused unless
+    `sendfile`). Yields (port, the partition's governed table)."""
+    import asyncio
+    import logging
+    import socket
+    import threading
+
+    from tornado import httpserver, web
+
+    from jupyterhub_dataaccess.service.handlers import DataHandler
+    from jupyterhub_dataaccess.service.metrics import Metrics
+    from jupyterhub_dataaccess.service.streams import StreamSlots
+    from jupyterhub_dataaccess.sources.base import SourceError
+
+    data = tmp_path / "t.parquet"
+    rows = {"n": pa.array(range(50_000), pa.int64()),
+            "s": [f"{SECRET}{i % 97}" for i in range(50_000)], "x": [i / 3 for i in range(50_000)]}
+    pq.write_table(pa.table(rows), data, row_group_size=20_000)
+    ds = _dataset(str(data), {"s": "hash"}, "n >= 0")
+    reader = reader_for(ds)
+    spec = reader.partitions(1 << 40)[0].spec
+    found = tickets._hybrid(ds, reader, spec, None, None)
+
+    def masked() -> bytes:
+        if fail:
+            raise SourceError("the source failed")
+        return tickets.hybrid_masked(ds, reader, KEY, spec, found, False)
+
+    slots = StreamSlots(0, 0, write_timeout=10.0, log=logging.getLogger("test-hybrid"))
+    if not sendfile:
+        async def refused(*_args) -> bool:
+            return False
+        slots.send_file = refused
+
+    class Handler(DataHandler):
+        async def prepare(self) -> None:  # (no hub here: the route sends, nothing else)
+            pass
+
+        async def get(self) -> None:
+            await self._send_ranges(found[0], found[1], found[2], masked)
+
+    async def run(fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    ready, state = threading.Event(), {}
+
+    def serve() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        sock.setblocking(False)
+        app = web.Application([("/p", Handler, {"run": run, "streams": slots,
+                                                "metrics": Metrics()})])
+        httpserver.HTTPServer(app).add_sockets([sock])
+        state.update(loop=loop, port=sock.getsockname()[1])
+        ready.set()
+        loop.run_forever()
+
+    threading.Thread(target=serve, daemon=True).start()
+    ready.wait(10)
+    return state, governed(ds, spec, None, None)
+
+
+@pytest.mark.parametrize("sendfile", [True, False], ids=["sendfile", "reads"])
+def test_the_service_sends_a_hybrid_as_a_chunked_body_the_client_reads(tmp_path, sendfile):
+    """When DataHandler._send_ranges sends a hybrid over HTTP/1.1 (masked columns computed
+    while the ranges go out), by sendfile or by reads inside the chunk, Then the body is chunked,
+    the client makes it the governed partition, and the kept-alive connection serves the next
+    request; masked columns that fail after the headers cut the body short (never complete)."""
+    import http.client
+
+    state, expected = _serve(tmp_path, fail=False, sendfile=sendfile)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", state["port"], timeout=30)
+        for _ in range(2):
+            conn.request("GET", "/p")
+            resp = conn.getresponse()
+            assert resp.status == 200 and resp.getheader("Transfer-Encoding") == "chunked"
+            assert client._from_hybrid(resp).equals(expected)
+    finally:
+        state["loop"].call_soon_threadsafe(state["loop"].stop)
+    (tmp_path / "failing").mkdir()
+    state, _ = _serve(tmp_path / "failing", fail=True, sendfile=sendfile)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", state["port"], timeout=30)
+        conn.request("GET", "/p")
+        resp = conn.getresponse()
+        assert resp.status == 200  # (the headers went out before the masked columns failed)
+        with pytest.raises((http.client.IncompleteRead, OSError, ValueError)):
+            client._from_hybrid(resp)
+    finally:
+        state["loop"].call_soon_threadsafe(state["loop"].stop)

@@ -17,6 +17,7 @@ from hubutil import Hub
 from secutil import SECRETS, audit, grant_of
 
 from jupyterhub_dataaccess import client
+from jupyterhub_dataaccess.sources.readers import _merged
 
 pytestmark = pytest.mark.once  # reading files, not the database
 
@@ -54,16 +55,6 @@ def _parts(body: bytes) -> tuple[dict, bytes]:
     head = json.loads(body[4:4 + n])
     at = 4 + n + sum(length for _, length in head["ranges"])
     return head, body[at:at + head["footer"]]
-
-
-def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[list[int]] = []
-    for start, length in sorted(spans):
-        if out and start <= out[-1][0] + out[-1][1]:
-            out[-1][1] = max(out[-1][1], start + length - out[-1][0])
-        else:
-            out.append([start, length])
-    return [(a, n) for a, n in out]
 
 
 def _reads(hub: Hub, dataset: str, scan: int) -> list[dict]:
