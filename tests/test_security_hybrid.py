@@ -311,3 +311,27 @@ def test_a_footer_naming_a_field_twice_is_refused():
     writer.struct([*meta, (4, thrift._LIST, (groups[0], list(reversed(groups[1]))))])
     with pytest.raises(thrift.FooterError):
         thrift.pruned_footer(bytes(writer.out), [0], [0])
+
+
+@pytest.mark.parametrize("other", ["not-parquet", "text-ids"])
+def test_a_plan_over_a_broken_or_mistyped_file_is_a_source_error(tmp_path, other):
+    """When one file of a Parquet directory is not Parquet, or holds the row filter's integer
+    column as text, Then planning a scan's partitions with the row filter raises SourceError
+    (the service answers 502 with a JSON message), never an Arrow error (a 500)."""
+    from jupyterhub_dataaccess.sources.base import SourceError
+    from jupyterhub_dataaccess.sources.plan import plan_read
+
+    d = tmp_path / "d"
+    d.mkdir()
+    pq.write_table(pa.table({"id": pa.array([1, 2, 3], pa.int64()), "s": ["a", "b", "c"]}),
+                   d / "a.parquet")
+    if other == "not-parquet":
+        (d / "b.parquet").write_bytes(b"PAR1 but nothing else of a parquet file at all PAR1")
+    else:
+        pq.write_table(pa.table({"id": ["5", "-7", "9"], "s": ["zebra1", "zebra2", "zebra3"]}),
+                       d / "b.parquet")
+    ds = Dataset(id="t", title="t", source=Source(kind="file", uri=str(d), format="parquet"),
+                 masks={"s": "hash"}, row_filter=parse_filter("id >= 0"))
+    reader = reader_for(ds)
+    with pytest.raises(SourceError):
+        reader.partitions(1 << 20, plan_read(ds, reader=reader).pushed, spread=4)

@@ -337,6 +337,7 @@ class FileReader(Reader):
                     yield from self._row_group(f, meta, group, columns, needed, target,
                                                where, self._hashed(where))
 
+    @_source_errors()
     def partitions(self, target_bytes: int, where: RowFilter | None = None,
                    spread: int = 1) -> list[Partition]:
         """A partition per file; Parquet files by runs of row groups of about `target_bytes`.
