@@ -276,6 +276,11 @@ def _overlaps(spans: list[tuple[int, int]], others: list[tuple[int, int]]) -> bo
     return False
 
 
+# A footer cut down for ranges sent `alone` is parsed in Python (footer.pruned_footer: ~2 s of
+# CPU a MB, each fetch); past this, the governed path costs less and its time is bounded.
+ALONE_FOOTER_BYTES = 256 << 10
+
+
 def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """(offset, length) spans sorted, with overlapping or touching ones joined."""
     out: list[list[int]] = []
@@ -433,8 +438,8 @@ class FileReader(Reader):
         filter: keeps_every_row). With `alone` (the file's other columns and row groups are not
         the caller's to see), the chunks' own bytes only: None for a file whose chunks' ends
         are not known (old parquet-mr: readers add 100 bytes, which may be the next chunk's)
-        or whose chunks to send overlap any other chunk or bloom filter of the file. Checks
-        that the partition is still the one planned."""
+        or whose chunks to send overlap any other chunk or bloom filter of the file, or whose
+        footer is over ALONE_FOOTER_BYTES. Checks that the partition is still the one planned."""
         dataset = self._dataset()
         from pyarrow.fs import LocalFileSystem
 
@@ -460,6 +465,8 @@ class FileReader(Reader):
         footer = int.from_bytes(tail[:4], "little") + 8
         if tail[4:] != b"PAR1" or footer > size - 4:
             return None  # (an encrypted footer, or not Parquet after all)
+        if alone and footer > ALONE_FOOTER_BYTES:
+            return None
         wanted = [stored.get_field_index(n) for n in read]
         spans = []
         every, dictionary = [], set(read)
