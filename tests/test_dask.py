@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import HYBRID_ROWS
 from hubutil import Hub, Kernel
-from secutil import fresh_request, grant_of
+from secutil import audit, fresh_request, grant_of
 
 pytestmark = pytest.mark.once  # one run: the database side is covered by test_tickets.py
 
@@ -60,6 +61,17 @@ print("SQL", json.dumps({
     "per_partition": [int(n) for n in ddf.map_partitions(len).compute()],
     "sums": sums.to_dict(), "expected": whole.groupby("carrier").delay.sum().sort_index().to_dict(),
 }))
+"""
+
+HYBRID = """
+ddf = da.load("hybrid-governed", as_="dask")
+whole = da.load("hybrid-governed")
+got = ddf.compute().reset_index(drop=True)
+def values(frame):  # (Dask makes text its own string dtype: compare values, nulls as None)
+    return frame.astype(object).where(frame.notna(), None).values.tolist()
+print("HYBRID", json.dumps({"npartitions": ddf.npartitions, "rows": len(got),
+                            "columns": list(got.columns) == list(whole.columns),
+                            "equal": values(got) == values(whole)}))
 client.close(); cluster.close()
 """
 
@@ -78,7 +90,8 @@ def test_dask_workers_without_a_token_compute_a_governed_dataset_through_tickets
     is a partition per ticket, and a group-by computed on the workers equals the same
     computation on da.load's rows (masks, row filter, columns and where honoured), and the
     frame's meta is what its partitions hold. A SQL table the catalogue splits by a key
-    gives a Dask partition per range, and its sums are da.load's."""
+    gives a Dask partition per range, and its sums are da.load's. A governed Parquet dataset
+    whose row filter the statistics prove is fetched as hybrids, equal to da.load's rows."""
     req = fresh_request(hub, "analyst", MASKED)
     assert hub.call("steward", "POST", f"/requests/{req['id']}/approve",
                     json={"comment": "ok"}).status_code == 200
@@ -99,3 +112,14 @@ def test_dask_workers_without_a_token_compute_a_governed_dataset_through_tickets
     sql = _out(analyst_kernel.run(SQL, timeout=180), "SQL")
     assert sql["npartitions"] == sql["plan"] >= 4 and all(n > 0 for n in sql["per_partition"])
     assert sql["sums"] == sql["expected"] and set(sql["sums"]) == {"AA", "UA", "DL"}
+    # a governed Parquet dataset whose row filter the statistics prove: the tasks' fetches are
+    # hybrids (the unmasked columns as byte ranges), equal to da.load's rows
+    grant_of(hub, "analyst", "hybrid-governed")
+    before = max([r["seq"] for r in audit(hub, dataset="hybrid-governed")], default=0)
+    hybrid = _out(analyst_kernel.run(HYBRID, timeout=180), "HYBRID")
+    assert hybrid["npartitions"] > 2 and hybrid["rows"] == HYBRID_ROWS
+    assert hybrid["equal"] and hybrid["columns"]
+    reads = [r for r in audit(hub, dataset="hybrid-governed", action="data.read")
+             if r["seq"] > before]
+    assert len(reads) > hybrid["npartitions"]  # (the tasks' fetches and da.load's)
+    assert {r["detail"]["format"] for r in reads} == {"parquet-ranges"}
