@@ -360,3 +360,32 @@ def test_a_wide_files_footer_costs_a_fetch_bounded_cpu(tmp_path):
     found = tickets._hybrid(ds, reader, spec, None, None)
     assert time.process_time() - started < 1.0
     assert found is None
+
+
+def test_chunks_the_footer_places_outside_the_data_go_governed(tmp_path):
+    """When the footer places the unmasked column's chunks past the data (in or after the
+    footer: a damaged file pyarrow still reads the metadata of), Then no hybrid is planned (the
+    governed path runs, and fails cleanly on such a file), never an IndexError (a 500)."""
+    from jupyterhub_dataaccess.sources import footer as thrift
+
+    path = str(tmp_path / "t.parquet")
+    _file(path, ["id", "secret", "label"], None)
+    with open(path, "rb") as f:
+        data = f.read()
+    n = int.from_bytes(data[-8:-4], "little")
+    meta = thrift._Reader(data[-8 - n:-8]).struct()
+    for group in thrift._get(meta, 4)[1]:
+        label = thrift._get(group, 1)[1][2]
+        column = thrift._get(label, 3)
+        column[:] = [f for f in column if f[0] != 11]  # (no dictionary page offset)
+        column[:] = thrift._set(column, 9, thrift._I64, len(data) + 10)
+    writer = thrift._Writer()
+    writer.struct(meta)
+    with open(path, "wb") as f:
+        f.write(data[:-8 - n] + bytes(writer.out) + len(writer.out).to_bytes(4, "little")
+                + b"PAR1")
+    ds = Dataset(id="t", title="t", source=Source(kind="file", uri=path, format="parquet"),
+                 masks={"secret": "hash"}, row_filter=parse_filter("id >= 0"))
+    reader = reader_for(ds)
+    spec = reader.partitions(1 << 40)[0].spec
+    assert tickets._hybrid(ds, reader, spec, ["label"], None) is None

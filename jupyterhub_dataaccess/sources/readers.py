@@ -438,8 +438,9 @@ class FileReader(Reader):
         filter: keeps_every_row). With `alone` (the file's other columns and row groups are not
         the caller's to see), the chunks' own bytes only: None for a file whose chunks' ends
         are not known (old parquet-mr: readers add 100 bytes, which may be the next chunk's)
-        or whose chunks to send overlap any other chunk or bloom filter of the file, or whose
-        footer is over ALONE_FOOTER_BYTES. Checks that the partition is still the one planned."""
+        or whose chunks to send lie outside its data or overlap any other chunk or bloom
+        filter of the file, or whose footer is over ALONE_FOOTER_BYTES. Checks that the
+        partition is still the one planned."""
         dataset = self._dataset()
         from pyarrow.fs import LocalFileSystem
 
@@ -484,8 +485,9 @@ class FileReader(Reader):
             for c in wanted:
                 start, length = _extent(rg.column(c))
                 spans.append((start, min(length + slack, size - footer - start)))
-        if alone and _overlaps(spans, _others(meta, set(groups), set(wanted))):
-            return None
+        if alone and (any(a < 4 or n <= 0 for a, n in spans)  # (n: cut at the footer)
+                      or _overlaps(spans, _others(meta, set(groups), set(wanted)))):
+            return None  # (a chunk outside the data, or sharing bytes with another)
         return ParquetRanges(path, size, _merged([(0, 4), (size - footer, footer), *spans]),
                              groups, read, sum(meta.row_group(g).num_rows for g in groups),
                              every, [n for n in read if n in dictionary], identity, wanted,
