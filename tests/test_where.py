@@ -361,3 +361,9 @@ def test_when_a_batch_is_filtered_by_mask_then_it_keeps_exactly_the_rows_filter_
     empty = batch.slice(0, 0)
     tree = bind(parse_filter("month == 3"), batch.schema)
     assert readers.filter_batch(empty, tree.to_arrow(), tree.columns).num_rows == 0
+    # a batch of many of Acero's own batches (32 Ki rows): the mask stays in row order
+    big = pa.RecordBatch.from_pydict({"n": range(300_000), "x": [i * 7919 % 1000 for i in
+                                                                 range(300_000)]})
+    tree = bind(parse_filter("x >= 10 and n != 5"), big.schema)
+    assert (readers.filter_batch(big, tree.to_arrow(), tree.columns).serialize()
+            == big.filter(tree.to_arrow()).serialize())

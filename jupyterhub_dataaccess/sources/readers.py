@@ -137,7 +137,7 @@ def filter_batch(batch: pa.RecordBatch, expr: Any, columns: set[str] | frozenset
     mask = acero.Declaration.from_sequence([
         acero.Declaration("table_source", acero.TableSourceNodeOptions(source)),
         acero.Declaration("project", acero.ProjectNodeOptions([expr])),
-    ]).to_table(use_threads=False).column(0)
+    ]).to_table(use_threads=False).column(0)  # (one thread: the mask in row order)
     return batch.filter(mask.combine_chunks())
 
 
