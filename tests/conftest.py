@@ -204,7 +204,7 @@ def written_by(path: str, created_by: str) -> None:
     with open(path, "rb") as f:
         data = f.read()
     size = int.from_bytes(data[-8:-4], "little")
-    meta = thrift._Reader(data[-8 - size:-8]).struct()
+    meta = thrift._parse(data[-8 - size:-8])
     writer = thrift._Writer()
     writer.struct(thrift._set(meta, 6, thrift._BINARY, created_by.encode()))
     with open(path, "wb") as f:

@@ -169,3 +169,22 @@ def test_a_file_with_many_row_groups_keeps_its_offsets(tmp_path):
     want = pq.ParquetFile(path).read_row_groups(groups, columns=["secret", "label"])
     assert got.column("label").equals(want.column("label"))
     assert got.column("secret").cast(pa.string()).equals(want.column("secret"))
+
+
+def test_a_footer_is_parsed_once_for_the_fetches_of_its_partitions_which_each_get_their_own():
+    """The partitions of one file share its parsed footer (the parse is the cost: ~0.6 ms a KB);
+    what each fetch gets is the same as from a fresh parse, whatever was pruned before."""
+    from jupyterhub_dataaccess.sources import footer as thrift
+
+    data = _file(_table(20_000), row_group_size=700)
+    footer, _ = _parts(data)
+    asks = [([0], [0, 1]), ([5, 6], [3]), ([0], [0, 1]), ([28], list(range(9)))]
+    thrift._file_meta.cache_clear()
+    fresh = []
+    for groups, columns in asks:
+        fresh.append(pruned_footer(footer, groups, columns))
+        thrift._file_meta.cache_clear()
+    cached = [pruned_footer(footer, groups, columns) for groups, columns in asks]
+    assert cached == fresh
+    info = thrift._file_meta.cache_info()
+    assert info.misses == 1 and info.hits == len(asks) - 1

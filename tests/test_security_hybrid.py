@@ -305,7 +305,7 @@ def test_a_footer_naming_a_field_twice_is_refused():
 
     _, footer = _footer_of(pa.table({"id": pa.array(range(300), pa.int64()),
                                      "secret": [f"zebra-{i}" for i in range(300)]}))
-    meta = thrift._Reader(footer).struct()
+    meta = thrift._parse(footer)
     groups = thrift._get(meta, 4)
     writer = thrift._Writer()
     writer.struct([*meta, (4, thrift._LIST, (groups[0], list(reversed(groups[1]))))])
@@ -373,7 +373,7 @@ def test_chunks_the_footer_places_outside_the_data_go_governed(tmp_path):
     with open(path, "rb") as f:
         data = f.read()
     n = int.from_bytes(data[-8:-4], "little")
-    meta = thrift._Reader(data[-8 - n:-8]).struct()
+    meta = thrift._parse(data[-8 - n:-8])
     for group in thrift._get(meta, 4)[1]:
         label = thrift._get(group, 1)[1][2]
         column = thrift._get(label, 3)

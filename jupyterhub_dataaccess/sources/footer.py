@@ -17,12 +17,14 @@ know are dropped. Nested schemas, column chunks in other files and encrypted fil
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 # compact protocol types
 _TRUE, _FALSE, _BYTE, _I16, _I32, _I64, _DOUBLE, _BINARY, _LIST, _SET, _MAP, _STRUCT = range(1, 13)
 _MAX_DEPTH = 16
 _MAX_ITEMS = 1 << 24
+CACHED_FOOTERS = 4  # footers kept parsed (each ~32x its bytes, at most readers.ALONE_FOOTER_BYTES)
 
 # fields kept, per structure (parquet.thrift field ids)
 _FILE_KEEP = {1, 2, 3, 4, 6, 7}  # version, schema, num_rows, row_groups, created_by, orders
@@ -43,84 +45,107 @@ class FooterError(ValueError):
 Struct = list[tuple[int, int, Any]]
 
 
-class _Reader:
-    def __init__(self, data: bytes):
-        self.data, self.pos = memoryview(data), 0
+def _parse(data: bytes) -> Struct:
+    """The Thrift compact struct that is all of `data` (one pass, no objects but the values)."""
+    n = len(data)
 
-    def byte(self) -> int:
-        if self.pos >= len(self.data):
-            raise FooterError("the footer ends early")
-        self.pos += 1
-        return self.data[self.pos - 1]
-
-    def varint(self) -> int:
+    def varint(p: int) -> tuple[int, int]:
         out = shift = 0
         while True:
-            b = self.byte()
+            if p >= n:
+                raise FooterError("the footer ends early")
+            b = data[p]
+            p += 1
             out |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return out
+            if b < 0x80:
+                return out, p
             shift += 7
             if shift > 63:
                 raise FooterError("a malformed number in the footer")
 
-    def zigzag(self) -> int:
-        n = self.varint()
-        return (n >> 1) ^ -(n & 1)
-
-    def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
-            raise FooterError("the footer ends early")
-        self.pos += n
-        return bytes(self.data[self.pos - n:self.pos])
-
-    def value(self, kind: int, depth: int) -> Any:
-        if depth > _MAX_DEPTH:
-            raise FooterError("the footer nests too deep")
-        if kind in (_TRUE, _FALSE):  # (in a list: one byte)
-            return self.byte()
-        if kind == _BYTE:
-            return self.byte()
-        if kind in (_I16, _I32, _I64):
-            return self.zigzag()
-        if kind == _DOUBLE:
-            return self.take(8)
-        if kind == _BINARY:
-            return self.take(self.varint())
-        if kind in (_LIST, _SET):
-            head = self.byte()
-            size, element = head >> 4, head & 0x0F
-            if size == 15:
-                size = self.varint()
-            if size > _MAX_ITEMS:
-                raise FooterError("a list in the footer is too long")
-            return element, [self.value(element, depth + 1) for _ in range(size)]
-        if kind == _MAP:
-            size = self.varint()
-            if size > _MAX_ITEMS:
-                raise FooterError("a map in the footer is too long")
-            types = self.byte() if size else 0
-            return (types >> 4, types & 0x0F,
-                    [(self.value(types >> 4, depth + 1), self.value(types & 0x0F, depth + 1))
-                     for _ in range(size)])
+    def value(kind: int, p: int, depth: int) -> tuple[Any, int]:
+        if kind == _I32 or kind == _I64 or kind == _I16:
+            v, p = varint(p)
+            return (v >> 1) ^ -(v & 1), p
+        if kind == _BINARY or kind == _DOUBLE:
+            if kind == _BINARY:
+                size, p = varint(p)
+            else:
+                size = 8
+            if p + size > n:
+                raise FooterError("the footer ends early")
+            return data[p:p + size], p + size
         if kind == _STRUCT:
-            return self.struct(depth + 1)
+            return struct(p, depth + 1)
+        if depth >= _MAX_DEPTH:
+            raise FooterError("the footer nests too deep")
+        if kind == _LIST or kind == _SET:
+            if p >= n:
+                raise FooterError("the footer ends early")
+            size, element = data[p] >> 4, data[p] & 0x0F
+            p += 1
+            if size == 15:
+                size, p = varint(p)
+            if size > _MAX_ITEMS or size > n - p:  # (each item takes a byte at least)
+                raise FooterError("a list in the footer is too long")
+            items = []
+            for _ in range(size):
+                v, p = value(element, p, depth + 1)
+                items.append(v)
+            return (element, items), p
+        if kind == _TRUE or kind == _FALSE or kind == _BYTE:  # (in a list: one byte)
+            if p >= n:
+                raise FooterError("the footer ends early")
+            return data[p], p + 1
+        if kind == _MAP:
+            size, p = varint(p)
+            if size > _MAX_ITEMS or size > n - p:
+                raise FooterError("a map in the footer is too long")
+            types = 0
+            if size:
+                if p >= n:
+                    raise FooterError("the footer ends early")
+                types, p = data[p], p + 1
+            pairs = []
+            for _ in range(size):
+                k, p = value(types >> 4, p, depth + 1)
+                v, p = value(types & 0x0F, p, depth + 1)
+                pairs.append((k, v))
+            return (types >> 4, types & 0x0F, pairs), p
         raise FooterError(f"an unknown type {kind} in the footer")
 
-    def struct(self, depth: int = 0) -> Struct:
+    def struct(p: int, depth: int) -> tuple[Struct, int]:
+        if depth > _MAX_DEPTH:
+            raise FooterError("the footer nests too deep")
         fields: Struct = []
         last, seen = 0, set()
         while True:
-            head = self.byte()
+            if p >= n:
+                raise FooterError("the footer ends early")
+            head = data[p]
+            p += 1
             if head == 0:
-                return fields
+                return fields, p
             kind, delta = head & 0x0F, head >> 4
-            fid = last + delta if delta else self.zigzag()
+            if delta:
+                fid = last + delta
+            else:
+                v, p = varint(p)
+                fid = (v >> 1) ^ -(v & 1)
             if fid in seen:  # (Thrift readers keep the last: pyarrow's view and ours would differ)
                 raise FooterError("a field twice in one structure of the footer")
             seen.add(fid)
-            fields.append((fid, kind, None if kind in (_TRUE, _FALSE) else self.value(kind, depth)))
+            if kind == _TRUE or kind == _FALSE:
+                fields.append((fid, kind, None))
+            else:
+                v, p = value(kind, p, depth)
+                fields.append((fid, kind, v))
             last = fid
+
+    meta, end = struct(0, 0)
+    if end != n:
+        raise FooterError("bytes after the footer's metadata")
+    return meta
 
 
 class _Writer:
@@ -230,11 +255,11 @@ def pruned_footer(footer: bytes, row_groups: list[int], columns: list[int]) -> b
         raise FooterError(f"a malformed footer ({type(e).__name__})") from e  # another type)
 
 
-def _pruned(footer: bytes, row_groups: list[int], columns: list[int]) -> bytes:
-    reader = _Reader(footer)
-    meta = reader.struct()
-    if reader.pos != len(footer):
-        raise FooterError("bytes after the footer's metadata")
+@functools.lru_cache(maxsize=CACHED_FOOTERS)
+def _file_meta(footer: bytes) -> tuple[Struct, Struct, int, list[Struct]]:
+    """(FileMetaData, schema, leaf columns, row groups) of a footer, checked: parsed once per
+    footer's bytes (the fetches of one file's partitions share it). Never changed by callers."""
+    meta = _parse(footer)
     for fid, why in _REFUSED.items():
         if _get(meta, fid) is not None:
             raise FooterError(why)
@@ -244,7 +269,11 @@ def _pruned(footer: bytes, row_groups: list[int], columns: list[int]) -> bytes:
     width = _get(schema[0], 5) or 0
     if len(schema) != width + 1 or any(_get(e, 5) for e in schema[1:]):
         raise FooterError("a nested schema")
-    groups = (_get(meta, 4) or (_STRUCT, []))[1]
+    return meta, schema, width, (_get(meta, 4) or (_STRUCT, []))[1]
+
+
+def _pruned(footer: bytes, row_groups: list[int], columns: list[int]) -> bytes:
+    meta, schema, width, groups = _file_meta(bytes(footer))
     if (not all(isinstance(g, int) and 0 <= g < len(groups) for g in row_groups)
             or not all(isinstance(c, int) and 0 <= c < width for c in columns)
             or len(set(row_groups)) != len(row_groups) or len(set(columns)) != len(columns)):
