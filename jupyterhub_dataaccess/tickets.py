@@ -36,9 +36,11 @@ from .sources.base import PartitionChanged, Reader, SourceError, UnknownVersion
 from .sources.filters import FilterError, bind
 from .sources.plan import ReadPlan, execute, execute_typed, plan_read
 from .sources.readers import (
+    HYBRID_MASKED_BYTES,
     ColumnError,
     ParquetRanges,
     WholeFile,
+    masked_bytes,
     reader_for,
     whole_file,
 )
@@ -271,7 +273,7 @@ def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest
                if ranges_ok and not whole else None)
         spec = _one_file(parts, RANGES_ANSWER_BYTES) if hybrid_ok and not (whole or raw) \
             else None
-        hybrid = _hybrid(ds, reader, spec, None, None, plan) if spec else None
+        hybrid = _hybrid(ds, reader, spec, None, None, plan, dictionaries) if spec else None
     except (PartitionChanged, SourceError) as e:
         raise SourceUnavailable() from e
     scan = {"columns": req.columns, "where": req.where, "version": version,
@@ -343,7 +345,7 @@ def _ranges(ds: Any, reader: Reader, spec: tuple, columns: list[str] | None,
 
 
 def _hybrid(ds: Any, reader: Reader, spec: tuple, columns: list[str] | None,
-            where: str | None, plan: ReadPlan | None = None
+            where: str | None, plan: ReadPlan | None = None, dictionaries: bool = False
             ) -> tuple[ParquetRanges, dict, bytes, list[str]] | None:
     """Partition `spec` of a dataset with masks or a row filter as (the byte ranges of its
     Parquet file holding its unmasked columns, the header, a replacement footer naming only
@@ -352,8 +354,9 @@ def _hybrid(ds: Any, reader: Reader, spec: tuple, columns: list[str] | None,
     that the dataset's row filter keeps every row of it (no row filter: proven), and the
     caller's `where` reads no masked column. None otherwise (the governed path runs): a file
     the ranges cannot be found in (`partition_ranges`), a footer pruned_footer refuses, no
-    unmasked column to send. The masked columns are computed after the audit, by the sender
-    (hybrid_masked), while the ranges go out.
+    unmasked column to send, masked columns that would take more than HYBRID_MASKED_BYTES of
+    memory (masked_bytes; `dictionaries` as for hybrid_masked). The masked columns are
+    computed after the audit, by the sender (hybrid_masked), while the ranges go out.
     `plan` is the read's plan when the caller has it (then `columns` and `where` are unused)."""
     if not (ds.masks or ds.row_filter) or ds.source.kind != "file" \
             or ds.source.format != "parquet" or spec[0] != "rg":
@@ -371,17 +374,21 @@ def _hybrid(ds: Any, reader: Reader, spec: tuple, columns: list[str] | None,
     if ranges is None or not ranges.groups or not ranges.columns:
         return None
     offset, length = ranges.footer
+    masked = [n for n in plan.columns if n in ds.masks]
     try:
         with ranges.open() as f:  # the very file: its footer, as it is
             footer = os.pread(f.fileno(), length, offset)
-    except OSError as e:
+            held = masked_bytes(f, ranges.groups, {n: ds.masks[n] for n in masked},
+                                dictionaries)
+    except (OSError, pa.ArrowException) as e:
         raise SourceError(str(e)) from e
+    if held > HYBRID_MASKED_BYTES:  # (held in memory whole: the governed stream is bounded)
+        return None
     try:
         footer = pruned_footer(footer, ranges.groups, sorted(ranges.leaves))
     except FooterError:
         return None
     end = ranges.chunks[-1][0] + ranges.chunks[-1][1]
-    masked = [n for n in plan.columns if n in ds.masks]
     head = {"size": end, "ranges": ranges.chunks, "footer": len(footer), "masked": masked,
             "every_row": ranges.every, "columns": ranges.columns,
             "dictionary": ranges.dictionary, "where": plan.where.text if plan.where else None,
@@ -463,7 +470,8 @@ def open_partition(gov: Governance, claims: Claims, mask_key: bytes,
                       ) if accept_parquet else None
         raw = (_ranges(ds, reader, claims.partition, claims.columns, claims.where)
                if accept_ranges and not file else None)
-        hybrid = (_hybrid(ds, reader, claims.partition, claims.columns, claims.where)
+        hybrid = (_hybrid(ds, reader, claims.partition, claims.columns, claims.where,
+                          dictionaries=dictionaries)
                   if accept_hybrid and not (file or raw) else None)
         detail = dict(claims.audit_detail(), format="parquet" if file else "arrow")
         if raw or hybrid:

@@ -389,3 +389,50 @@ def test_chunks_the_footer_places_outside_the_data_go_governed(tmp_path):
     reader = reader_for(ds)
     spec = reader.partitions(1 << 40)[0].spec
     assert tickets._hybrid(ds, reader, spec, ["label"], None) is None
+
+
+def test_a_hybrids_masked_columns_are_held_in_bounded_memory(tmp_path):
+    """When a partition's masked columns, which a hybrid computes whole in memory before it
+    sends them, would take more than HYBRID_MASKED_BYTES (an all-distinct hashed text column:
+    36 bytes a row; a 256 MB scan answer's took ~1 GB, ~3x that at the peak), Then it goes the
+    governed way (streamed in bounded memory), dictionaries or not; a hashed column of few
+    values sent as a dictionary still goes as a hybrid; and the estimate is never below what
+    the masked columns take."""
+    from jupyterhub_dataaccess.sources.readers import HYBRID_MASKED_BYTES, masked_bytes
+
+    n = HYBRID_MASKED_BYTES // 36 + 1000
+    path = str(tmp_path / "wide.parquet")
+    pq.write_table(pa.table({"id": pa.array(range(n), pa.int64()),
+                             "label": pa.array([f"u{i:011d}" for i in range(n)]),
+                             "kind": pa.array(["a", "b", "c", "d"] * (n // 4) + ["a"] * (n % 4))
+                             }), path)
+    for masks in ({"label": "hash"}, {"label": "hash-v1"}, {"label": "hash", "kind": "hash"}):
+        ds = Dataset(id="d", title="d", source=Source(kind="file", uri=path, format="parquet"),
+                     masks=masks, row_filter=parse_filter("id >= 0"))
+        reader = reader_for(ds)
+        spec = reader.partitions(1 << 40)[0].spec
+        for dictionaries in (True, False):
+            assert tickets._hybrid(ds, reader, spec, None, None,
+                                   dictionaries=dictionaries) is None, (masks, dictionaries)
+        assert tickets._hybrid(ds, reader, spec, ["id", "kind"], None, dictionaries=True)
+    ds = Dataset(id="d", title="d", source=Source(kind="file", uri=path, format="parquet"),
+                 masks={"kind": "hash"}, row_filter=parse_filter("id >= 0"))
+    reader = reader_for(ds)
+    spec = reader.partitions(1 << 40)[0].spec
+    assert tickets._hybrid(ds, reader, spec, None, None, dictionaries=True) is not None
+    assert tickets._hybrid(ds, reader, spec, None, None, dictionaries=False) is None
+
+    small = str(tmp_path / "small.parquet")
+    pq.write_table(pq.read_table(path).slice(0, 300_000), small, row_group_size=100_000)
+    for how, dictionaries in itertools.product(["hash", "hash-v1", "redact", "null"],
+                                               [True, False]):
+        masks = {"label": how, "kind": how}
+        ds = Dataset(id="d", title="d", source=Source(kind="file", uri=small, format="parquet"),
+                     masks=masks, row_filter=parse_filter("id >= 0"))
+        reader = reader_for(ds)
+        spec = reader.partitions(1 << 40)[0].spec
+        found = tickets._hybrid(ds, reader, spec, None, None, dictionaries=dictionaries)
+        tail = tickets.hybrid_masked(ds, reader, b"k" * 32, spec, found, dictionaries)
+        with found[0].open() as f:
+            estimate = masked_bytes(f, found[0].groups, masks, dictionaries)
+        assert len(tail) <= estimate, (how, dictionaries, len(tail), estimate)

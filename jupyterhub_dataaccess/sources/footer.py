@@ -45,8 +45,9 @@ class FooterError(ValueError):
 Struct = list[tuple[int, int, Any]]
 
 
-def _parse(data: bytes) -> Struct:
-    """The Thrift compact struct that is all of `data` (one pass, no objects but the values)."""
+def _parse(data: bytes, whole: bool = True) -> Struct:
+    """The Thrift compact struct that is all of `data` (one pass, no objects but the values);
+    not `whole`: the one `data` begins with."""
     n = len(data)
 
     def varint(p: int) -> tuple[int, int]:
@@ -143,7 +144,7 @@ def _parse(data: bytes) -> Struct:
             last = fid
 
     meta, end = struct(0, 0)
-    if end != n:
+    if whole and end != n:
         raise FooterError("bytes after the footer's metadata")
     return meta
 
@@ -255,6 +256,18 @@ def pruned_footer(footer: bytes, row_groups: list[int], columns: list[int]) -> b
         raise FooterError(f"a malformed footer ({type(e).__name__})") from e  # another type)
 
 
+def dictionary_values(header: bytes) -> int | None:
+    """The number of values of the dictionary page whose Thrift PageHeader `header` begins
+    with (None: not one, or cut short)."""
+    try:
+        page = _parse(header, whole=False)
+    except FooterError:
+        return None
+    dictionary = _get(page, 7)  # PageHeader.dictionary_page_header, of a DICTIONARY_PAGE (2)
+    count = _get(dictionary, 1) if _get(page, 1) == 2 and isinstance(dictionary, list) else None
+    return count if isinstance(count, int) and count >= 0 else None
+
+
 @functools.lru_cache(maxsize=CACHED_FOOTERS)
 def _file_meta(footer: bytes) -> tuple[Struct, Struct, int, list[Struct]]:
     """(FileMetaData, schema, leaf columns, row groups) of a footer, checked: parsed once per
@@ -294,4 +307,4 @@ def _pruned(footer: bytes, row_groups: list[int], columns: list[int]) -> bytes:
     return bytes(writer.out)
 
 
-__all__ = ["FooterError", "pruned_footer"]
+__all__ = ["FooterError", "dictionary_values", "pruned_footer"]

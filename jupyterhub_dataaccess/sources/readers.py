@@ -282,6 +282,49 @@ def _overlaps(spans: list[tuple[int, int]], others: list[tuple[int, int]]) -> bo
 ALONE_FOOTER_BYTES = 256 << 10
 
 
+# The masked columns of a hybrid are computed whole, in memory, before they are sent (about
+# three times their size at the peak); a partition whose masked columns would take more (by
+# masked_bytes) goes the governed way, streamed batch by batch in a few MB.
+HYBRID_MASKED_BYTES = 32 << 20
+_ROW_BYTES = {"null": 8, "redact": 12}  # an Arrow value and its offset; a hash: 32 + 4
+
+
+def masked_bytes(f: BinaryIO, groups: list[int], masks: dict[str, str],
+                 dictionaries: bool) -> int:
+    """What the columns `masks` ({name: mask}) of row groups `groups` of the Parquet file open
+    as `f` take as masked Arrow batches, from its footer: a hashed text column read as a
+    dictionary (`dictionaries`, _small_dictionaries) 4 bytes a row and each batch's share of
+    its dictionary (its count of values from the dictionary page's header), any other hash 36
+    bytes a row, a redaction 12, nulls 8 (and each batch's Arrow messages)."""
+    import pyarrow.parquet as pq
+
+    from .footer import dictionary_values
+
+    meta = pq.ParquetFile(f).metadata
+    target = meta.schema.to_arrow_schema()
+    total = 0
+    for g in groups:
+        rg = meta.row_group(g)
+        rows = rg.num_rows
+        chunks = {rg.column(i).path_in_schema: rg.column(i) for i in range(rg.num_columns)}
+        small = set(_small_dictionaries(rg, list(masks), target)) if dictionaries else set()
+        batches = -(-rows // BATCH_ROWS)
+        total += 1024 * batches * (1 + len(masks))  # (each batch's messages and padding)
+        for name, how in masks.items():
+            per_row = _ROW_BYTES.get(how, 36)
+            values = None
+            if name in small and how in ("hash", "hash-v2"):  # (as FileReader._hashed)
+                chunk = chunks[name]
+                start = chunk.dictionary_page_offset or 0
+                values = dictionary_values(os.pread(f.fileno(), 256, start)) if start > 0 \
+                    else None
+            if values is None:
+                total += per_row * rows
+            else:  # each batch's dictionary is cut to its values (plan._present)
+                total += 4 * rows + 36 * min(rows, batches * values)
+    return total
+
+
 def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """(offset, length) spans sorted, with overlapping or touching ones joined."""
     out: list[list[int]] = []
