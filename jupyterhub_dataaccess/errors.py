@@ -73,6 +73,12 @@ class SourceUnavailable(GovernanceError):
                                       "log has details", **extra: Any):
         super().__init__(message, **extra)
 
+    @classmethod
+    def because(cls, reason: str) -> SourceUnavailable:
+        """Saying `reason`, a cause any caller may see (a source error's `reason`: never a
+        location, a setting or a secret), when there is one; else pointing at the log."""
+        return cls(f"The data source cannot be read right now: {reason}") if reason else cls()
+
 
 class SourceChanged(SourceUnavailable):
     """A file planned to go out as it is was replaced or rewritten before it was sent: nothing

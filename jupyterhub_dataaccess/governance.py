@@ -7,7 +7,8 @@ database; nothing here knows HTTP. Every state change and its audit record commi
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from .errors import (
     BadRequest,
     Conflict,
     Forbidden,
+    GovernanceError,
     NoGrant,
     NotFound,
     Principal,
@@ -74,6 +76,31 @@ def grant_dict(g: Grant, now: datetime) -> dict[str, Any]:
         "revoked_at": iso(g.revoked_at), "revoked_by": g.revoked_by,
         "status": grant_status(g, now),
     }
+
+
+@contextmanager
+def read_errors(changed: GovernanceError | None = None) -> Iterator[None]:
+    """How every path that reads a dataset (a read, a preview, a scan, a ticket's fetch, a
+    query) answers what the data plane raises: columns or a `where` the dataset cannot take, a
+    400 saying why; a version it does not have, a 404; a source that cannot be read, a 502
+    saying the cause a caller may see (SourceError.reason), the details left to the service log
+    (the handlers log the error's cause). `changed`, when given, is the answer to a source no
+    longer as a plan saw it (PartitionChanged, UnknownVersion: a ticket's fetch, 410)."""
+    from .sources.base import PartitionChanged
+    from .sources.plan import ColumnError, FilterError, SourceError, UnknownVersion
+
+    try:
+        yield
+    except (ColumnError, FilterError) as e:
+        raise BadRequest(str(e)) from None
+    except (PartitionChanged, UnknownVersion) as e:
+        if changed is not None:
+            raise changed from None
+        if isinstance(e, UnknownVersion):
+            raise NotFound(str(e)) from None
+        raise SourceUnavailable.because(e.reason) from e
+    except SourceError as e:
+        raise SourceUnavailable.because(e.reason) from e
 
 
 def page(limit: int, offset: int) -> tuple[int, int]:
@@ -748,15 +775,8 @@ class Governance:
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                                   or limit < 0):
             raise BadRequest("limit must be a whole number")
-        try:
+        with read_errors():
             plan = plans.plan_read(ds, columns, where, limit, format, version)
-        except (plans.ColumnError, plans.FilterError) as e:
-            raise BadRequest(str(e)) from None
-        except plans.UnknownVersion as e:
-            raise NotFound(str(e)) from None
-        except plans.SourceError as e:  # the cause goes to the service log, not to the caller
-            raise (SourceUnavailable(f"The data source cannot be read right now: {e.reason}")
-                   if e.reason else SourceUnavailable()) from e
         if not format:
             plan = replace(plan, format="parquet" if plan.whole_file and accept_parquet
                            else "arrow")
@@ -824,4 +844,4 @@ class Governance:
             return {"items": [audit.to_dict(r) for r in rows], "total": total}
 
 
-__all__ = ["Config", "Governance", "grant_dict", "iso", "request_dict"]
+__all__ = ["Config", "Governance", "grant_dict", "iso", "read_errors", "request_dict"]

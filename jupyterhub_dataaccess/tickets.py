@@ -30,14 +30,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from .errors import BadRequest, GovernanceError, NotFound, Principal, SourceUnavailable
-from .governance import Governance
-from .sources.base import PartitionChanged, Reader, SourceError, UnknownVersion
-from .sources.filters import FilterError, bind
+from .errors import BadRequest, GovernanceError, Principal
+from .governance import Governance, read_errors
+from .sources.base import Reader, SourceError
+from .sources.filters import bind
 from .sources.plan import ReadPlan, execute, execute_typed, plan_read
 from .sources.readers import (
     HYBRID_MASKED_BYTES,
-    ColumnError,
     ParquetRanges,
     WholeFile,
     masked_bytes,
@@ -250,7 +249,7 @@ def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest
     unmasked columns and its masked columns computed here (`_hybrid`, masked with `mask_key`;
     `dictionaries` as for open_partition), where the row groups' statistics allow."""
     ds = gov.dataset(who, dataset_id)
-    try:
+    with read_errors():
         reader = reader_for(ds, req.version)
         plan = plan_read(ds, req.columns, req.where, reader=reader)  # checks columns and where
         # with nothing to govern a whole file can go as it is: bigger partitions pay then;
@@ -259,14 +258,7 @@ def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest
         as_is = not (ds.masks or ds.row_filter or req.columns or req.where)
         parts = (reader.partitions(target_bytes * AS_IS_FACTOR) if as_is
                  else reader.partitions(target_bytes, plan.pushed, spread=SPREAD))
-    except (ColumnError, FilterError) as e:
-        raise BadRequest(str(e)) from None
-    except UnknownVersion as e:
-        raise NotFound(str(e)) from None
-    except SourceError as e:
-        raise SourceUnavailable() from e
-    schema, version = plan.schema, plan.version
-    try:
+        schema, version = plan.schema, plan.version
         whole = (_as_is(ds, reader, parts[0].spec, req.columns, req.where)
                  if file_ok and as_is and len(parts) == 1 else None)
         raw = (_one_file_ranges(ds, reader, parts, plan, RANGES_ANSWER_BYTES)
@@ -274,8 +266,6 @@ def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest
         spec = _one_file(parts, RANGES_ANSWER_BYTES) if hybrid_ok and not (whole or raw) \
             else None
         hybrid = _hybrid(ds, reader, spec, None, None, plan, dictionaries) if spec else None
-    except (PartitionChanged, SourceError) as e:
-        raise SourceUnavailable() from e
     scan = {"columns": req.columns, "where": req.where, "version": version,
             "partitions": len(parts)}
     if whole or raw or hybrid:
@@ -463,7 +453,9 @@ def open_partition(gov: Governance, claims: Claims, mask_key: bytes,
     of it."""
     who = Principal(claims.user, capabilities=frozenset({"browse"}))
     ds = gov.dataset(who, claims.dataset)
-    try:
+    changed = ExpiredTicket("The dataset changed since this plan was made: ask for a new plan "
+                            "(da.scan, or da.load again)")
+    with read_errors(changed):
         reader = reader_for(ds, claims.version)
         reader.version()  # a file changed since the plan has no such version any more
         file = _as_is(ds, reader, claims.partition, claims.columns, claims.where
@@ -491,10 +483,3 @@ def open_partition(gov: Governance, claims: Claims, mask_key: bytes,
         schema, batches = _governed_read(ds, reader, mask_key, claims.columns, claims.where,
                                          claims.partition, dictionaries)
         return Opened(schema=schema, batches=batches)
-    except (PartitionChanged, UnknownVersion):
-        raise ExpiredTicket("The dataset changed since this plan was made: ask for a new "
-                            "plan (da.scan, or da.load again)") from None
-    except (ColumnError, FilterError) as e:
-        raise BadRequest(str(e)) from None
-    except SourceError as e:
-        raise SourceUnavailable() from e

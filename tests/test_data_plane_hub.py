@@ -396,15 +396,22 @@ def test_dataset_details_of_an_s3_source_carry_schema_and_rows(dhub):
 
 @pytest.mark.parametrize("dataset", ["s3-no-bucket", "s3-missing-env"])
 def test_an_unreadable_s3_source_is_a_502_with_details_only_in_the_service_log(dhub, dataset):
+    """When a source cannot be read, Then a read, a preview, a scan (asked for a plan and for
+    the file) and a query of it answer the same 502 and the same words: a missing variable is
+    said in words any caller may see (never its name or value); other failures leave the
+    details to the service log."""
     _grant(dhub, dataset)
-    # A missing variable is said in words any caller may see (never its name or value); other
-    # failures leave the details to the service log.
     message = ("The data source cannot be read right now: a credential the service needs for it "
                "is not set" if dataset == "s3-missing-env" else
                "The data source cannot be read right now; the service log has details")
-    for path in ("data", "preview"):
-        r = dhub.call("analyst", "GET", f"/datasets/{dataset}/{path}")
-        assert r.status_code == 502, r.text
+    asks = [("GET", f"/datasets/{dataset}/data", {}), ("GET", f"/datasets/{dataset}/preview", {}),
+            ("POST", f"/datasets/{dataset}/scan", {"json": {}}),
+            ("POST", f"/datasets/{dataset}/scan", {"json": {}, "headers": {
+                "Accept": "application/vnd.apache.parquet"}}),
+            ("POST", "/query", {"json": {"sql": f'select count(*) from "{dataset}"'}})]
+    for method, path, how in asks:
+        r = dhub.call("analyst", method, path, **how)
+        assert r.status_code == 502, (path, r.text)
         assert r.json() == {"status": 502, "message": message}
         assert "NO_SUCH_KEY_VAR" not in r.text
     log = dhub.log_tail(400)

@@ -149,8 +149,8 @@ print(json.dumps({{"version": plan["version"], "parts": len(plan["partitions"]),
 
 def test_a_table_its_catalog_lacks_shows_unavailable_and_the_rest_works(hub, kernel):
     details = hub.call("analyst", "GET", "/datasets/lake-gone").json()
-    assert details["source_error"] == ("The source cannot be read right now: its table is not "
-                                       "in its Iceberg catalog")
+    assert details["source_error"] == ("The data source cannot be read right now: its table "
+                                       "is not in its Iceberg catalog")
     assert (details["columns"], details["rows"], details["version"]) == ([], None, None)
     r = hub.call("analyst", "POST", "/requests",
                  json={"dataset": "lake-gone", "justification": "unavailable", "days": 1})

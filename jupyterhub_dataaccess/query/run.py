@@ -11,8 +11,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..errors import BadRequest, GovernanceError, Principal, SourceUnavailable
-from ..governance import Governance
+from ..errors import BadRequest, GovernanceError, Principal
+from ..governance import Governance, read_errors
 from ..sources.masks import mask_key
 from ..sources.plan import ReadPlan, execute, plan_read
 from ..sources.readers import SourceError
@@ -109,10 +109,8 @@ def _check(sql: Any, catalog: Any) -> Checked:
 def _plan(ds: Any, wanted: set[str] | None) -> tuple[ReadPlan, list[str]]:
     """The governed read of `ds`, checked (sources/plan.py: fail closed on a catalogue
     mismatch), and the columns of it the query names (DuckDB's names are case-insensitive)."""
-    try:
+    with read_errors():
         plan = plan_read(ds)
-    except SourceError as e:
-        raise SourceUnavailable() from e
     if wanted is None:
         return plan, plan.columns
     return plan, [c for c in plan.columns if c.lower() in wanted] or plan.columns[:1]
@@ -178,12 +176,10 @@ def _run(pool: WorkerPool, sql: str, plans: dict[str, tuple[ReadPlan, list[str]]
 def _governed(plan: ReadPlan, names: list[str], key: bytes) -> pa.Table:
     """The columns `names` of the dataset as the query may see it (row filter, then masks:
     sources/plan.py)."""
-    try:
+    with read_errors():
         if names != plan.columns:
             plan = plan_read(plan.dataset, names, reader=plan.reader)
         return pa.Table.from_batches(list(execute(plan, key)), schema=plan.schema)
-    except SourceError as e:
-        raise SourceUnavailable() from e
 
 
 def _refusal(e: QueryFailed, pool: WorkerPool) -> GovernanceError:

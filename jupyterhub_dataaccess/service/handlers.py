@@ -33,6 +33,7 @@ from ..errors import (
     SourceUnavailable,
     parse_id,
 )
+from ..governance import read_errors
 from ..messages import how_to_ask, notification
 from ..sources.filters import MAX_FILTER_LENGTH
 from ..sources.plan import ReadPlan, execute
@@ -415,8 +416,7 @@ class DatasetHandler(BaseHandler):
         except SourceError as e:
             self.log.warning("Cannot read schema of %s: %s", ds.id, e)
             out.update(columns=[], rows=None, updated_at=None, version=None,
-                       source_error="The source cannot be read right now"
-                       + (f": {e.reason}" if e.reason else ""))
+                       source_error=SourceUnavailable.because(e.reason).message)
         except CatalogMismatch as e:
             out.update(columns=[], rows=None, updated_at=None, source_error=str(e))
         self.send(out)
@@ -446,11 +446,9 @@ class PreviewHandler(BaseHandler):
         self.send(rows)
 
     def _preview(self, plan: ReadPlan) -> dict[str, Any]:
-        try:
+        with read_errors():
             table = pa.Table.from_batches(list(execute(plan, self.keys.mask)),
                                           schema=plan.schema)
-        except SourceError as e:
-            raise SourceUnavailable() from e
         return {
             **plan.provenance(),
             "columns": [{"name": f.name, "type": str(f.type), "mask": plan.dataset.masks.get(f.name)}
@@ -482,10 +480,8 @@ class DataHandler(BaseHandler):
                               format=fmt or None, accept_parquet=accept, **self.read_args())
         self._provenance_headers(plan)
         if plan.format == "parquet" and plan.whole_file:
-            try:
+            with read_errors():
                 file = await self.run(WholeFile.at, plan.whole_file)
-            except SourceError as e:
-                raise SourceUnavailable() from e
             await self._send_file(plan.dataset.id, file)
             return
         await self._send_batches(plan.dataset.id, plan.schema,
@@ -499,10 +495,8 @@ class DataHandler(BaseHandler):
         framed = self.request.version == "HTTP/1.1"  # chunk frames written by streams.send
         chunks = encode(schema, metrics.counting_rows(route, batches), fmt, views=framed)
         try:
-            try:
+            with read_errors():
                 first = await self.run(self._next, chunks)
-            except SourceError as e:
-                raise SourceUnavailable() from e
             self._file_headers(dataset, fmt)
             if framed:  # the headers (tornado then ends the chunked body at finish)
                 await self.flush()
