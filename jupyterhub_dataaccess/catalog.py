@@ -63,6 +63,13 @@ class Dataset:
                          self.classification))
         object.__setattr__(self, "search_text", unicodedata.normalize("NFC", text).casefold())
 
+    @property
+    def ungoverned(self) -> bool:
+        """No mask and no row filter: a grant of it covers every value its source holds, so
+        the source's own bytes (a whole file, byte ranges of it) may go out as they are. The
+        one test of it: a new kind of governance is added here."""
+        return not (self.masks or self.row_filter)
+
     def public_dict(self) -> dict[str, Any]:
         """What any user allowed to browse may see: never the source location or credentials."""
         return {

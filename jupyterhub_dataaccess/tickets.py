@@ -255,7 +255,7 @@ def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest
         # with nothing to govern a whole file can go as it is: bigger partitions pay then;
         # otherwise the service does the work, so parts that can run at once (da.load fetches
         # several at a time), and only those whose statistics may match the filter
-        as_is = not (ds.masks or ds.row_filter or req.columns or req.where)
+        as_is = ds.ungoverned and not (req.columns or req.where)
         parts = (reader.partitions(target_bytes * AS_IS_FACTOR) if as_is
                  else reader.partitions(target_bytes, plan.pushed, spread=SPREAD))
         schema, version = plan.schema, plan.version
@@ -321,7 +321,7 @@ def _ranges(ds: Any, reader: Reader, spec: tuple, columns: list[str] | None,
     mask, no row filter: the caller's grant covers the whole file, and its `where` and columns
     are its own convenience), with the header telling the client what to read from them.
     `plan` is the read's plan when the caller has it (then `columns` and `where` are unused)."""
-    if ds.masks or ds.row_filter or ds.source.kind != "file" or ds.source.format != "parquet" \
+    if not ds.ungoverned or ds.source.kind != "file" or ds.source.format != "parquet" \
             or spec[0] != "rg":
         return None
     plan = plan or plan_read(ds, columns, where, reader=reader)
@@ -348,7 +348,7 @@ def _hybrid(ds: Any, reader: Reader, spec: tuple, columns: list[str] | None,
     memory (masked_bytes; `dictionaries` as for hybrid_masked). The masked columns are
     computed after the audit, by the sender (hybrid_masked), while the ranges go out.
     `plan` is the read's plan when the caller has it (then `columns` and `where` are unused)."""
-    if not (ds.masks or ds.row_filter) or ds.source.kind != "file" \
+    if ds.ungoverned or ds.source.kind != "file" \
             or ds.source.format != "parquet" or spec[0] != "rg":
         return None
     from .sources.footer import FooterError, pruned_footer

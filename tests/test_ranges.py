@@ -21,7 +21,7 @@ from jupyterhub_dataaccess import client, tickets
 from jupyterhub_dataaccess.catalog import Dataset, Source
 from jupyterhub_dataaccess.sources.filters import parse_filter
 from jupyterhub_dataaccess.sources.plan import execute, plan_read
-from jupyterhub_dataaccess.sources.readers import reader_for
+from jupyterhub_dataaccess.sources.readers import reader_for, whole_file
 
 pytestmark = pytest.mark.once  # reading files, not the database
 
@@ -124,6 +124,24 @@ def test_a_dataset_with_a_mask_or_a_row_filter_is_never_sent_as_ranges(sources):
         for part in reader.partitions(1 << 20, plan.pushed):
             assert _sent(ds, _claims(ds, part.spec, ["delay"], "month == 3",
                                      plan.version)) is None
+
+
+def test_whether_anything_governs_a_file_is_decided_in_one_place(sources):
+    """The ways a file's own bytes go out follow Dataset.ungoverned alone. When the dataset has
+    no mask and no row filter, Then it may go as the whole file and as ranges, never as a
+    hybrid; when it has a mask or a row filter (one that keeps every row), the reverse."""
+    for governance, ungoverned in [({}, True), ({"masks": {"tail": "hash"}}, False),
+                                   ({"row_filter": parse_filter("month >= 1")}, False)]:
+        ds = _dataset(sources["file"], **governance)
+        assert ds.ungoverned is ungoverned
+        reader = reader_for(ds)
+        (part,) = reader.partitions(1 << 40)
+        sent = {"file": whole_file(ds) is not None,
+                "as is": tickets._as_is(ds, reader, part.spec, None, None) is not None,
+                "ranges": tickets._ranges(ds, reader, part.spec, None, None) is not None,
+                "hybrid": tickets._hybrid(ds, reader, part.spec, None, None) is not None}
+        assert sent == {"file": ungoverned, "as is": ungoverned, "ranges": ungoverned,
+                        "hybrid": not ungoverned}, governance
 
 
 def test_a_scan_answered_with_ranges_reads_the_schema_once(sources):

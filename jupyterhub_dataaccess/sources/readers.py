@@ -974,7 +974,7 @@ def whole_file(ds: Dataset) -> str | None:
     """The source's own Parquet file when governance changes nothing in it (no mask, no row
     filter, one local file): then a read of all of it can be sent as it is."""
     src = ds.source
-    if src.kind != "file" or src.format != "parquet" or ds.masks or ds.row_filter:
+    if src.kind != "file" or src.format != "parquet" or not ds.ungoverned:
         return None
     fs, path = _filesystem(ds)
     return path if fs is None and os.path.isfile(path) else None
