@@ -888,3 +888,50 @@ def test_a_grant_never_outlives_its_dataset_being_reclassified_upward(tmp_path, 
         assert "was revoked" not in again["reason"]  # the new tier decides, not a steward's revoke
     finally:
         db.dispose()
+
+
+# -- read errors, mapped once (governance.read_errors) ------------------------------------------
+
+
+def test_a_read_a_scan_and_a_ticket_fetch_of_a_source_lacking_a_credential_say_the_same(
+        tmp_path, clock, monkeypatch):
+    """Given a source whose credential the service's environment lacks, When a read, a scan and
+    a ticket's fetch of it are planned, Then each is refused with the same 502 saying so, never
+    naming the variable, and nothing is audited as read."""
+    import time
+
+    from jupyterhub_dataaccess import tickets
+    from jupyterhub_dataaccess.errors import SourceUnavailable
+
+    monkeypatch.delenv("DA_UNIT_NO_SUCH_KEY", raising=False)
+    (tmp_path / "catalog.yaml").write_text(
+        "datasets:\n  - id: lake\n    title: S3 lake\n    stewards: {users: [steward]}\n"
+        "    classification: public\n    source: {kind: s3, uri: 's3://bucket/p.parquet', "
+        "options: {key: '${DA_UNIT_NO_SUCH_KEY}'}}\n", encoding="utf-8")
+    (tmp_path / "policy.yaml").write_text(UNIT_POLICY, encoding="utf-8")
+    config = Config(load_catalog(str(tmp_path / "catalog.yaml")),
+                    load_policy(str(tmp_path / "policy.yaml")))
+    db = Database(f"sqlite:///{tmp_path / 'gov.sqlite'}")
+    db.upgrade()
+    gov = Governance(db=db, config=lambda: config, clock=clock)
+    claims = tickets.Claims(id="t", user="alice", grant=1, dataset="lake", version=None,
+                            partition=("rg", 0, 0, 0, 1), columns=None, where=None,
+                            expires=int(time.time()) + 60, scan=1)
+    tries = {
+        "read": lambda: gov.plan_read(alice, "lake"),
+        "scan": lambda: tickets.plan_scan(gov, alice, "lake", tickets.ScanRequest.from_body({}),
+                                          ticket_key=b"k" * 32, ttl=60, target_bytes=1 << 20,
+                                          url_for=str),
+        "ticket": lambda: tickets.open_partition(gov, claims, b"m" * 32),
+    }
+    try:
+        for name, attempt in tries.items():
+            with pytest.raises(SourceUnavailable) as e:
+                attempt()
+            assert (e.value.status, e.value.message) == (
+                502, "The data source cannot be read right now: a credential the service needs "
+                     "for it is not set"), name
+            assert "DA_UNIT_NO_SUCH_KEY" in str(e.value.__cause__)  # for the service log
+        assert not {"data.read", "data.scan"} & set(actions(gov))
+    finally:
+        db.dispose()
