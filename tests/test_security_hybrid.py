@@ -436,3 +436,38 @@ def test_a_hybrids_masked_columns_are_held_in_bounded_memory(tmp_path):
         with found[0].open() as f:
             estimate = masked_bytes(f, found[0].groups, masks, dictionaries)
         assert len(tail) <= estimate, (how, dictionaries, len(tail), estimate)
+
+
+@pytest.mark.parametrize("span", [0, 999, 8191, 70_000])
+def test_a_hashed_integer_column_of_few_values_is_estimated_as_the_dictionary_it_becomes(
+        tmp_path, span):
+    """When a hashed integer column's statistics span few values for a batch's rows (each batch
+    then leaves as a dictionary: masks.small_range), Then masked_bytes counts 4 bytes a row and
+    the dictionary, not 36 bytes a row, so a partition of more rows than HYBRID_MASKED_BYTES
+    holds at 36 bytes a row still goes as a hybrid (a Dask partition of millions of rows of a
+    key of 1,000 values); and the estimate is never below what the masked column takes (nulls,
+    a short last batch, a span too wide for a dictionary)."""
+    import numpy as np
+
+    from jupyterhub_dataaccess.sources.readers import HYBRID_MASKED_BYTES, masked_bytes
+
+    n = HYBRID_MASKED_BYTES // 36 + 1000
+    path = str(tmp_path / "keys.parquet")
+    keys = (np.arange(n, dtype=np.int64) * 7919) % (span + 1) + 5
+    pq.write_table(pa.table({"id": pa.array(np.arange(n)),
+                             "key": pa.array(keys, pa.int32(), mask=np.arange(n) % 97 == 0)}),
+                   path, row_group_size=400_000)
+    ds = Dataset(id="d", title="d", source=Source(kind="file", uri=path, format="parquet"),
+                 masks={"key": "hash"}, row_filter=parse_filter("id >= 0"))
+    reader = reader_for(ds)
+    spec = reader.partitions(1 << 40)[0].spec
+    whole = tickets._hybrid(ds, reader, spec, None, None, dictionaries=True)
+    assert (whole is not None) == (span < 8192)  # (a dictionary: ~4 bytes a row, not 36)
+    assert tickets._hybrid(ds, reader, spec, None, None, dictionaries=False) is None
+    one = (*spec[:3], 0, 1)  # (one row group of 400,000 rows: under the cap at any span)
+    for part in ([spec] if whole else []) + [one]:
+        found = tickets._hybrid(ds, reader, part, None, None, dictionaries=True)
+        tail = tickets.hybrid_masked(ds, reader, b"k" * 32, part, found, True)
+        with found[0].open() as f:
+            estimate = masked_bytes(f, found[0].groups, {"key": "hash"}, True)
+        assert len(tail) <= estimate, (part, len(tail), estimate)

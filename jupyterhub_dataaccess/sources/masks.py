@@ -146,13 +146,19 @@ def _few_distinct(arr: pa.Array) -> bool:
     return len(arr) > 8192 and pc.count_distinct(arr.slice(0, 4096)).as_py() < 1024
 
 
+def small_range(rows: int, span: int) -> bool:
+    """Whether `rows` integers spanning `span` (max - min) are hashed as a dictionary of each
+    integer of their range (few for their count)."""
+    return rows > 8192 and span < min(1 << 16, rows // 16)
+
+
 def _small_range(arr: pa.Array) -> tuple[int, int] | None:
     """(min, max) of an integer column whose values span few integers for its length."""
     if not pa.types.is_integer(arr.type) or len(arr) <= 8192:
         return None
     bounds = pc.min_max(arr)
     low, high = bounds["min"].as_py(), bounds["max"].as_py()
-    if low is None or high - low >= min(1 << 16, len(arr) // 16):
+    if low is None or not small_range(len(arr), high - low):
         return None
     return low, high
 

@@ -41,7 +41,7 @@ from .base import (
     resolve_options,
 )
 from .filters import BoolOp, Column, Compare, InList, IsNull, Literal, Not, RowFilter
-from .masks import masked_type
+from .masks import masked_type, small_range
 
 CSV_BLOCK_BYTES = 4 << 20
 PARQUET_BUFFER_BYTES = 1 << 20
@@ -294,8 +294,11 @@ def masked_bytes(f: BinaryIO, groups: list[int], masks: dict[str, str],
     """What the columns `masks` ({name: mask}) of row groups `groups` of the Parquet file open
     as `f` take as masked Arrow batches, from its footer: a hashed text column read as a
     dictionary (`dictionaries`, _small_dictionaries) 4 bytes a row and each batch's share of
-    its dictionary (its count of values from the dictionary page's header), any other hash 36
-    bytes a row, a redaction 12, nulls 8 (and each batch's Arrow messages)."""
+    its dictionary (its count of values from the dictionary page's header), a hashed integer
+    column whose statistics span few values for a batch's rows likewise (masks._small_range:
+    each batch hashed as a dictionary of at most that span), any other hash 36 bytes a row (40
+    with `dictionaries`), a redaction 12, nulls 8, and each batch's validity bitmaps and Arrow
+    messages."""
     import pyarrow.parquet as pq
 
     from .footer import dictionary_values
@@ -311,18 +314,37 @@ def masked_bytes(f: BinaryIO, groups: list[int], masks: dict[str, str],
         batches = -(-rows // BATCH_ROWS)
         total += 1024 * batches * (1 + len(masks))  # (each batch's messages and padding)
         for name, how in masks.items():
-            per_row = _ROW_BYTES.get(how, 36)
+            total += rows // 8 + 64 * batches  # (each batch's validity bitmap, padded)
+            # (a batch read otherwise is fitted to the first batch's type: a dictionary of its
+            # own values, 4 bytes a row more: plan.execute_typed)
+            per_row = _ROW_BYTES.get(how, 40 if dictionaries else 36)
             values = None
             if name in small and how in ("hash", "hash-v2"):  # (as FileReader._hashed)
                 chunk = chunks[name]
                 start = chunk.dictionary_page_offset or 0
                 values = dictionary_values(os.pread(f.fileno(), 256, start)) if start > 0 \
                     else None
-            if values is None:
+            span = _integer_span(chunks[name], target.field(name).type) \
+                if dictionaries and how in ("hash", "hash-v2") and values is None else None
+            if span is not None:  # batch by batch, as the rows are read (BATCH_ROWS each)
+                for n in [BATCH_ROWS] * (batches - 1) + [rows - BATCH_ROWS * (batches - 1)]:
+                    total += 4 * n + 36 * min(n, span + 1) if small_range(n, span) \
+                        else per_row * n
+            elif values is None:
                 total += per_row * rows
             else:  # each batch's dictionary is cut to its values (plan._present)
                 total += 4 * rows + 36 * min(rows, batches * values)
     return total
+
+
+def _integer_span(chunk: Any, kind: pa.DataType) -> int | None:
+    """max - min of an integer column chunk by its statistics (None: not an integer column,
+    or no statistics)."""
+    stats = chunk.statistics
+    if not pa.types.is_integer(kind) or stats is None or not stats.has_min_max:
+        return None
+    low, high = stats.min, stats.max
+    return high - low if isinstance(low, int) and isinstance(high, int) else None
 
 
 def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
