@@ -17,6 +17,8 @@ import sys
 import textwrap
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -403,3 +405,35 @@ def wait_for(check: Any, timeout: float = 15.0, what: str = "the condition", eve
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout} s")
         time.sleep(every)
+
+
+@contextmanager
+def loopback_app(app: Any) -> Iterator[int]:
+    """A tornado `app` served on 127.0.0.1 (a port of its own) by an event loop in a thread of
+    its own, for the block: yields the port. For a handler tested on a real connection without
+    a hub (the service's send paths)."""
+    import threading
+
+    from tornado import httpserver
+
+    ready, state = threading.Event(), {}
+
+    def serve() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        sock.setblocking(False)
+        httpserver.HTTPServer(app).add_sockets([sock])
+        state.update(loop=loop, port=sock.getsockname()[1])
+        ready.set()
+        loop.run_forever()
+
+    threading.Thread(target=serve, daemon=True).start()
+    if not ready.wait(10):
+        raise RuntimeError("the loopback server did not start")
+    try:
+        yield state["port"]
+    finally:
+        state["loop"].call_soon_threadsafe(state["loop"].stop)

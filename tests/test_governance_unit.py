@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -96,16 +97,28 @@ def clock() -> Clock:
     return Clock(T0)
 
 
+@contextmanager
+def governance(tmp_path: Path, clock: Clock, catalog: str = CATALOG, url: str | None = None,
+               audit_key: bytes | None = None,
+               config: Callable[[], Config] | None = None) -> Iterator[Governance]:
+    """Use cases on a new database (SQLite in `tmp_path` unless `url`) with `catalog` and the
+    unit policy written to `tmp_path`, or with the `config` given."""
+    (tmp_path / "catalog.yaml").write_text(catalog, encoding="utf-8")
+    (tmp_path / "policy.yaml").write_text(UNIT_POLICY, encoding="utf-8")
+    loaded = Config(load_catalog(str(tmp_path / "catalog.yaml")),
+                    load_policy(str(tmp_path / "policy.yaml")))
+    db = Database(url or f"sqlite:///{tmp_path / 'gov.sqlite'}", audit_key=audit_key)
+    db.upgrade()
+    try:
+        yield Governance(db=db, config=config or (lambda: loaded), clock=clock)
+    finally:
+        db.dispose()
+
+
 @pytest.fixture
 def gov(tmp_path: Path, clock: Clock):
-    (tmp_path / "catalog.yaml").write_text(CATALOG, encoding="utf-8")
-    (tmp_path / "policy.yaml").write_text(UNIT_POLICY, encoding="utf-8")
-    config = Config(load_catalog(str(tmp_path / "catalog.yaml")),
-                    load_policy(str(tmp_path / "policy.yaml")))
-    db = Database(f"sqlite:///{tmp_path / 'gov.sqlite'}")
-    db.upgrade()
-    yield Governance(db=db, config=lambda: config, clock=clock)
-    db.dispose()
+    with governance(tmp_path, clock) as g:
+        yield g
 
 
 def ask(gov: Governance, who: Principal, dataset: str, days: float | None = None,
@@ -719,14 +732,8 @@ def any_gov(db_url: str, tmp_path: Path, request: pytest.FixtureRequest, clock: 
         pg._run(os.path.join(pg_bin(), "createdb"), "-h", "127.0.0.1", "-p", str(pg.port),
                 "-U", pg.user, name)
         url = pg.url.rsplit("/", 1)[0] + "/" + name
-    (tmp_path / "catalog.yaml").write_text(CATALOG, encoding="utf-8")
-    (tmp_path / "policy.yaml").write_text(UNIT_POLICY, encoding="utf-8")
-    config = Config(load_catalog(str(tmp_path / "catalog.yaml")),
-                    load_policy(str(tmp_path / "policy.yaml")))
-    db = Database(url, audit_key=b"k" * 32)
-    db.upgrade()
-    yield Governance(db=db, config=lambda: config, clock=clock)
-    db.dispose()
+    with governance(tmp_path, clock, url=url, audit_key=b"k" * 32) as g:
+        yield g
 
 
 def test_concurrent_reads_and_answered_scans_extend_one_intact_keyed_chain(any_gov):
@@ -822,14 +829,7 @@ def test_after_a_revocation_a_dataset_without_stewards_answers_a_clear_denial(tm
     classification: public
     source: {kind: file, uri: /data/orphan.csv}
 """
-    (tmp_path / "catalog.yaml").write_text(catalog, encoding="utf-8")
-    (tmp_path / "policy.yaml").write_text(UNIT_POLICY, encoding="utf-8")
-    config = Config(load_catalog(str(tmp_path / "catalog.yaml")),
-                    load_policy(str(tmp_path / "policy.yaml")))
-    db = Database(f"sqlite:///{tmp_path / 'gov.sqlite'}")
-    db.upgrade()
-    gov = Governance(db=db, config=lambda: config, clock=clock)
-    try:
+    with governance(tmp_path, clock, catalog) as gov:
         assert ask(gov, alice, "orphan")["status"] == "approved"
         [g] = grants(gov, "alice")
         gov.revoke(admin, g.id)
@@ -838,8 +838,6 @@ def test_after_a_revocation_a_dataset_without_stewards_answers_a_clear_denial(tm
             "denied", "denied: your access to this dataset was revoked, and it has no stewards "
                       "who could approve it again")
         assert actions(gov)["request.deny"] == 1
-    finally:
-        db.dispose()
 
 
 # -- reclassification upward (issue 10 item 11) -----------------------------------------------------
@@ -861,10 +859,7 @@ def test_a_grant_never_outlives_its_dataset_being_reclassified_upward(tmp_path, 
         return Config(load_catalog(str(tmp_path / "catalog.yaml")), policy)
 
     current = {"config": config_with("confidential")}
-    db = Database(f"sqlite:///{tmp_path / 'gov.sqlite'}")
-    db.upgrade()
-    gov = Governance(db=db, config=lambda: current["config"], clock=clock)
-    try:
+    with governance(tmp_path, clock, config=lambda: current["config"]) as gov:
         req = ask(gov, alice, "conf")
         approve(gov, steward, req["id"])
         [g] = grants(gov, "alice")
@@ -886,8 +881,6 @@ def test_a_grant_never_outlives_its_dataset_being_reclassified_upward(tmp_path, 
         again = ask(gov, alice, "conf")
         assert (again["status"], again["approvals_required"]) == ("pending", 2)
         assert "was revoked" not in again["reason"]  # the new tier decides, not a steward's revoke
-    finally:
-        db.dispose()
 
 
 # -- read errors, mapped once (governance.read_errors) ------------------------------------------
@@ -904,27 +897,20 @@ def test_a_read_a_scan_and_a_ticket_fetch_of_a_source_lacking_a_credential_say_t
     from jupyterhub_dataaccess.errors import SourceUnavailable
 
     monkeypatch.delenv("DA_UNIT_NO_SUCH_KEY", raising=False)
-    (tmp_path / "catalog.yaml").write_text(
-        "datasets:\n  - id: lake\n    title: S3 lake\n    stewards: {users: [steward]}\n"
-        "    classification: public\n    source: {kind: s3, uri: 's3://bucket/p.parquet', "
-        "options: {key: '${DA_UNIT_NO_SUCH_KEY}'}}\n", encoding="utf-8")
-    (tmp_path / "policy.yaml").write_text(UNIT_POLICY, encoding="utf-8")
-    config = Config(load_catalog(str(tmp_path / "catalog.yaml")),
-                    load_policy(str(tmp_path / "policy.yaml")))
-    db = Database(f"sqlite:///{tmp_path / 'gov.sqlite'}")
-    db.upgrade()
-    gov = Governance(db=db, config=lambda: config, clock=clock)
+    catalog = ("datasets:\n  - id: lake\n    title: S3 lake\n    stewards: {users: [steward]}\n"
+               "    classification: public\n    source: {kind: s3, uri: 's3://bucket/p.parquet', "
+               "options: {key: '${DA_UNIT_NO_SUCH_KEY}'}}\n")
     claims = tickets.Claims(id="t", user="alice", grant=1, dataset="lake", version=None,
                             partition=("rg", 0, 0, 0, 1), columns=None, where=None,
                             expires=int(time.time()) + 60, scan=1)
-    tries = {
-        "read": lambda: gov.plan_read(alice, "lake"),
-        "scan": lambda: tickets.plan_scan(gov, alice, "lake", tickets.ScanRequest.from_body({}),
-                                          ticket_key=b"k" * 32, ttl=60, target_bytes=1 << 20,
-                                          url_for=str),
-        "ticket": lambda: tickets.open_partition(gov, claims, b"m" * 32),
-    }
-    try:
+    with governance(tmp_path, clock, catalog) as gov:
+        tries = {
+            "read": lambda: gov.plan_read(alice, "lake"),
+            "scan": lambda: tickets.plan_scan(gov, alice, "lake", tickets.ScanRequest.from_body({}),
+                                              ticket_key=b"k" * 32, ttl=60, target_bytes=1 << 20,
+                                              url_for=str),
+            "ticket": lambda: tickets.open_partition(gov, claims, b"m" * 32),
+        }
         for name, attempt in tries.items():
             with pytest.raises(SourceUnavailable) as e:
                 attempt()
@@ -933,5 +919,3 @@ def test_a_read_a_scan_and_a_ticket_fetch_of_a_source_lacking_a_credential_say_t
                      "for it is not set"), name
             assert "DA_UNIT_NO_SUCH_KEY" in str(e.value.__cause__)  # for the service log
         assert not {"data.read", "data.scan"} & set(actions(gov))
-    finally:
-        db.dispose()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import io
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import pyarrow as pa
@@ -177,16 +179,16 @@ def test_a_file_put_in_the_place_of_the_planned_one_sends_no_bytes(tmp_path):
         found[0].open()
 
 
-def _serve(tmp_path, fail: bool, sendfile: bool):
+@contextmanager
+def _serve(tmp_path, fail: bool, sendfile: bool) -> Iterator[tuple[int, pa.Table]]:
     """A tornado server whose one route sends a hybrid partition with the service's own
     DataHandler._send_ranges (masked columns failing when `fail`; sendfile refused unless
     `sendfile`). Yields (port, the partition's governed table)."""
     import asyncio
     import logging
-    import socket
-    import threading
 
-    from tornado import httpserver, web
+    from hubutil import loopback_app
+    from tornado import web
 
     from jupyterhub_dataaccess.service.handlers import DataHandler
     from jupyterhub_dataaccess.service.metrics import Metrics
@@ -223,25 +225,9 @@ def _serve(tmp_path, fail: bool, sendfile: bool):
     async def run(fn, *args):
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
-    ready, state = threading.Event(), {}
-
-    def serve() -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(8)
-        sock.setblocking(False)
-        app = web.Application([("/p", Handler, {"run": run, "streams": slots,
-                                                "metrics": Metrics()})])
-        httpserver.HTTPServer(app).add_sockets([sock])
-        state.update(loop=loop, port=sock.getsockname()[1])
-        ready.set()
-        loop.run_forever()
-
-    threading.Thread(target=serve, daemon=True).start()
-    ready.wait(10)
-    return state, governed(ds, spec, None, None)
+    app = web.Application([("/p", Handler, {"run": run, "streams": slots, "metrics": Metrics()})])
+    with loopback_app(app) as port:
+        yield port, governed(ds, spec, None, None)
 
 
 @pytest.mark.parametrize("sendfile", [True, False], ids=["sendfile", "reads"])
@@ -252,24 +238,18 @@ def test_the_service_sends_a_hybrid_as_a_chunked_body_the_client_reads(tmp_path,
     request; masked columns that fail after the headers cut the body short (never complete)."""
     import http.client
 
-    state, expected = _serve(tmp_path, fail=False, sendfile=sendfile)
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", state["port"], timeout=30)
+    with _serve(tmp_path, fail=False, sendfile=sendfile) as (port, expected):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         for _ in range(2):
             conn.request("GET", "/p")
             resp = conn.getresponse()
             assert resp.status == 200 and resp.getheader("Transfer-Encoding") == "chunked"
             assert client._from_hybrid(resp).equals(expected)
-    finally:
-        state["loop"].call_soon_threadsafe(state["loop"].stop)
     (tmp_path / "failing").mkdir()
-    state, _ = _serve(tmp_path / "failing", fail=True, sendfile=sendfile)
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", state["port"], timeout=30)
+    with _serve(tmp_path / "failing", fail=True, sendfile=sendfile) as (port, _):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         conn.request("GET", "/p")
         resp = conn.getresponse()
         assert resp.status == 200  # (the headers went out before the masked columns failed)
         with pytest.raises((http.client.IncompleteRead, OSError, ValueError)):
             client._from_hybrid(resp)
-    finally:
-        state["loop"].call_soon_threadsafe(state["loop"].stop)

@@ -4,16 +4,15 @@ request, and a reader that stops is cut off after the write timeout (SECURITY-CA
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import logging
 import os
 import socket
-import threading
 import time
 
 import pytest
-from tornado import httpserver, web
+from hubutil import loopback_app
+from tornado import web
 from tornado.iostream import StreamClosedError
 
 from jupyterhub_dataaccess.service.streams import StreamSlots
@@ -40,27 +39,8 @@ def server(tmp_path):
                     return
             self.finish()
 
-    ready = threading.Event()
-    state: dict = {}
-
-    def serve() -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(8)
-        sock.setblocking(False)
-        srv = httpserver.HTTPServer(web.Application([("/f", FileHandler)]))
-        srv.add_sockets([sock])
-        state.update(loop=loop, port=sock.getsockname()[1])
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    ready.wait(10)
-    yield state["port"], path.read_bytes(), outcome
-    state["loop"].call_soon_threadsafe(state["loop"].stop)
+    with loopback_app(web.Application([("/f", FileHandler)])) as port:
+        yield port, path.read_bytes(), outcome
 
 
 def test_a_file_body_is_the_file_and_the_connection_serves_the_next_request(server):
@@ -71,6 +51,9 @@ def test_a_file_body_is_the_file_and_the_connection_serves_the_next_request(serv
         resp = conn.getresponse()
         assert resp.status == 200 and int(resp.getheader("Content-Length")) == SIZE
         assert resp.read() == data
+    deadline = time.monotonic() + 10  # (the handler notes its outcome after the last byte)
+    while time.monotonic() < deadline and len(outcome) < 2:
+        time.sleep(0.01)
     assert outcome == ["sendfile", "sendfile"]
 
 
