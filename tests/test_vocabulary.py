@@ -31,3 +31,26 @@ def test_one_iso_formatter_and_the_audit_form_is_unchanged():
     assert iso(at.replace(microsecond=120000), "milliseconds") == "2026-01-02T01:04:05.120Z"
     assert iso(None) is None
     assert parse_iso("2026-01-02T01:04:05Z") == parse_iso("2026-01-02T01:04:05") == at
+
+
+def test_the_openapi_spec_names_no_key_twice():
+    """A mapping that holds a key twice is refused by the docs' build (redocly, in the
+    labextension's build) while PyYAML silently keeps the last one: a route's parameters or
+    responses given twice lose the first. The spec holds each key once in every mapping."""
+    import yaml
+
+    twice: list[str] = []
+
+    class Strict(yaml.SafeLoader):
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+            seen: set = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if key in seen:
+                    twice.append(f"{key!r} at line {key_node.start_mark.line + 1}")
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    with open(vocabulary.SPEC, encoding="utf-8") as f:
+        yaml.load(f, Loader=Strict)  # noqa: S506 (a SafeLoader)
+    assert twice == []
