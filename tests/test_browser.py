@@ -401,9 +401,10 @@ def test_commands_in_the_palette(hub: Hub, browser):
     open_lab(lab, hub, "analyst")
     palette = lab.locator(".lm-CommandPalette-input")
 
-    def palette_lists_data_commands() -> bool:
+    def search_from_the_palette() -> bool:
         # JupyterLab focuses the restored main area once its layout has settled, which closes
-        # a modal palette opened just before: open it again until it stays open.
+        # a modal palette opened just before (at any step here): open it again until the whole
+        # sequence runs with it open.
         if not palette.is_visible():
             lab.locator(".lm-MenuBar-itemLabel", has_text="View").click()
             lab.locator(".lm-Menu-itemLabel", has_text="Activate Command Palette").click()
@@ -412,15 +413,17 @@ def test_commands_in_the_palette(hub: Hub, browser):
                 return False
         try:
             palette.fill("Data:", timeout=2_000)
-        except PlaywrightTimeout:  # closed again between the check and the typing
+            if not {"Data: Search datasets", "Data: Load dataset into notebook"} <= set(
+                    lab.locator(".lm-CommandPalette-itemLabel").all_inner_texts()):
+                return False
+            palette.fill("Data: Search datasets", timeout=2_000)
+            palette.press("Enter", timeout=2_000)
+            lab.locator(PANEL).wait_for(state="visible", timeout=5_000)
+        except PlaywrightTimeout:  # closed again between two steps
             return False
-        return {"Data: Search datasets", "Data: Load dataset into notebook"} <= set(
-            lab.locator(".lm-CommandPalette-itemLabel").all_inner_texts())
+        return True
 
-    wait_for(palette_lists_data_commands, 30, "the palette listing the Data commands")
-    palette.fill("Data: Search datasets")
-    lab.keyboard.press("Enter")
-    lab.locator(PANEL).wait_for(state="visible", timeout=10_000)
+    wait_for(search_from_the_palette, 60, "the palette running Data: Search datasets")
     wait_for(lambda: lab.evaluate("document.activeElement.type") == "search", 10,
              "the search box having the focus")
     lab.context.close()
