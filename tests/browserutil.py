@@ -72,6 +72,9 @@ def open_lab(page: Any, hub: Hub, user: str, path: str = "lab") -> None:
     page.goto(f"{hub.url}/user/{user}/{path}")
     page.wait_for_selector("#jp-main-dock-panel", timeout=90_000)
     page.wait_for_selector(".jp-SideBar.jp-mod-left [role='tab']", timeout=60_000)
+    # The splash (shown before the shell is attached) goes once the layout is restored: the
+    # restore activates main-area widgets, which would close a palette or take the focus.
+    page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=60_000)
 
 
 def open_data_panel(page: Any) -> Any:

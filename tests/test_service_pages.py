@@ -348,7 +348,8 @@ def test_a_steward_approves_in_the_inbox_seeing_what_the_requester_gets(hub: Hub
     detail.get_by_role("button", name="Approve").click()
     wait_for(lambda: page.locator("#da-status").inner_text() ==
              f"Approved analyst's request for {MASKED}", 15, "the approval's confirmation")
-    assert item.count() == 0
+    # The confirmation is shown before the inbox is fetched again and re-rendered without it.
+    wait_for(lambda: item.count() == 0, 15, "the decided request leaving the inbox")
     decided = hub.call("analyst", "GET", f"/requests/{request['id']}").json()
     assert decided["status"] == "approved"
     assert decided["decisions"][0]["comment"] == "ok for the colony report"
