@@ -33,7 +33,6 @@ import pyarrow as pa
 from .errors import BadRequest, GovernanceError, Principal
 from .governance import Governance, read_errors
 from .sources.base import Reader, SourceError
-from .sources.filters import bind
 from .sources.plan import ReadPlan, execute, execute_typed, plan_read
 from .sources.readers import (
     HYBRID_MASKED_BYTES,
@@ -356,11 +355,9 @@ def _hybrid(ds: Any, reader: Reader, spec: tuple, columns: list[str] | None,
     plan = plan or plan_read(ds, columns, where, reader=reader)
     if plan.post is not None:  # the caller's where reads a masked column
         return None
-    row_filter = (bind(ds.row_filter, reader.raw_schema(), what="the row filter")
-                  if ds.row_filter is not None else None)
     unmasked = [n for n in plan.columns if n not in ds.masks]
     ranges = reader.partition_ranges(spec, unmasked, plan.where, groups_by=plan.pushed,
-                                     proven=row_filter, alone=True)
+                                     proven=plan.row_filter, alone=True)
     if ranges is None or not ranges.groups or not ranges.columns:
         return None
     offset, length = ranges.footer

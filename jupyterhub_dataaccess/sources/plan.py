@@ -50,6 +50,7 @@ class ReadPlan:
     format: str | None = None
     version: str | None = None  # the source version read, where the reader keeps versions
     pushed: RowFilter | None = None  # row filter and `where`'s unmasked parts, on raw values
+    row_filter: RowFilter | None = None  # the dataset's row filter alone, bound to the source
     post: RowFilter | None = None  # `where`'s parts on masked columns, on masked values
     read_schema: pa.Schema | None = None  # the columns read from the source, governed types
     whole_file: str | None = None  # the source file, when it can be sent as it is
@@ -116,7 +117,7 @@ def plan_read(ds: Dataset, columns: list[str] | None = None, where: str | RowFil
         dataset=ds, columns=names, schema=governed_schema(ds, raw, names), where=caller,
         columns_asked=list(columns) if columns else None, limit=limit, format=format,
         version=version,
-        pushed=and_filters(row_filter, *unmasked), post=post,
+        pushed=and_filters(row_filter, *unmasked), row_filter=row_filter, post=post,
         read_schema=governed_schema(ds, raw, list(read)), reader=reader,
         whole_file=whole_file(ds) if not columns and caller is None and limit is None
         and reader.pinned is None else None)
