@@ -365,12 +365,13 @@ def _hybrid(ds: Any, reader: Reader, spec: tuple, columns: list[str] | None,
     try:
         with ranges.open() as f:  # the very file: its footer, as it is
             footer = os.pread(f.fileno(), length, offset)
-            held = masked_bytes(f, ranges.groups, {n: ds.masks[n] for n in masked},
-                                dictionaries)
+            held = masked_bytes(f, ranges.meta, ranges.groups,
+                                {n: ds.masks[n] for n in masked}, dictionaries)
     except (OSError, pa.ArrowException) as e:
         raise SourceError(str(e)) from e
     if held > HYBRID_MASKED_BYTES:  # (held in memory whole: the governed stream is bounded)
         return None
+    ranges = replace(ranges, meta=None)  # (the parsed footer is not held while ranges are sent)
     try:
         footer = pruned_footer(footer, ranges.groups, sorted(ranges.leaves))
     except FooterError:

@@ -160,6 +160,9 @@ class ParquetRanges:
     leaves: list[int] = field(default_factory=list)  # the columns' indices in the file
     chunks: list[tuple[int, int]] = field(default_factory=list)  # `ranges` but the footer's
     footer: tuple[int, int] = (0, 0)  # (offset, length) of the file's FileMetaData
+    # with `alone`: that footer as pyarrow parsed it (FileMetaData), read from the file of
+    # `identity`, for masked_bytes (None otherwise)
+    meta: Any = field(default=None, repr=False, compare=False)
 
     def open(self) -> BinaryIO:
         """The file, open, checked to be the very file whose footer gave the ranges (same
@@ -289,21 +292,19 @@ HYBRID_MASKED_BYTES = 32 << 20
 _ROW_BYTES = {"null": 8, "redact": 12}  # an Arrow value and its offset; a hash: 32 + 4
 
 
-def masked_bytes(f: BinaryIO, groups: list[int], masks: dict[str, str],
+def masked_bytes(f: BinaryIO, meta: Any, groups: list[int], masks: dict[str, str],
                  dictionaries: bool) -> int:
     """What the columns `masks` ({name: mask}) of row groups `groups` of the Parquet file open
-    as `f` take as masked Arrow batches, from its footer: a hashed text column read as a
-    dictionary (`dictionaries`, _small_dictionaries) 4 bytes a row and each batch's share of
-    its dictionary (its count of values from the dictionary page's header), a hashed integer
-    column whose statistics span few values for a batch's rows likewise (masks._small_range:
-    each batch hashed as a dictionary of at most that span), any other hash 36 bytes a row (40
-    with `dictionaries`), a redaction 12, nulls 8, and each batch's validity bitmaps and Arrow
-    messages."""
-    import pyarrow.parquet as pq
-
+    as `f` take as masked Arrow batches, from its footer `meta` (FileMetaData, as
+    partition_ranges parsed it from the file of f's identity: ParquetRanges.meta): a hashed
+    text column read as a dictionary (`dictionaries`, _small_dictionaries) 4 bytes a row and
+    each batch's share of its dictionary (its count of values from the dictionary page's
+    header, read from `f`), a hashed integer column whose statistics span few values for a
+    batch's rows likewise (masks._small_range: each batch hashed as a dictionary of at most
+    that span), any other hash 36 bytes a row (40 with `dictionaries`), a redaction 12, nulls
+    8, and each batch's validity bitmaps and Arrow messages."""
     from .footer import dictionary_values
 
-    meta = pq.ParquetFile(f).metadata
     target = meta.schema.to_arrow_schema()
     total = 0
     for g in groups:
@@ -557,7 +558,8 @@ class FileReader(Reader):
         return ParquetRanges(path, size, _merged([(0, 4), (size - footer, footer), *spans]),
                              groups, read, sum(meta.row_group(g).num_rows for g in groups),
                              every, [n for n in read if n in dictionary], identity, wanted,
-                             _merged(spans), (size - footer, footer - 8))
+                             _merged(spans), (size - footer, footer - 8),
+                             meta if alone else None)
 
     @staticmethod
     def _row_groups(dataset: pads.FileSystemDataset, f: Any, spec: tuple,
