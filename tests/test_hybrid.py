@@ -19,7 +19,7 @@ from dataclasses import replace
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_where import KEY, ROWS, WHERES, N
+from test_where import KEY, ROWS, WHERES, N, write_layout
 
 from jupyterhub_dataaccess import client, tickets
 from jupyterhub_dataaccess.catalog import Dataset, Source
@@ -34,14 +34,8 @@ SECRET = "zebra-secret-"  # a distinctive prefix of every value of the masked te
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    d = tmp_path_factory.mktemp("hybrid")
     rows = dict(ROWS, tail=[None if i % 13 == 0 else f"{SECRET}{i % 23:03d}" for i in range(N)])
-    table = pa.table(rows)
-    pq.write_table(table, d / "f.parquet", row_group_size=N // 12)
-    os.makedirs(d / "dir")
-    pq.write_table(table.slice(0, N // 2), d / "dir" / "a.parquet", row_group_size=N // 10)
-    pq.write_table(table.slice(N // 2), d / "dir" / "b.parquet", row_group_size=N // 7)
-    return {"file": str(d / "f.parquet"), "dir": str(d / "dir")}
+    return write_layout(tmp_path_factory.mktemp("hybrid"), pa.table(rows))
 
 
 def _dataset(uri: str, masks: dict[str, str], row_filter: str | None = "id >= 0") -> Dataset:

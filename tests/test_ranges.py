@@ -15,7 +15,7 @@ from dataclasses import replace
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_where import KEY, ROWS, WHERES, N
+from test_where import KEY, ROWS, WHERES, write_layout
 
 from jupyterhub_dataaccess import client, tickets
 from jupyterhub_dataaccess.catalog import Dataset, Source
@@ -28,13 +28,7 @@ pytestmark = pytest.mark.once  # reading files, not the database
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    d = tmp_path_factory.mktemp("ranges")
-    table = pa.table(ROWS)
-    pq.write_table(table, d / "f.parquet", row_group_size=N // 12)
-    os.makedirs(d / "dir")
-    pq.write_table(table.slice(0, N // 2), d / "dir" / "a.parquet", row_group_size=N // 10)
-    pq.write_table(table.slice(N // 2), d / "dir" / "b.parquet", row_group_size=N // 7)
-    return {"file": str(d / "f.parquet"), "dir": str(d / "dir")}
+    return write_layout(tmp_path_factory.mktemp("ranges"), pa.table(ROWS))
 
 
 def _dataset(uri: str, **governance) -> Dataset:

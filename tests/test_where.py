@@ -9,7 +9,9 @@ governed (masked) values: what the fixed order "row filter, masks, then where" m
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sqlite3
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,6 +38,19 @@ ROWS = {
     "region": [None if i % 11 == 0 else ["east", "west", "north"][i % 3] for i in range(N)],
     "cancelled": [i % 9 == 0 for i in range(N)],
 }
+
+
+def write_layout(directory: Path, table: pa.Table) -> dict[str, str]:
+    """`table` of N rows as one Parquet file (row groups of N // 12 rows) and as a directory of
+    two files (its halves, row groups of N // 10 and N // 7 rows): {"file": path, "dir": path}."""
+    pq.write_table(table, directory / "f.parquet", row_group_size=N // 12)
+    os.makedirs(directory / "dir")
+    pq.write_table(table.slice(0, N // 2), directory / "dir" / "a.parquet",
+                   row_group_size=N // 10)
+    pq.write_table(table.slice(N // 2), directory / "dir" / "b.parquet", row_group_size=N // 7)
+    return {"file": str(directory / "f.parquet"), "dir": str(directory / "dir")}
+
+
 GOVERNED = {"masks": {"tail": "hash", "region": "redact"}, "row_filter": "carrier != 'WN'"}
 WHERES = [
     "month == 3",
