@@ -38,6 +38,7 @@ from .sources.readers import (
     HYBRID_MASKED_BYTES,
     ParquetRanges,
     WholeFile,
+    described_columns,
     masked_bytes,
     reader_for,
     whole_file,
@@ -294,8 +295,7 @@ def plan_scan(gov: Governance, who: Principal, dataset_id: Any, req: ScanRequest
                     "rows": part.rows})
     return {"dataset": ds.id, "version": version,
             "expires_at": iso(datetime.fromtimestamp(expires, timezone.utc)), "audit_seq": seq,
-            "columns": [{"name": f.name, "type": str(f.type), "mask": ds.masks.get(f.name)}
-                        for f in schema],
+            "columns": described_columns(ds, schema),
             "schema": _b64(schema.serialize().to_pybytes()), "partitions": out}
 
 

@@ -44,6 +44,7 @@ from ..sources.readers import (
     SourceError,
     WholeFile,
     dataset_info,
+    described_columns,
 )
 from ..sources.stream import FORMATS, PARQUET_HYBRID, PARQUET_RANGES, encode
 from ..times import parse_iso
@@ -451,8 +452,7 @@ class PreviewHandler(BaseHandler):
                                           schema=plan.schema)
         return {
             **plan.provenance(),
-            "columns": [{"name": f.name, "type": str(f.type), "mask": plan.dataset.masks.get(f.name)}
-                        for f in plan.schema],
+            "columns": described_columns(plan.dataset, plan.schema),
             "rows": json.loads(json.dumps([list(r.values()) for r in table.to_pylist()],
                                           default=str)),
         }
@@ -478,7 +478,7 @@ class DataHandler(BaseHandler):
         accept = FORMATS["parquet"] in self.request.headers.get("Accept", "")
         plan = await self.run(self.governance.plan_read, who, dataset_id, "data.read",
                               format=fmt or None, accept_parquet=accept, **self.read_args())
-        self._provenance_headers(plan)
+        self._provenance_headers(plan.version, plan.audit_seq)
         if plan.format == "parquet" and plan.whole_file:
             with read_errors():
                 file = await self.run(WholeFile.at, plan.whole_file)
@@ -514,13 +514,13 @@ class DataHandler(BaseHandler):
             chunks.close()  # stops the encoder thread at once, however the stream ended
         self.finish()
 
-    def _provenance_headers(self, plan: ReadPlan) -> None:
+    def _provenance_headers(self, version: str | None, audit_seq: int | None) -> None:
         """Which version was read and the audit record saying so, for the client to attach to
         what it returns (da.load: df.attrs["dataaccess"])."""
-        if plan.version is not None:
-            self.set_header("X-Dataaccess-Version", plan.version)
-        if plan.audit_seq is not None:
-            self.set_header("X-Dataaccess-Audit-Seq", str(plan.audit_seq))
+        if version is not None:
+            self.set_header("X-Dataaccess-Version", version)
+        if audit_seq is not None:
+            self.set_header("X-Dataaccess-Audit-Seq", str(audit_seq))
 
     def _file_headers(self, dataset: str, fmt: str) -> None:
         self.set_header("Content-Type", FORMATS[fmt])
@@ -683,9 +683,7 @@ class ScanHandler(DataHandler):
                 mask_key=self.keys.mask,
                 dictionaries=self.request.headers.get(DICTIONARIES_HEADER, "") == "accept")
             if isinstance(out, tickets.PlannedFile):
-                if out.version is not None:
-                    self.set_header("X-Dataaccess-Version", out.version)
-                self.set_header("X-Dataaccess-Audit-Seq", str(out.audit_seq))
+                self._provenance_headers(out.version, out.audit_seq)
                 if out.ranges:
                     await self._send_ranges(out.ranges, out.head, out.tail, out.masked)
                 else:
@@ -760,7 +758,7 @@ class QueryHandler(DataHandler):
                 f"{stage};dur={seconds * 1000:.1f}"
                 for stage, seconds in {"auth": authenticated, **answer.timings,
                                        "total": self.request.request_time()}.items()))
-        self.set_header("X-Dataaccess-Audit-Seq", str(answer.audit_seq))
+        self._provenance_headers(None, answer.audit_seq)
         self.set_header("X-Dataaccess-Datasets", json.dumps(answer.datasets))
         if fmt != "arrow":
             await self._send_batches("query", answer.table.schema,

@@ -1027,6 +1027,11 @@ def reader_for(ds: Dataset, version: str | None = None) -> Reader:
     return READERS[ds.source.kind]()(ds, version)
 
 
+def described_columns(ds: Dataset, schema: pa.Schema) -> list[dict[str, Any]]:
+    """The governed `schema`'s columns as the API names them: name, type and mask (or None)."""
+    return [{"name": f.name, "type": str(f.type), "mask": ds.masks.get(f.name)} for f in schema]
+
+
 def governed_schema(ds: Dataset, raw: pa.Schema, columns: list[str] | None = None) -> pa.Schema:
     names = columns or raw.names
     return pa.schema([
