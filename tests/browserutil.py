@@ -70,10 +70,15 @@ def open_lab(page: Any, hub: Hub, user: str, path: str = "lab") -> None:
     """Open JupyterLab of `user` (the server must be running) and wait until it is usable."""
     quiet_lab(hub, user)
     page.goto(f"{hub.url}/user/{user}/{path}")
+    lab_restored(page)
+
+
+def lab_restored(page: Any) -> None:
+    """Wait until JupyterLab (being loaded in `page`) has restored its layout. The splash, shown
+    before the shell is attached, goes once it has: until then the restore may activate another
+    main-area widget, closing a palette, taking the focus or hiding a tab just clicked."""
     page.wait_for_selector("#jp-main-dock-panel", timeout=90_000)
     page.wait_for_selector(".jp-SideBar.jp-mod-left [role='tab']", timeout=60_000)
-    # The splash (shown before the shell is attached) goes once the layout is restored: the
-    # restore activates main-area widgets, which would close a palette or take the focus.
     page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=60_000)
 
 

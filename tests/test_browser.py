@@ -20,6 +20,7 @@ import time
 import pytest
 from browserutil import (
     PANEL,
+    lab_restored,
     launch,
     log_in,
     open_data_panel,
@@ -266,11 +267,17 @@ def test_analyst_requests_on_the_dataset_page_and_it_turns_granted_live(hub: Hub
 
     # The page is restored on reload
     lab.reload()
-    lab.wait_for_selector("#jp-main-dock-panel", timeout=90_000)
+    lab_restored(lab)
     tab.wait_for(timeout=30_000)
-    tab.click()
     restored = lab.locator(PAGE)
-    restored.locator(".jp-DataAccess-myAccess .jp-DataAccess-status").wait_for(timeout=30_000)
+    status = restored.locator(".jp-DataAccess-myAccess .jp-DataAccess-status")
+
+    def shown_from_its_tab() -> bool:
+        if not status.is_visible():
+            tab.click()
+        return status.is_visible()
+
+    wait_for(shown_from_its_tab, 30, "the restored dataset page shown from its tab")
     assert restored.locator(".jp-DataAccess-pageTitle").inner_text() == "Penguins with governance"
     lab.context.close()
 
