@@ -1118,9 +1118,7 @@ def dataset_info(ds: Dataset, reader: Reader | None = None) -> Info:
         raise SourceError(str(e)) from e
     schema = governed_schema(ds, raw)
     info = Info(
-        columns=[{"name": f.name, "type": str(f.type), "mask": ds.masks.get(f.name)}
-                 for f in schema],
-        rows=rows, updated_at=updated, version=version,
+        columns=described_columns(ds, schema), rows=rows, updated_at=updated, version=version,
     )
     if token is not None:
         if len(_info_cache) > 10_000:
